@@ -1,0 +1,104 @@
+"""Every hook a Voltwatch plugin can implement, in one module (as Datasette does).
+
+Each hook is documented in docs/writing-plugins.md; tests/test_hookspecs_documented.py fails
+when one is not. Hooks are called by the core only; a plugin never calls another plugin's hook.
+
+Hooks that do I/O return a coroutine (or None); the core awaits it. pluggy itself is
+synchronous, so the core collects the results and awaits them one plugin at a time, isolating
+failures: a plugin that raises is reported by name and the rest of the hub goes on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Awaitable, Callable
+
+    import voluptuous as vol
+
+    from hub.demo import DemoSite
+    from hub.hub import Hub
+
+PROJECT = "voltwatch"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def voltwatch_config_schema() -> dict[str, vol.Schema] | None:
+    """Top-level sections of configuration.yaml this plugin owns, e.g. `{"gsm": GSM_SCHEMA}`.
+
+    The core assembles its own schema with every plugin's before validating; an unknown
+    top-level key is an error that names the file and line.
+    """
+
+
+@hookspec
+def voltwatch_device_schemas() -> dict[str, vol.Schema] | None:
+    """Device platforms this plugin provides: `{"arcm": schema}`.
+
+    The schema validates one entry of `devices:` after the core's common keys (id, name,
+    platform, project, area, location, link) have been checked; it may add defaults.
+    """
+
+
+@hookspec
+def voltwatch_link_schemas() -> dict[str, vol.Schema] | None:
+    """Transports this plugin provides for a device's `link:`: `{"modbus_tcp": schema}`."""
+
+
+@hookspec
+def voltwatch_link_factories(hub: Hub) -> dict[str, Callable[[dict[str, Any]], Any]] | None:
+    """Factories that open a link for a device's validated `link:` mapping, by transport name.
+
+    Device plugins obtain links through `hub.links.acquire(link_config)`, so a detector plugin
+    works unchanged over Modbus TCP, a serial line or a GSM DTU.
+    """
+
+
+@hookspec
+def voltwatch_setup(hub: Hub, config: dict[str, Any]) -> Awaitable[None] | None:
+    """Start the plugin with the whole validated configuration.
+
+    Register services, create entities, start pollers. Called once, after storage, registries
+    and the recorder are up and before the HTTP server starts. Raise to report a failure: the
+    hub logs it with the plugin's name and starts without it.
+    """
+
+
+@hookspec
+def voltwatch_shutdown(hub: Hub) -> Awaitable[None] | None:
+    """Stop pollers and close connections. Called before the recorder's final flush."""
+
+
+@hookspec
+def voltwatch_http_routes(hub: Hub) -> list[Any] | None:
+    """Extra aiohttp route definitions (`web.get(...)`, ...) for the plugin's API or panel.
+
+    Routes under `/api/` require a bearer token like the core's and appear in the OpenAPI
+    document when their handler has a docstring.
+    """
+
+
+@hookspec
+def voltwatch_simulators() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None],
+                                               Callable[[argparse.Namespace], Awaitable[None]]]] | None:
+    """Device simulators for `voltwatch simulate NAME`: `{name: (add_arguments, run)}`.
+
+    `add_arguments` fills the sub-command's argparse parser; `run(args)` is a coroutine that
+    serves until cancelled.
+    """
+
+
+@hookspec
+def voltwatch_demo_site(demo: DemoSite) -> Awaitable[None] | None:
+    """Contribute to the demo site (`voltwatch demo`, `make run`).
+
+    Start simulators with `demo.start(coroutine)`, add devices with `demo.add_device(...)`,
+    projects with `demo.add_project(...)`. Called before the demo hub is configured.
+    """

@@ -1,0 +1,223 @@
+"""Device and entity registries: what exists, where it hangs, and how to reach it.
+
+The state machine holds values; the registries hold identity. A device (a detector, a DTU) has
+a place in the project tree (project, area, location) and a link (how to talk to it); an
+entity (one measured quantity or switch) belongs to a device. Both survive restarts: they are
+persisted through a `RegistryStore` (the storage layer implements it) and loaded before any
+plugin starts, so a plugin re-registering its entities finds their old settings (disabled,
+renamed) in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .events import EVENT_DEVICE_REGISTRY_UPDATED, EVENT_ENTITY_REGISTRY_UPDATED, EventBus
+from .states import InvalidEntityId, valid_entity_id
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class DeviceEntry:
+    id: str
+    platform: str
+    name: str | None = None
+    profile: str | None = None
+    project: str | None = None
+    area: str | None = None
+    location: str | None = None
+    link: dict[str, Any] = field(default_factory=dict)
+    manufacturer: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    source: str = "config"  # config | api | discovered
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(slots=True)
+class EntityEntry:
+    entity_id: str
+    device_id: str | None
+    unique_id: str
+    platform: str
+    name: str | None = None
+    unit: str | None = None
+    device_class: str | None = None
+    disabled: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class RegistryStore(Protocol):
+    """Persistence for the registries (implemented by hub.storage)."""
+
+    async def load_devices(self) -> list[dict[str, Any]]: ...
+
+    async def save_device(self, device: dict[str, Any]) -> None: ...
+
+    async def delete_device(self, device_id: str) -> None: ...
+
+    async def load_entities(self) -> list[dict[str, Any]]: ...
+
+    async def save_entity(self, entity: dict[str, Any]) -> None: ...
+
+    async def delete_entity(self, entity_id: str) -> None: ...
+
+
+_DEVICE_FIELDS = {f.name for f in dataclasses.fields(DeviceEntry)}
+_ENTITY_FIELDS = {f.name for f in dataclasses.fields(EntityEntry)}
+
+
+class DeviceRegistry:
+    def __init__(self, bus: EventBus, store: RegistryStore | None = None) -> None:
+        self._bus = bus
+        self._store = store
+        self._devices: dict[str, DeviceEntry] = {}
+
+    async def async_load(self) -> None:
+        if self._store is None:
+            return
+        for row in await self._store.load_devices():
+            entry = DeviceEntry(**{k: v for k, v in row.items() if k in _DEVICE_FIELDS})
+            self._devices[entry.id] = entry
+
+    def get(self, device_id: str) -> DeviceEntry | None:
+        return self._devices.get(device_id)
+
+    def __iter__(self) -> Iterator[DeviceEntry]:
+        return iter(list(self._devices.values()))
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    async def async_upsert(self, **fields: Any) -> DeviceEntry:
+        """Create or update a device; unknown keys go to `options` (plugin-specific settings)."""
+        device_id = fields["id"]
+        known = {k: v for k, v in fields.items() if k in _DEVICE_FIELDS}
+        extra = {k: v for k, v in fields.items() if k not in _DEVICE_FIELDS}
+        old = self._devices.get(device_id)
+        if old is None:
+            entry = DeviceEntry(**known)
+            entry.options.update(extra)
+            action = "create"
+        else:
+            entry = dataclasses.replace(old, **known)
+            entry.options = {**old.options, **extra}
+            action = "update"
+            if entry == old:
+                return old
+        self._devices[device_id] = entry
+        if self._store is not None:
+            await self._store.save_device(entry.as_dict())
+        self._bus.async_fire(EVENT_DEVICE_REGISTRY_UPDATED, {"action": action, "device_id": device_id})
+        return entry
+
+    async def async_remove(self, device_id: str) -> bool:
+        if self._devices.pop(device_id, None) is None:
+            return False
+        if self._store is not None:
+            await self._store.delete_device(device_id)
+        self._bus.async_fire(EVENT_DEVICE_REGISTRY_UPDATED, {"action": "remove", "device_id": device_id})
+        return True
+
+
+class EntityRegistry:
+    def __init__(self, bus: EventBus, store: RegistryStore | None = None) -> None:
+        self._bus = bus
+        self._store = store
+        self._entities: dict[str, EntityEntry] = {}
+        self._by_device: dict[str, dict[str, EntityEntry]] = {}
+
+    async def async_load(self) -> None:
+        if self._store is None:
+            return
+        for row in await self._store.load_entities():
+            self._index(EntityEntry(**{k: v for k, v in row.items() if k in _ENTITY_FIELDS}))
+
+    def _index(self, entry: EntityEntry) -> None:
+        old = self._entities.get(entry.entity_id)
+        if old is not None and old.device_id:
+            self._by_device.get(old.device_id, {}).pop(entry.entity_id, None)
+        self._entities[entry.entity_id] = entry
+        if entry.device_id:
+            self._by_device.setdefault(entry.device_id, {})[entry.entity_id] = entry
+
+    def get(self, entity_id: str) -> EntityEntry | None:
+        return self._entities.get(entity_id)
+
+    def for_device(self, device_id: str) -> list[EntityEntry]:
+        return list(self._by_device.get(device_id, {}).values())
+
+    def __iter__(self) -> Iterator[EntityEntry]:
+        return iter(list(self._entities.values()))
+
+    def __len__(self) -> int:
+        return len(self._entities)
+
+    async def async_register(
+        self,
+        entity_id: str,
+        platform: str,
+        device_id: str | None = None,
+        unique_id: str | None = None,
+        name: str | None = None,
+        unit: str | None = None,
+        device_class: str | None = None,
+    ) -> EntityEntry:
+        """Register an entity (idempotent); an admin's `disabled` flag is kept on re-register."""
+        if not valid_entity_id(entity_id):
+            raise InvalidEntityId(f"Invalid entity id {entity_id!r}")
+        old = self._entities.get(entity_id)
+        entry = EntityEntry(
+            entity_id=entity_id,
+            device_id=device_id,
+            unique_id=unique_id or entity_id,
+            platform=platform,
+            name=name,
+            unit=unit,
+            device_class=device_class,
+            disabled=old.disabled if old else False,
+        )
+        if entry == old:
+            return old
+        self._index(entry)
+        if self._store is not None:
+            await self._store.save_entity(entry.as_dict())
+        self._bus.async_fire(
+            EVENT_ENTITY_REGISTRY_UPDATED,
+            {"action": "update" if old else "create", "entity_id": entity_id},
+        )
+        return entry
+
+    async def async_update(self, entity_id: str, **changes: Any) -> EntityEntry:
+        old = self._entities[entity_id]
+        entry = dataclasses.replace(old, **changes)
+        self._index(entry)
+        if self._store is not None:
+            await self._store.save_entity(entry.as_dict())
+        self._bus.async_fire(EVENT_ENTITY_REGISTRY_UPDATED, {"action": "update", "entity_id": entity_id})
+        return entry
+
+    async def async_remove(self, entity_id: str) -> bool:
+        old = self._entities.pop(entity_id, None)
+        if old is None:
+            return False
+        if old.device_id:
+            self._by_device.get(old.device_id, {}).pop(entity_id, None)
+        if self._store is not None:
+            await self._store.delete_entity(entity_id)
+        self._bus.async_fire(EVENT_ENTITY_REGISTRY_UPDATED, {"action": "remove", "entity_id": entity_id})
+        return True

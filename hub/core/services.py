@@ -1,0 +1,149 @@
+"""Services: the verbs of the hub (`arcm.trip`, `notify.sms`, `workorder.create`).
+
+Every call carries a Context (who asked, and what caused it), is checked by the permission
+hook before the handler runs, and has its data validated by the service's voluptuous schema so
+a handler never sees malformed input. A handler may return a response (a control call answers
+with the device's confirmed read-back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import voluptuous as vol
+
+from .context import Context
+from voluptuous.humanize import humanize_error
+
+from .events import EVENT_CALL_SERVICE, EVENT_SERVICE_REGISTERED, EventBus, Job, JobType
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base for failures a caller should see (HTTP maps these to 4xx/5xx with the reason)."""
+
+    status = 500
+
+
+class ServiceNotFound(ServiceError):
+    status = 404
+
+    def __init__(self, domain: str, service: str) -> None:
+        super().__init__(f"Service {domain}.{service} not found")
+        self.domain = domain
+        self.service = service
+
+
+class ServiceValidationError(ServiceError):
+    status = 400
+
+
+class Unauthorized(ServiceError):
+    status = 403
+
+
+@dataclass(slots=True)
+class ServiceCall:
+    domain: str
+    service: str
+    data: dict[str, Any]
+    context: Context
+    return_response: bool = False
+
+
+ServiceHandler = Callable[[ServiceCall], Any]
+PermissionCheck = Callable[[ServiceCall], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class Service:
+    domain: str
+    service: str
+    job: Job[Any]
+    schema: vol.Schema | None
+    supports_response: bool = False
+    description: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class ServiceRegistry:
+    """Register and call services. `permission_check` is set by the auth layer."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self._services: dict[str, dict[str, Service]] = {}
+        self.permission_check: PermissionCheck | None = None
+
+    def register(
+        self,
+        domain: str,
+        service: str,
+        handler: ServiceHandler,
+        schema: vol.Schema | None = None,
+        supports_response: bool = False,
+        description: str = "",
+    ) -> None:
+        domain, service = domain.lower(), service.lower()
+        if isinstance(schema, dict):
+            schema = vol.Schema(schema)
+        self._services.setdefault(domain, {})[service] = Service(
+            domain, service, Job(handler, f"{domain}.{service}"), schema, supports_response,
+            description,
+        )
+        self._bus.async_fire(EVENT_SERVICE_REGISTERED, {"domain": domain, "service": service})
+
+    def remove(self, domain: str, service: str) -> None:
+        self._services.get(domain, {}).pop(service, None)
+
+    def has_service(self, domain: str, service: str) -> bool:
+        return service.lower() in self._services.get(domain.lower(), {})
+
+    def services(self) -> dict[str, dict[str, Service]]:
+        return {domain: dict(services) for domain, services in self._services.items()}
+
+    async def async_call(
+        self,
+        domain: str,
+        service: str,
+        data: dict[str, Any] | None = None,
+        context: Context | None = None,
+        return_response: bool = False,
+    ) -> Any:
+        """Validate, authorise and run a service; returns its response (or None)."""
+        domain, service = domain.lower(), service.lower()
+        entry = self._services.get(domain, {}).get(service)
+        if entry is None:
+            raise ServiceNotFound(domain, service)
+        context = context or Context()
+        payload = dict(data or {})
+        if entry.schema is not None:
+            try:
+                payload = entry.schema(payload)
+            except vol.Invalid as err:
+                raise ServiceValidationError(
+                    f"Invalid data for {domain}.{service}: {humanize_error(payload, err)}"
+                ) from err
+        call = ServiceCall(domain, service, payload, context, return_response)
+        if self.permission_check is not None:
+            checked = self.permission_check(call)
+            if asyncio.iscoroutine(checked):
+                await checked
+        self._bus.async_fire(
+            EVENT_CALL_SERVICE,
+            {"domain": domain, "service": service, "service_data": payload},
+            context=context,
+        )
+        job = entry.job
+        if job.job_type is JobType.COROUTINE:
+            result = await job.target(call)
+        elif job.job_type is JobType.CALLBACK:
+            result = job.target(call)
+        else:
+            result = await asyncio.get_running_loop().run_in_executor(None, job.target, call)
+        _LOGGER.debug("Service %s.%s called (context %s)", domain, service, context.id)
+        return result if (return_response or entry.supports_response) else None

@@ -1,0 +1,246 @@
+"""Current state of every entity, and the `state_changed` events that everything else hangs on.
+
+Three timestamps, as Home Assistant defines them, because users ask three different questions:
+* `last_changed`  - when did the value itself change? ("how long has leakage been at 550 mA?")
+* `last_updated`  - when did the value or any attribute change?
+* `last_reported` - when did the device last say anything? (an unchanged value still proves the
+  detector is alive; the recorder and the comms-loss logic need this)
+
+Timestamps are float unix seconds internally (cheap on the hot path) and ISO 8601 in JSON.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from .context import Context
+from .events import EVENT_STATE_CHANGED, EVENT_STATE_REPORTED, EventBus
+
+STATE_UNAVAILABLE = "unavailable"
+STATE_UNKNOWN = "unknown"
+STATE_ON = "on"
+STATE_OFF = "off"
+
+_ENTITY_ID = re.compile(r"^(?!_)[a-z0-9_]+(?<!_)\.(?!_)[a-z0-9_]+(?<!_)$")
+_SLUG_DROP = re.compile(r"[^a-z0-9_]+")
+_SLUG_SQUASH = re.compile(r"_+")
+
+
+class InvalidEntityId(ValueError):
+    """An entity id that is not `domain.object_id` in lower-case letters, digits and `_`."""
+
+
+def valid_entity_id(entity_id: str) -> bool:
+    return _ENTITY_ID.match(entity_id) is not None and "__" not in entity_id
+
+
+def split_entity_id(entity_id: str) -> tuple[str, str]:
+    domain, _, object_id = entity_id.partition(".")
+    return domain, object_id
+
+
+def slugify(text: str) -> str:
+    """`arcm-1` -> `arcm_1`: device ids become the object part of entity ids (CONTRACTS §4)."""
+    slug = _SLUG_DROP.sub("_", text.strip().lower())
+    return _SLUG_SQUASH.sub("_", slug).strip("_") or "unnamed"
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+class State:
+    """One entity's state. Immutable once created: a change is a new State object."""
+
+    __slots__ = (
+        "entity_id",
+        "state",
+        "attributes",
+        "last_changed",
+        "last_updated",
+        "last_reported",
+        "context",
+        "domain",
+        "object_id",
+    )
+
+    def __init__(
+        self,
+        entity_id: str,
+        state: str,
+        attributes: Mapping[str, Any] | None = None,
+        last_changed: float | None = None,
+        last_updated: float | None = None,
+        last_reported: float | None = None,
+        context: Context | None = None,
+        validate_entity_id: bool = True,
+    ) -> None:
+        if validate_entity_id and not valid_entity_id(entity_id):
+            raise InvalidEntityId(
+                f"Invalid entity id {entity_id!r}: expected domain.object_id in lower-case "
+                "letters, digits and single underscores"
+            )
+        now = time.time()
+        self.entity_id = entity_id
+        self.state = state
+        self.attributes = MappingProxyType(dict(attributes) if attributes else {})
+        self.last_updated = last_updated if last_updated is not None else now
+        self.last_changed = last_changed if last_changed is not None else self.last_updated
+        self.last_reported = last_reported if last_reported is not None else self.last_updated
+        self.context = context if context is not None else Context()
+        self.domain, self.object_id = split_entity_id(entity_id)
+
+    @property
+    def available(self) -> bool:
+        return self.state != STATE_UNAVAILABLE
+
+    def as_float(self) -> float | None:
+        """The state as a number, or None for text states such as `on` or `unavailable`."""
+        try:
+            return float(self.state)
+        except (TypeError, ValueError):
+            return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "entity_id": self.entity_id,
+            "state": self.state,
+            "attributes": dict(self.attributes),
+            "last_changed": iso(self.last_changed),
+            "last_updated": iso(self.last_updated),
+            "last_reported": iso(self.last_reported),
+            "context": self.context.as_dict(),
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, State)
+            and self.entity_id == other.entity_id
+            and self.state == other.state
+            and self.attributes == other.attributes
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<State {self.entity_id}={self.state}>"
+
+
+def format_state(value: Any) -> str:
+    """The canonical text of a value: `True` -> `on`, `None` -> `unknown`, 1.50 -> `1.5`."""
+    if value is None:
+        return STATE_UNKNOWN
+    if value is True:
+        return STATE_ON
+    if value is False:
+        return STATE_OFF
+    if isinstance(value, float):
+        return repr(round(value, 6)).removesuffix(".0") if value.is_integer() else repr(
+            round(value, 6)
+        )
+    return str(value)
+
+
+class StateMachine:
+    """Holds the current State of every entity and announces changes on the bus."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self._states: dict[str, State] = {}
+        self._domain_index: dict[str, dict[str, State]] = {}
+
+    def get(self, entity_id: str) -> State | None:
+        return self._states.get(entity_id)
+
+    def all(self, domain: str | Iterable[str] | None = None) -> list[State]:
+        if domain is None:
+            return list(self._states.values())
+        domains = (domain,) if isinstance(domain, str) else tuple(domain)
+        return [s for d in domains for s in self._domain_index.get(d, {}).values()]
+
+    def entity_ids(self, domain: str | None = None) -> list[str]:
+        if domain is None:
+            return list(self._states)
+        return list(self._domain_index.get(domain, {}))
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def async_set(
+        self,
+        entity_id: str,
+        new_state: Any,
+        attributes: Mapping[str, Any] | None = None,
+        force_update: bool = False,
+        context: Context | None = None,
+        timestamp: float | None = None,
+    ) -> State:
+        """Set a state from inside the event loop; fires `state_changed` when anything changed.
+
+        An identical write only moves `last_reported` (and fires `state_reported` when anyone
+        listens), so a detector repeating 0 mA every second costs no state_changed storm.
+        """
+        text = new_state if isinstance(new_state, str) else format_state(new_state)
+        now = time.time() if timestamp is None else timestamp
+        old = self._states.get(entity_id)
+        attrs = attributes if attributes is not None else (old.attributes if old else None)
+
+        if old is not None and old.state == text and not force_update and (
+            attributes is None or old.attributes == attributes
+        ):
+            old.last_reported = now
+            if self._bus._listeners.get(EVENT_STATE_REPORTED):  # noqa: SLF001 - cheap check
+                self._bus.async_fire(
+                    EVENT_STATE_REPORTED,
+                    {"entity_id": entity_id, "old_last_reported": old.last_updated,
+                     "new_state": old},
+                    context=context,
+                    time_fired=now,
+                )
+            return old
+
+        if old is None and not valid_entity_id(entity_id):
+            raise InvalidEntityId(
+                f"Invalid entity id {entity_id!r}: expected domain.object_id in lower-case "
+                "letters, digits and single underscores"
+            )
+        same_value = old is not None and old.state == text
+        state = State(
+            entity_id,
+            text,
+            attrs,
+            last_changed=old.last_changed if same_value and not force_update else now,
+            last_updated=now,
+            last_reported=now,
+            context=context,
+            validate_entity_id=False,
+        )
+        self._states[entity_id] = state
+        domain_states = self._domain_index.get(state.domain)
+        if domain_states is None:
+            domain_states = self._domain_index[state.domain] = {}
+        domain_states[entity_id] = state
+        self._bus.async_fire(
+            EVENT_STATE_CHANGED,
+            {"entity_id": entity_id, "old_state": old, "new_state": state},
+            context=state.context,
+            time_fired=now,
+        )
+        return state
+
+    def async_remove(self, entity_id: str, context: Context | None = None) -> bool:
+        old = self._states.pop(entity_id, None)
+        if old is None:
+            return False
+        self._domain_index.get(old.domain, {}).pop(entity_id, None)
+        self._bus.async_fire(
+            EVENT_STATE_CHANGED,
+            {"entity_id": entity_id, "old_state": old, "new_state": None},
+            context=context,
+        )
+        return True

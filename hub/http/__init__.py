@@ -1,0 +1,1 @@
+"""The HTTP side: REST API, websocket, OpenAPI document, bearer tokens."""

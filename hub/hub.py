@@ -1,0 +1,199 @@
+"""The `Hub`: the one object that wires the core together and that plugins talk to.
+
+Start is staged so that nothing runs half-configured:
+
+1. plugins are loaded (a broken one is reported and left out),
+2. configuration is validated in full (any error: nothing starts),
+3. storage opens and migrates, the registries load,
+4. the recorder starts (so the first reading of the first plugin is kept),
+5. plugins set up, one at a time, a failure named and isolated,
+6. the HTTP server starts, and `hub_started` is fired.
+
+Stop runs the other way round and ends with the recorder's final flush, so a reading that
+reached the state machine before shutdown is in the database after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from .core import config as config_mod
+from .core.context import Context
+from .core.events import EVENT_HUB_START, EVENT_HUB_STARTED, EVENT_HUB_STOP, EventBus
+from .core.links import LinkRegistry
+from .core.plugins import PluginManager
+from .core.registries import DeviceRegistry, EntityRegistry
+from .core.services import ServiceRegistry
+from .core.states import StateMachine
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class HubState(enum.Enum):
+    NOT_RUNNING = "not_running"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Hub:
+    """Holds the core parts. Plugins reach everything through this object."""
+
+    def __init__(
+        self,
+        config_dir: str | Path,
+        config: dict[str, Any] | None = None,
+        plugin_manager: PluginManager | None = None,
+    ) -> None:
+        self.config_dir = Path(config_dir).resolve()
+        self.bus = EventBus()
+        self.states = StateMachine(self.bus)
+        self.services = ServiceRegistry(self.bus)
+        self.links = LinkRegistry()
+        self.plugins = plugin_manager or PluginManager()
+        self.config: dict[str, Any] = config or {}
+        self._config_given = config is not None
+        self.storage: Any = None  # hub.storage.Database once started
+        self.recorder: Any = None  # hub.storage.recorder.Recorder
+        self.http: Any = None  # hub.http.server.HttpServer
+        self.devices = DeviceRegistry(self.bus)
+        self.entities = EntityRegistry(self.bus)
+        self.state = HubState.NOT_RUNNING
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = asyncio.Event()
+
+    # -- helpers for plugins --------------------------------------------------------------
+    @property
+    def language(self) -> str:
+        return self.config.get("hub", {}).get("language", "zh-CN")
+
+    @property
+    def time_zone(self) -> str:
+        return self.config.get("hub", {}).get("time_zone", "Asia/Shanghai")
+
+    def create_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start a background task that is cancelled at shutdown and logged if it dies."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _LOGGER.error("Task %s died", task.get_name(), exc_info=task.exception())
+
+    def context(self, user_id: str | None = None) -> Context:
+        return Context(user_id=user_id)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def async_start(self) -> None:
+        """Staged start; raises ConfigError before anything runs if the config is invalid."""
+        self.loop = asyncio.get_running_loop()
+        self.bus.bind_loop(self.loop)
+        self.state = HubState.STARTING
+
+        if not self.plugins.infos and not self.plugins.failures:
+            self.plugins.load_entrypoints()
+        if not self._config_given:
+            self.config = config_mod.load_configuration(self.config_dir, self.plugins)
+        else:
+            self.config = config_mod.validate_configuration(self.config, self.plugins)
+
+        from .storage.database import Database
+        from .storage.recorder import Recorder
+        from .storage.registry_store import SqlRegistryStore
+
+        self.storage = Database(self.config["database"]["url"], self.config_dir)
+        await self.storage.open()
+        store = SqlRegistryStore(self.storage)
+        self.devices = DeviceRegistry(self.bus, store)
+        self.entities = EntityRegistry(self.bus, store)
+        await self.devices.async_load()
+        await self.entities.async_load()
+        self.recorder = Recorder(self, self.storage, self.config.get("recorder", {}))
+        await self.recorder.async_start()
+
+        await self._sync_config_devices()
+        self.links.factories.update(self.plugins.merged_dict("voltwatch_link_factories", hub=self))
+        self.bus.async_fire(EVENT_HUB_START)
+        await self._setup_plugins()
+
+        http_conf = self.config.get("http", {})
+        if http_conf.get("enabled", True):
+            from .http.server import HttpServer
+
+            self.http = HttpServer(self, http_conf)
+            await self.http.async_start()
+
+        self.state = HubState.RUNNING
+        self.bus.async_fire(EVENT_HUB_STARTED)
+        _LOGGER.info("Voltwatch hub %s started", self.config.get("hub", {}).get("name", ""))
+
+    async def _sync_config_devices(self) -> None:
+        """Devices named in configuration.yaml are upserted; API-created ones are left alone."""
+        for device in self.config.get("devices", []):
+            await self.devices.async_upsert(**device, source="config")
+
+    async def _setup_plugins(self) -> None:
+        for name, result in self.plugins.call_each(
+            "voltwatch_setup", hub=self, config=self.config
+        ):
+            if asyncio.iscoroutine(result):
+                try:
+                    await result
+                except Exception as err:  # noqa: BLE001 - one plugin must not stop the hub
+                    _LOGGER.exception("Plugin %s failed to set up", name)
+                    self.plugins.fail(name, "setup", f"{type(err).__name__}: {err}")
+
+    async def async_stop(self) -> None:
+        if self.state in (HubState.STOPPING, HubState.STOPPED):
+            await self._stopped.wait()
+            return
+        self.state = HubState.STOPPING
+        self.bus.async_fire(EVENT_HUB_STOP)
+        if self.http is not None:
+            await self.http.async_stop()
+        for name, result in self.plugins.call_each("voltwatch_shutdown", hub=self):
+            if asyncio.iscoroutine(result):
+                try:
+                    await result
+                except Exception:  # noqa: BLE001
+                    _LOGGER.exception("Plugin %s failed to shut down cleanly", name)
+        await self.links.async_close_all()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.bus.async_drain()
+        if self.recorder is not None:
+            await self.recorder.async_stop()  # final flush
+        if self.storage is not None:
+            await self.storage.close()
+        self.state = HubState.STOPPED
+        self._stopped.set()
+        _LOGGER.info("Voltwatch hub stopped")
+
+    async def async_run(self) -> int:
+        """Start, serve until SIGINT/SIGTERM, stop. Returns the process exit code."""
+        await self.async_start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            await stop.wait()
+        finally:
+            await self.async_stop()
+        return 0

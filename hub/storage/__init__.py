@@ -1,0 +1,1 @@
+"""Storage: the database (SQLite or PostgreSQL), migrations, the recorder, registry persistence."""
