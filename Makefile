@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) $(addsuffix /py
 	$(PIP) install -q --disable-pip-version-check -e '.[test]' $(addprefix -e ,$(PLUGINS)) $(addprefix -e ,$(TEST_PLUGINS))
 	touch $@
 
-$(WEB_STAMP): web/package.json
-	cd web && npm install --no-audit --no-fund --loglevel=error
+$(WEB_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: install
