@@ -92,13 +92,25 @@ DATABASE_SCHEMA = vol.Schema(
     {vol.Optional("url", default="sqlite+aiosqlite:///voltwatch.db"): vol.All(str, vol.Length(min=1))}
 )
 
-RECORDER_SCHEMA = vol.Schema(
-    {
-        vol.Optional("commit_interval", default=1.0): vol.All(duration, vol.Range(min=0.01, max=1.0)),
-        vol.Optional("max_batch", default=5000): vol.All(int, vol.Range(min=1)),
-        vol.Optional("max_queue", default=100_000): vol.All(int, vol.Range(min=100)),
-        vol.Optional("exclude_event_types", default=[]): [str],
-    }
+def _queue_holds_a_batch(recorder: dict[str, Any]) -> dict[str, Any]:
+    if recorder["max_queue"] < recorder["max_batch"]:
+        raise vol.Invalid("max_queue must be at least max_batch", path=["max_queue"])
+    return recorder
+
+
+RECORDER_SCHEMA = vol.All(
+    vol.Schema(
+        {
+            vol.Optional("commit_interval", default=1.0): vol.All(duration, vol.Range(min=0.05, max=1.0)),
+            vol.Optional("max_batch", default=1000): vol.All(int, vol.Range(min=1, max=100_000)),
+            vol.Optional("max_queue", default=100_000): vol.All(int, vol.Range(min=1000)),
+            # state_reported is never recorded (an unchanged value is not history).
+            vol.Optional("exclude_event_types", default=[]): [str],
+            vol.Optional("stop_timeout", default=30.0): duration,
+            vol.Optional("retry_max", default=30.0): duration,
+        }
+    ),
+    _queue_holds_a_batch,
 )
 
 

@@ -38,6 +38,11 @@ EVENT_CALL_SERVICE = "call_service"
 EVENT_DEVICE_REGISTRY_UPDATED = "device_registry_updated"
 EVENT_ENTITY_REGISTRY_UPDATED = "entity_registry_updated"
 
+# Delivered only to listeners that name them (as in Home Assistant). `state_reported` is only
+# fired when someone listens for it by name; without this a MATCH_ALL listener (recorder,
+# websocket) would see it or not depending on whether an unrelated listener exists.
+EVENTS_EXCLUDED_FROM_MATCH_ALL = frozenset({EVENT_STATE_REPORTED})
+
 _T = TypeVar("_T")
 
 
@@ -219,7 +224,7 @@ class EventBus:
         listeners = self._listeners.get(event.event_type)
         if listeners:
             self._dispatch(listeners, event)
-        if self._match_all:
+        if self._match_all and event.event_type not in EVENTS_EXCLUDED_FROM_MATCH_ALL:
             self._dispatch(self._match_all, event)
 
     def fire(

@@ -1,6 +1,6 @@
 """Every hook a Voltwatch plugin can implement, in one module (as Datasette does).
 
-Each hook is documented in docs/writing-plugins.md; tests/test_hookspecs_documented.py fails
+Each hook is documented in docs/writing-plugins.md; tests/core/test_hookspecs_documented.py fails
 when one is not. Hooks are called by the core only; a plugin never calls another plugin's hook.
 
 Hooks that do I/O return a coroutine (or None); the core awaits it. pluggy itself is

@@ -111,11 +111,13 @@ class DeviceRegistry:
         old = self._devices.get(device_id)
         if old is None:
             entry = DeviceEntry(**known)
-            entry.options.update(extra)
+            # A new dict: never mutate the `options` mapping the caller passed in.
+            entry.options = {**entry.options, **extra}
             action = "create"
         else:
             entry = dataclasses.replace(old, **known)
-            entry.options = {**old.options, **extra}
+            # Explicit `options=` and loose extra keys both merge into the stored options.
+            entry.options = {**old.options, **known.get("options", {}), **extra}
             action = "update"
             if entry == old:
                 return old

@@ -193,11 +193,12 @@ class StateMachine:
         if old is not None and old.state == text and not force_update and (
             attributes is None or old.attributes == attributes
         ):
+            old_last_reported = old.last_reported
             old.last_reported = now
             if self._bus._listeners.get(EVENT_STATE_REPORTED):  # noqa: SLF001 - cheap check
                 self._bus.async_fire(
                     EVENT_STATE_REPORTED,
-                    {"entity_id": entity_id, "old_last_reported": old.last_updated,
+                    {"entity_id": entity_id, "old_last_reported": old_last_reported,
                      "new_state": old},
                     context=context,
                     time_fired=now,

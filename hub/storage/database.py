@@ -1,0 +1,175 @@
+"""The database connection: one async engine, migrated to head before anything uses it.
+
+SQLite (aiosqlite) in the config directory is the embedded default; PostgreSQL (asyncpg) is
+chosen by URL for installations that watch many sites. Migrations run on every start, so an
+upgraded hub never meets an old schema, and a fresh database needs no manual step.
+
+SQLite is tuned on every new connection (WAL, synchronous=NORMAL, a busy timeout, foreign
+keys): WAL lets the web UI read history while the recorder writes, and NORMAL keeps a commit
+to a WAL append instead of an fsync per transaction, while still never corrupting the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_LOGGER = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+DEFAULT_URL = "sqlite+aiosqlite:///voltwatch.db"
+
+
+class DatabaseError(RuntimeError):
+    """The database could not be opened or migrated; the message names the (masked) URL."""
+
+
+def _alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Alembic >= 1.16 asks for an explicit separator when no ini file is involved.
+    cfg.set_main_option("path_separator", "os")
+    return cfg
+
+
+def head_revision() -> str | None:
+    """The newest migration shipped with this hub."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def resolve_url(url: str, config_dir: Path) -> URL:
+    """Parse `url`; a relative SQLite path is taken relative to the config directory.
+
+    A bare `sqlite:///` URL gets the aiosqlite driver and `postgresql://` gets asyncpg, since
+    the hub only speaks async; users write the short forms in configuration.yaml.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as err:
+        raise DatabaseError(f"Invalid database URL {url!r}: {err}") from err
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.drivername == "sqlite":
+            parsed = parsed.set(drivername="sqlite+aiosqlite")
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database).expanduser()
+            if not path.is_absolute():
+                path = (config_dir / path).resolve()
+            parsed = parsed.set(database=str(path))
+    elif backend == "postgresql":
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+asyncpg")
+    else:
+        raise DatabaseError(
+            f"Unsupported database {mask(parsed)}: use sqlite+aiosqlite:/// or "
+            "postgresql+asyncpg://"
+        )
+    return parsed
+
+
+def mask(url: URL | str) -> str:
+    """The URL as text with any password replaced by ***, for logs and error messages."""
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except ArgumentError:
+            return "<invalid URL>"
+    return url.render_as_string(hide_password=True)
+
+
+class Database:
+    """One engine for the whole hub, migrated to head by `open()`."""
+
+    def __init__(self, url: str, config_dir: Path | str, busy_timeout: float = 10.0) -> None:
+        self.config_dir = Path(config_dir)
+        self.url: URL = resolve_url(url, self.config_dir)
+        self.dialect: str = self.url.get_backend_name()
+        self.busy_timeout = busy_timeout
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise DatabaseError(f"Database {mask(self.url)} is not open")
+        return self._engine
+
+    @property
+    def masked_url(self) -> str:
+        return mask(self.url)
+
+    def __repr__(self) -> str:
+        return f"<Database {self.masked_url}>"
+
+    async def open(self) -> None:
+        """Connect, check the connection, and migrate to head; raises DatabaseError."""
+        if self._engine is not None:
+            return
+        kwargs: dict[str, Any] = {}
+        if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        if self.dialect == "postgresql":
+            kwargs["pool_pre_ping"] = True
+        engine = create_async_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            busy_ms = int(self.busy_timeout * 1000)
+
+            def on_connect(dbapi_connection: Any, record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                try:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    cursor.execute("PRAGMA synchronous=NORMAL")
+                    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+                    cursor.execute("PRAGMA foreign_keys=ON")
+                finally:
+                    cursor.close()
+
+            event.listen(engine.sync_engine, "connect", on_connect)
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as err:
+            await engine.dispose()
+            raise DatabaseError(
+                f"Cannot connect to database {self.masked_url}: {type(err).__name__}: {err}"
+            ) from err
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(self._upgrade)
+        except Exception as err:
+            await engine.dispose()
+            raise DatabaseError(
+                f"Migrating database {self.masked_url} failed: {type(err).__name__}: {err}"
+            ) from err
+        self._engine = engine
+        _LOGGER.info("Database %s open (schema %s)", self.masked_url, head_revision())
+
+    @staticmethod
+    def _upgrade(connection: Connection) -> None:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+    async def current_revision(self) -> str | None:
+        """The revision the database is at (for diagnostics and tests)."""
+
+        def read(connection: Connection) -> str | None:
+            return MigrationContext.configure(connection).get_current_revision()
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(read)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await engine.dispose()

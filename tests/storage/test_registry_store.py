@@ -1,0 +1,89 @@
+"""SqlRegistryStore: the registries survive a restart, on both backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hub.core.events import EventBus
+from hub.core.registries import DeviceRegistry, EntityRegistry
+from hub.storage.database import Database
+from hub.storage.registry_store import SqlRegistryStore
+
+
+async def test_store_round_trip(database: Database) -> None:
+    store = SqlRegistryStore(database)
+    device = {
+        "id": "arcm-1",
+        "platform": "arcm",
+        "name": "配电箱1",
+        "profile": "arcm-ref",
+        "project": "school-1-a",
+        "area": "一层",
+        "location": "配电室",
+        "link": {"transport": "modbus_tcp", "host": "127.0.0.1", "port": 5020, "unit": 1},
+        "manufacturer": None,
+        "model": None,
+        "firmware": None,
+        "source": "config",
+        "options": {"poll_interval": 1.0},
+    }
+    await store.save_device(device)
+    await store.save_device({**device, "name": "配电箱一", "link": {"transport": "gsm"}})
+    await store.save_device({"id": "afd-1", "platform": "arc_fault"})
+    loaded = {row["id"]: row for row in await store.load_devices()}
+    assert loaded["arcm-1"] == {**device, "name": "配电箱一", "link": {"transport": "gsm"}}
+    assert loaded["afd-1"]["link"] == {} and loaded["afd-1"]["options"] == {}
+
+    entity = {
+        "entity_id": "sensor.arcm_1_residual_current",
+        "device_id": "arcm-1",
+        "unique_id": "arcm-1-residual_current",
+        "platform": "arcm",
+        "name": None,
+        "unit": "mA",
+        "device_class": "current",
+        "disabled": False,
+    }
+    await store.save_entity(entity)
+    await store.save_entity({**entity, "disabled": True})
+    assert await store.load_entities() == [{**entity, "disabled": True}]
+
+    await store.delete_device("afd-1")
+    await store.delete_entity(entity["entity_id"])
+    assert [row["id"] for row in await store.load_devices()] == ["arcm-1"]
+    assert await store.load_entities() == []
+
+
+async def test_registries_reload_from_database(db_url: str, tmp_path: Path) -> None:
+    db = Database(db_url, tmp_path)
+    await db.open()
+    try:
+        bus = EventBus()
+        devices = DeviceRegistry(bus, SqlRegistryStore(db))
+        entities = EntityRegistry(bus, SqlRegistryStore(db))
+        await devices.async_upsert(id="arcm-2", platform="arcm", project="school-1",
+                                   link={"transport": "gsm", "imei": "860000000000001"},
+                                   poll_interval=2.0)
+        await entities.async_register("sensor.arcm_2_temperature_1", "arcm", "arcm-2",
+                                      unit="°C")
+        await entities.async_update("sensor.arcm_2_temperature_1", disabled=True)
+    finally:
+        await db.close()
+
+    db = Database(db_url, tmp_path)
+    await db.open()
+    try:
+        bus = EventBus()
+        devices = DeviceRegistry(bus, SqlRegistryStore(db))
+        entities = EntityRegistry(bus, SqlRegistryStore(db))
+        await devices.async_load()
+        await entities.async_load()
+        device = devices.get("arcm-2")
+        assert device is not None
+        assert device.link == {"transport": "gsm", "imei": "860000000000001"}
+        assert device.options == {"poll_interval": 2.0}
+        entry = entities.get("sensor.arcm_2_temperature_1")
+        assert entry is not None and entry.disabled and entry.unit == "°C"
+        assert [e.entity_id for e in entities.for_device("arcm-2")] == [entry.entity_id]
+    finally:
+        await db.close()
