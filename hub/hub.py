@@ -57,6 +57,8 @@ class Hub:
         self.states = StateMachine(self.bus)
         self.services = ServiceRegistry(self.bus)
         self.links = LinkRegistry()
+        # device platform -> handler for pushed messages (hub.core.push); filled at start
+        self.push_handlers: dict[str, Any] = {}
         self.plugins = plugin_manager or PluginManager()
         self.config: dict[str, Any] = config or {}
         self._config_given = config is not None
@@ -124,6 +126,7 @@ class Hub:
 
         await self._sync_config_devices()
         self.links.factories.update(self.plugins.merged_dict("voltwatch_link_factories", hub=self))
+        self.push_handlers.update(self.plugins.merged_dict("voltwatch_push_handlers", hub=self))
         self.bus.async_fire(EVENT_HUB_START)
         await self._setup_plugins()
 

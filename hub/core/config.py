@@ -85,6 +85,8 @@ HTTP_SCHEMA = vol.Schema(
         vol.Optional("host", default="127.0.0.1"): str,
         vol.Optional("port", default=8123): port,
         vol.Optional("max_request_size", default=1 << 20): vol.All(int, vol.Range(min=1024)),
+        # a websocket client this many messages behind is disconnected, not buffered forever
+        vol.Optional("websocket_max_pending", default=2048): vol.All(int, vol.Range(min=16)),
     }
 )
 

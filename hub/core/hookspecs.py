@@ -62,6 +62,16 @@ def voltwatch_link_factories(hub: Hub) -> dict[str, Callable[[dict[str, Any]], A
 
 
 @hookspec
+def voltwatch_push_handlers(hub: Hub) -> dict[str, Callable[..., Any]] | None:
+    """Handlers for pushed messages by device platform: `{"smoke": handle}`.
+
+    A push transport (mqtt) calls `handle(device, message)` (a `hub.core.push.PushMessage`;
+    a coroutine or a plain callback) for every telemetry, event, status or ack message of a
+    device of that platform. Collected once at start, like link factories.
+    """
+
+
+@hookspec
 def voltwatch_setup(hub: Hub, config: dict[str, Any]) -> Awaitable[None] | None:
     """Start the plugin with the whole validated configuration.
 
@@ -80,8 +90,9 @@ def voltwatch_shutdown(hub: Hub) -> Awaitable[None] | None:
 def voltwatch_http_routes(hub: Hub) -> list[Any] | None:
     """Extra aiohttp route definitions (`web.get(...)`, ...) for the plugin's API or panel.
 
-    Routes under `/api/` require a bearer token like the core's and appear in the OpenAPI
-    document when their handler has a docstring.
+    Routes under `/api/` require a bearer token like the core's. Every route appears in the
+    OpenAPI document: its summary is the first line of the handler's docstring. Return
+    `hub.http.routes.Route` objects instead to give request schemas and response descriptions.
     """
 
 
