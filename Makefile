@@ -6,7 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
+# Test-only plugins (an example and a broken one) are installed beside, not into, the venv:
+# tests put this folder on sys.path, so `make run` never loads them.
 TEST_PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard tests/plugins/*/pyproject.toml))
+TEST_PLUGIN_DIR := $(VENV)/test-plugins
+TEST_STAMP := $(TEST_PLUGIN_DIR)/.installed
 STAMP := $(VENV)/.installed
 WEB_STAMP := web/node_modules/.installed
 PYTEST_ARGS ?=
@@ -15,9 +19,14 @@ PYTEST_ARGS ?=
 
 install: $(STAMP) $(WEB_STAMP)
 
-$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) $(addsuffix /pyproject.toml,$(TEST_PLUGINS))
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --disable-pip-version-check -e '.[test]' $(addprefix -e ,$(PLUGINS)) $(addprefix -e ,$(TEST_PLUGINS))
+	$(PIP) install -q --disable-pip-version-check -e '.[test]' $(addprefix -e ,$(PLUGINS))
+	touch $@
+
+$(TEST_STAMP): $(STAMP) $(shell find tests/plugins -name '*.py' -o -name pyproject.toml 2>/dev/null)
+	rm -rf $(TEST_PLUGIN_DIR)
+	$(PIP) install -q --disable-pip-version-check --no-deps --target $(TEST_PLUGIN_DIR) $(TEST_PLUGINS)
 	touch $@
 
 $(WEB_STAMP): web/package.json web/package-lock.json
@@ -31,7 +40,7 @@ run: install
 system-deps:
 	@bash scripts/system-deps.sh
 
-test: install system-deps
+test: install $(TEST_STAMP) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install

@@ -97,6 +97,16 @@ def voltwatch_http_routes(hub: Hub) -> list[Any] | None:
 
 
 @hookspec
+def voltwatch_metrics(hub: Hub) -> dict[str, float] | None:
+    """Numbers for `/metrics`, read at scrape time: `{"gsm_frames_total": 1234, ...}`.
+
+    Names are prefixed with `voltwatch_`; a name ending in `_total` is a counter, any other a
+    gauge. Keep label-free totals here (per-device detail belongs in the plugin's API route:
+    thousands of label sets per metric make a scrape expensive).
+    """
+
+
+@hookspec
 def voltwatch_simulators() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None],
                                                Callable[[argparse.Namespace], Awaitable[None]]]] | None:
     """Device simulators for `voltwatch simulate NAME`: `{name: (add_arguments, run)}`.

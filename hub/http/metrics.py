@@ -141,6 +141,14 @@ def render_metrics(hub: Any, server: Any = None) -> str:
                 kind = "counter" if name.endswith("_total") else "gauge"
                 out.family(name, kind, f"Recorder statistic {key}", float(value))
 
+    for plugin, numbers in plugins.call_each("voltwatch_metrics", hub=hub):
+        for key, value in sorted(numbers.items()):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            name = f"voltwatch_{metric_name(str(key))}"
+            kind = "counter" if name.endswith("_total") else "gauge"
+            out.family(name, kind, f"{key} (plugin {plugin})", float(value))
+
     if server is not None:
         out.family(
             "voltwatch_websocket_connections",

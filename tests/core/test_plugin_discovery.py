@@ -21,6 +21,7 @@ from hub.core.plugins import ENTRY_POINT_GROUP, PluginManager
 EXAMPLE_HOOKS = [
     "voltwatch_config_schema",
     "voltwatch_http_routes",
+    "voltwatch_metrics",
     "voltwatch_setup",
     "voltwatch_shutdown",
 ]

@@ -53,6 +53,7 @@ async def voltwatch_setup(hub: Hub, config: dict[str, Any]) -> None:
     def hello(call: ServiceCall) -> dict[str, str]:
         # A @callback handler runs inline in the event loop: fine here, it never blocks.
         message = f"{greeting}, {call.data['name']}!"
+        _COUNTS[id(hub)] = _COUNTS.get(id(hub), 0) + 1
         # Passing the call's context links the state change to whoever called the service.
         hub.states.async_set(
             GREETING_ENTITY,
@@ -83,6 +84,15 @@ def voltwatch_http_routes(hub: Hub) -> list[web.RouteDef]:
         return web.json_response({"greeting": state.state if state is not None else None})
 
     return [web.get("/api/example", get_example)]
+
+
+# Greetings per hub (keyed by hub, since tests may run several hubs in one process).
+_COUNTS: dict[int, int] = {}
+
+
+@hookimpl
+def voltwatch_metrics(hub: Hub) -> dict[str, float]:
+    return {"example_greetings_total": _COUNTS.get(id(hub), 0)}
 
 
 @hookimpl
