@@ -1,0 +1,75 @@
+"""The `gsm` link transport: a `hub.core.links.ModbusLink` that polls through a DTU's socket.
+
+Keyed by the DTU's id, so every unit on the RS485 bus behind one DTU shares one link and one
+request lock, exactly like units on one serial line. Device plugins never see this class; they
+call `hub.links.acquire({transport: gsm, imei: ..., unit: ...})`.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from hub.core.links import LinkError, LinkProtocolError
+
+from . import rtu
+
+if TYPE_CHECKING:
+    from .server import Dtu, GsmServer
+
+
+class GsmLink:
+    """Modbus-RTU requests over the socket the DTU opened to the hub."""
+
+    def __init__(self, server: GsmServer, dtu_id: str) -> None:
+        self.server = server
+        self.imei = dtu_id
+        self.key = f"gsm://{dtu_id}"
+
+    @property
+    def dtu(self) -> Dtu:
+        return self.server.dtu(self.imei)
+
+    @property
+    def available(self) -> bool:
+        """Connected and not silent: a poller may skip its units while this is False."""
+        dtu = self.server.dtus.get(self.imei)
+        return dtu is not None and dtu.connected and not dtu.communication_lost
+
+    async def read_holding_registers(self, unit: int, address: int, count: int) -> list[int]:
+        if not 1 <= count <= rtu.MAX_READ:
+            raise LinkError(f"DTU {self.imei}: cannot read {count} registers in one request")
+        reply = await self.dtu.request(unit, rtu.read_request(unit, address, count),
+                                       rtu.READ_HOLDING)
+        if reply[2] != 2 * count:
+            raise LinkProtocolError(
+                f"DTU {self.imei} unit {unit}: asked for {count} registers, got {reply[2] // 2}"
+            )
+        return rtu.decode_registers(reply)
+
+    async def write_register(self, unit: int, address: int, value: int) -> None:
+        request = rtu.write_single_request(unit, address, value)
+        reply = await self.dtu.request(unit, request, rtu.WRITE_SINGLE)
+        if reply != request:
+            raise LinkProtocolError(
+                f"DTU {self.imei} unit {unit}: write of register {address} not echoed"
+            )
+
+    async def write_registers(self, unit: int, address: int, values: list[int]) -> None:
+        if not 1 <= len(values) <= rtu.MAX_WRITE:
+            raise LinkError(f"DTU {self.imei}: cannot write {len(values)} registers at once")
+        reply = await self.dtu.request(
+            unit, rtu.write_multiple_request(unit, address, values), rtu.WRITE_MULTIPLE
+        )
+        got_address, got_count = struct.unpack_from(">HH", reply, 2)
+        if (got_address, got_count) != (address, len(values)):
+            raise LinkProtocolError(
+                f"DTU {self.imei} unit {unit}: write of {len(values)} registers at {address} "
+                f"answered for {got_count} at {got_address}"
+            )
+
+    async def close(self) -> None:
+        """Drop the DTU's current socket; it will dial in again (used at hub shutdown)."""
+        dtu = self.server.dtus.get(self.imei)
+        if dtu is not None and dtu.connection is not None:
+            dtu.connection.close()
