@@ -1,0 +1,199 @@
+"""Voltwatch transport plugin `mqtt`: push devices over MQTT (CONTRACTS §6).
+
+One connection per hub (aiomqtt, MQTT 3.1.1, persistent session, QoS 1) receives telemetry,
+events, retained status (the devices' wills) and command acks under `<prefix>/dev/<id>/…`.
+Status is this plugin's own business (`binary_sensor.<obj>_online`, `communication_lost`);
+telemetry and events go to the device-type plugin that owns the device's platform through
+`hub.push_handlers` (the `voltwatch_push_handlers` hook), so this plugin knows nothing about
+smoke detectors. Commands go out through the `mqtt` link (`hub.links.acquire({"transport":
+"mqtt"})`), which waits for the device's ack.
+
+Also here: the `mqtt:` section, `GET /api/mqtt`, `voltwatch simulate mqtt-device`, a demo
+broker, and `voltwatch_mqtt.testing.MosquittoBroker` for tests of plugins built on this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import voluptuous as vol
+
+from hub import hookimpl
+
+from .connection import DeviceStatus, MqttConnection, MqttLink
+from .settings import DOMAIN, LINK_SCHEMA, MQTT_SCHEMA, MqttSettings
+from .simulator import SimOptions, SimulatedDevice, add_arguments, run_devices, simulate
+
+if TYPE_CHECKING:
+    from hub.demo import DemoSite
+    from hub.hub import Hub
+
+__all__ = [
+    "DeviceStatus", "MqttConnection", "MqttLink", "MqttSettings", "SimOptions",
+    "SimulatedDevice", "ensure_demo_broker", "get_connection", "stats",
+]
+
+_LOGGER = logging.getLogger(__name__)
+_CONNECTIONS: weakref.WeakKeyDictionary[Any, MqttConnection] = weakref.WeakKeyDictionary()
+
+
+def get_connection(hub: Hub) -> MqttConnection:
+    """The hub's MQTT connection, created on first use (link factories come before setup)."""
+    connection = _CONNECTIONS.get(hub)
+    if connection is None:
+        settings = MqttSettings.from_config(
+            hub.config.get(DOMAIN), hub.config_dir, hub.config.get("hub", {}).get("name", ""),
+        )
+        connection = _CONNECTIONS[hub] = MqttConnection(hub, settings)
+    return connection
+
+
+def stats(hub: Hub) -> dict[str, Any]:
+    """Counters for /metrics and /api/mqtt (names in docs/plugins/mqtt.md)."""
+    connection = _CONNECTIONS.get(hub)
+    return connection.stats() if connection is not None else {}
+
+
+def _uses_mqtt(config: dict[str, Any]) -> bool:
+    return DOMAIN in config or any(
+        (device.get("link") or {}).get("transport") == "mqtt"
+        for device in config.get("devices", [])
+    )
+
+
+@hookimpl
+def voltwatch_config_schema() -> dict[str, vol.Schema]:
+    return {DOMAIN: MQTT_SCHEMA}
+
+
+@hookimpl
+def voltwatch_link_schemas() -> dict[str, vol.Schema]:
+    return {"mqtt": LINK_SCHEMA}
+
+
+@hookimpl
+def voltwatch_link_factories(hub: Hub) -> dict[str, Any]:
+    def make(link_config: dict[str, Any]) -> MqttLink:
+        LINK_SCHEMA(dict(link_config))  # an API-created device's link is checked here too
+        connection = get_connection(hub)
+        if not connection.started and hub.loop is not None and hub.loop.is_running():
+            # A device created through the API on a hub without an `mqtt:` section.
+            connection.start()
+        return connection.link
+
+    return {"mqtt": make}
+
+
+@hookimpl
+def voltwatch_setup(hub: Hub, config: dict[str, Any]) -> Any:
+    if not _uses_mqtt(config):
+        return None
+
+    async def start() -> None:
+        connection = get_connection(hub)
+        connection.start()
+
+    return start()
+
+
+@hookimpl
+def voltwatch_shutdown(hub: Hub) -> Any:
+    connection = _CONNECTIONS.get(hub)
+    if connection is None or not connection.started:
+        return None
+    return connection.stop()
+
+
+@hookimpl
+def voltwatch_http_routes(hub: Hub) -> list[Any]:
+    from aiohttp import web
+
+    async def get_mqtt(request: web.Request) -> web.Response:
+        """The MQTT connection: broker, client id, subscriptions, counters and devices seen.
+
+        Returns `{"enabled": false}` when no `mqtt:` section and no MQTT device is configured;
+        otherwise broker, client_id, topic_prefix, shared_group, connected, subscribed,
+        last_error, subscriptions, stats (messages, messages_<kind>, malformed,
+        malformed_<reason>, unknown_device, unhandled, handler_errors, connects, reconnects,
+        commands_sent / acked / failed / refused / timed_out, acks_unmatched, devices_online,
+        devices_offline) and devices (device_id, entity_id, online, status_at, last_seen,
+        messages).
+        """
+        connection = _CONNECTIONS.get(hub)
+        if connection is None:
+            return web.json_response({"enabled": False})
+        return web.json_response({"enabled": True, **connection.describe()})
+
+    return [web.get("/api/mqtt", get_mqtt)]
+
+
+@hookimpl
+def voltwatch_simulators() -> dict[str, Any]:
+    return {"mqtt-device": (add_arguments, simulate)}
+
+
+# -- demo ---------------------------------------------------------------------------------
+_DEMO_BROKER_ATTR = "_voltwatch_mqtt_broker"
+
+
+async def ensure_demo_broker(demo: DemoSite) -> tuple[str, int] | None:
+    """Start the demo's own Mosquitto once (idempotent) and set the `mqtt:` section.
+
+    Returns (host, port), or None when mosquitto is not installed. Other plugins' demo hooks
+    (smoke) may call this to find the broker whatever order the hooks run in.
+    """
+    existing = getattr(demo, _DEMO_BROKER_ATTR, None)
+    if existing is not None:
+        return existing.host, existing.port
+    from .testing import MosquittoBroker, find_mosquitto
+
+    if find_mosquitto() is None:
+        _LOGGER.info("MQTT demo: mosquitto is not installed; the demo runs without MQTT")
+        return None
+    broker = MosquittoBroker(demo.data_dir / "mosquitto", port=demo.free_port())
+    # Started from this (the main) thread, so it dies with the demo even on SIGKILL; the short
+    # wait for its port happens once, before the demo serves anything.
+    broker.start()
+    setattr(demo, _DEMO_BROKER_ATTR, broker)
+    demo.set_section(DOMAIN, {"host": broker.host, "port": broker.port,
+                              "topic_prefix": "voltwatch", "reconnect_max": "5s"})
+    demo.start(_keep_broker(broker), name="mqtt demo broker")
+    return broker.host, broker.port
+
+
+async def _keep_broker(broker: Any) -> None:
+    """Lives as long as the demo; stopping the demo (cancel) stops the broker."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        broker.stop()
+
+
+def _plugin_installed(name: str) -> bool:
+    from hub.core.plugins import allowed_plugins
+
+    allowed = allowed_plugins()
+    names = {ep.name for ep in importlib.metadata.entry_points(group="voltwatch.plugins")}
+    return name in names and (allowed is None or name in allowed)
+
+
+@hookimpl
+async def voltwatch_demo_site(demo: DemoSite) -> None:
+    where = await ensure_demo_broker(demo)
+    if where is None:
+        return
+    host, port = where
+    if not _plugin_installed("smoke"):
+        _LOGGER.info("MQTT demo: no push device platform (smoke) installed; broker only")
+        return
+    if any(device.get("id") == "smoke-1" for device in demo.devices):
+        return  # the smoke plugin's own demo hook added it
+    demo.add_device(id="smoke-1", name="厨房烟感", platform="smoke", project="school-1-b",
+                    area="一层", location="厨房", link={"transport": "mqtt"})
+    options = SimOptions(host=host, port=port, prefix="voltwatch", interval=30.0,
+                         smoke_alarm_every=900.0)
+    demo.start(run_devices(["smoke-1"], options), name="mqtt demo smoke detector")

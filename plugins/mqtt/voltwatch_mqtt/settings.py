@@ -1,0 +1,153 @@
+"""The `mqtt:` configuration section, the `mqtt` link transport and the hub's client id.
+
+Why these defaults:
+
+* MQTT 3.1.1 with `clean_session: false`: the broker keeps the hub's subscriptions and queues
+  QoS 1 messages while the hub is away (a restart, a network blip), and every broker and
+  every cheap detector speaks 3.1.1. Mosquitto keeps such a session until
+  `persistent_client_expiration` (never, by default). MQTT 5's session expiry buys nothing
+  here that the broker setting does not.
+* A *stable* client id: a persistent session belongs to a client id, so a random id per start
+  would leave an orphaned session (and its queue) on the broker at every restart. Unless the
+  configuration names one, the id is generated once and kept in the config directory.
+* `command_timeout: 10s`: a battery detector on NB-IoT or a sleepy Wi-Fi link may take
+  seconds to wake and answer; 10 s is what CONTRACTS' CommandLink defaults to.
+* Reconnect backoff from 1 s doubling to 30 s: quick after a broker restart, yet a broker
+  that stays down is not hammered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import voluptuous as vol
+
+from hub.core.config import duration, port
+from hub.core.states import slugify
+
+_LOGGER = logging.getLogger(__name__)
+
+DOMAIN = "mqtt"
+DEFAULT_PREFIX = "voltwatch"
+CLIENT_ID_FILE = ".mqtt_client_id"
+_TOPIC_LEVEL = re.compile(r"^[^#+$\x00][^#+\x00]*$")
+_GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def topic_prefix(value: Any) -> str:
+    """A plain topic path without wildcards: `voltwatch`, `site-1/voltwatch`."""
+    text = str(value).strip().strip("/")
+    if not text or not all(_TOPIC_LEVEL.match(level) for level in text.split("/")):
+        raise vol.Invalid(f"expected a topic prefix without wildcards or '$', got {value!r}")
+    return text
+
+
+def share_group(value: Any) -> str:
+    text = str(value)
+    if not _GROUP.match(text):
+        raise vol.Invalid(f"expected a group name of letters, digits, '-', '_', '.', got {value!r}")
+    return text
+
+
+MQTT_SCHEMA = vol.Schema(
+    {
+        vol.Optional("host", default="127.0.0.1"): vol.All(str, vol.Length(min=1)),
+        vol.Optional("port", default=1883): port,
+        vol.Optional("topic_prefix", default=DEFAULT_PREFIX): topic_prefix,
+        vol.Optional("client_id"): vol.All(str, vol.Length(min=1, max=128)),
+        vol.Optional("username"): str,
+        vol.Optional("password"): str,
+        vol.Optional("keepalive", default=60): vol.All(int, vol.Range(min=5, max=3600)),
+        vol.Optional("shared_group"): share_group,
+        vol.Optional("command_timeout", default=10.0): vol.All(
+            duration, vol.Range(min=0.01, max=3600)
+        ),
+        vol.Optional("reconnect_min", default=1.0): vol.All(duration, vol.Range(min=0.01, max=60)),
+        vol.Optional("reconnect_max", default=30.0): vol.All(
+            duration, vol.Range(min=0.01, max=3600)
+        ),
+        vol.Optional("qos", default=1): vol.In([0, 1]),
+    }
+)
+
+LINK_SCHEMA = vol.Schema(
+    {
+        vol.Required("transport"): "mqtt",
+        vol.Optional("command_timeout"): vol.All(duration, vol.Range(min=0.01, max=3600)),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """The validated section with the client id resolved."""
+
+    host: str
+    port: int
+    topic_prefix: str
+    client_id: str
+    username: str | None
+    password: str | None
+    keepalive: int
+    shared_group: str | None
+    command_timeout: float
+    reconnect_min: float
+    reconnect_max: float
+    qos: int
+
+    @classmethod
+    def from_config(
+        cls, section: dict[str, Any] | None, config_dir: Path | None = None, hub_name: str = ""
+    ) -> MqttSettings:
+        conf = MQTT_SCHEMA(dict(section or {}))
+        client_id = conf.get("client_id") or stable_client_id(config_dir, hub_name)
+        return cls(
+            host=conf["host"],
+            port=conf["port"],
+            topic_prefix=conf["topic_prefix"],
+            client_id=client_id,
+            username=conf.get("username"),
+            password=conf.get("password"),
+            keepalive=conf["keepalive"],
+            shared_group=conf.get("shared_group"),
+            command_timeout=conf["command_timeout"],
+            reconnect_min=conf["reconnect_min"],
+            reconnect_max=max(conf["reconnect_max"], conf["reconnect_min"]),
+            qos=conf["qos"],
+        )
+
+
+def stable_client_id(config_dir: Path | None, hub_name: str = "") -> str:
+    """`vw-<hub slug>-<8 hex>`, generated once and kept in `<config dir>/.mqtt_client_id`.
+
+    Two hubs sharing a broker (shared subscriptions) must differ, so the id carries random
+    bits rather than only the hub's name. When the file cannot be written the id is derived
+    from the config directory's path and the hub name: stable for this installation, and
+    still distinct between installations.
+    """
+    slug = slugify(hub_name)[:10] if hub_name else "hub"
+    if slug == "unnamed":
+        slug = "hub"
+    if config_dir is not None:
+        path = Path(config_dir) / CLIENT_ID_FILE
+        try:
+            text = path.read_text(encoding="ascii").strip()
+            if text:
+                return text
+        except OSError:
+            pass
+        client_id = f"vw-{slug}-{secrets.token_hex(4)}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(client_id + "\n", encoding="ascii")
+            return client_id
+        except OSError as err:
+            _LOGGER.warning("MQTT: cannot store the client id in %s (%s); deriving it", path, err)
+    digest = hashlib.sha1(f"{config_dir}|{hub_name}".encode()).hexdigest()[:8]
+    return f"vw-{slug}-{digest}"
