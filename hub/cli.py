@@ -23,6 +23,9 @@ def _setup_logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # Alembic announces each of its own plugins at INFO on every start: noise for operators.
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

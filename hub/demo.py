@@ -148,6 +148,7 @@ async def run_demo(port: int = 8123, data_dir: Path = Path(".voltwatch-demo")) -
     devices = len(config["devices"])
     print(
         f"\nVoltwatch demo: {url}\n"
+        f"  open (signs you in): {url}/?token={token}\n"
         f"  {devices} simulated detector(s); data in {data_dir}\n"
         f"  API token (demo login): {token}\n"
         f"  try: curl -H 'Authorization: Bearer {token}' {url}/api/states\n"
