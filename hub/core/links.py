@@ -25,6 +25,18 @@ class LinkTimeout(LinkError):
     """The unit did not answer within the request timeout (after retries)."""
 
 
+class LinkUnavailable(LinkError):
+    """The link itself is down (not connected, or waiting out its reconnect backoff).
+
+    Separate from a timeout so a poller can tell "this unit is silent" from "the whole line
+    is gone" and does not spend a request timeout per unit while the line is down.
+    """
+
+
+class LinkProtocolError(LinkError):
+    """The unit answered, but with something unusable (a short or malformed frame)."""
+
+
 class LinkExceptionResponse(LinkError):
     """The unit answered with a Modbus exception code."""
 
@@ -82,6 +94,6 @@ class LinkRegistry:
         for link in list(self._links.values()):
             try:
                 await link.close()
-            except Exception:  # noqa: BLE001 - closing must reach every link
+            except Exception:
                 _LOGGER.exception("Closing link %s failed", getattr(link, "key", link))
         self._links.clear()

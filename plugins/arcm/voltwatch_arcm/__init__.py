@@ -1,0 +1,284 @@
+"""Voltwatch device plugin `arcm`: residual-current and temperature detectors (电气火灾监控探测器).
+
+Driven by profile files (`profiles/*.yaml`, and `<config dir>/profiles/*.yaml` for models an
+integrator adds). Talks to detectors through whatever link the device's `link:` names
+(`hub.links.acquire`), so it works over Modbus TCP, RS485 or a GSM DTU alike.
+
+Hooks: device schema `arcm`, setup/shutdown (pollers, entities, services `arcm.*`), the
+simulator `voltwatch simulate arcm`, and the demo site's detectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import weakref
+from pathlib import Path
+from typing import Any
+
+import voluptuous as vol
+
+from hub import hookimpl
+from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
+from hub.core.events import EVENT_DEVICE_REGISTRY_UPDATED, Event, callback
+from hub.core.links import LinkError
+from hub.core.services import ServiceCall
+
+from . import simulator
+from .device import PLATFORM, ArcmDevice, DeviceNotFound
+from .profile import PROFILE_DIRS, ProfileError, find_profile
+
+_LOGGER = logging.getLogger(__name__)
+
+__all__ = ["DEVICE_SCHEMA", "ArcmDevice", "ArcmRuntime", "runtime_for"]
+
+COMMANDS = ("trip", "close", "reset", "mute", "self_test")
+
+
+def _profile_name(value: Any) -> str:
+    """Check at config time that the profile exists and is valid (errors carry file:line)."""
+    if not isinstance(value, str) or not value:
+        raise vol.Invalid("profile must be a profile name such as arcm-ref")
+    try:
+        find_profile(value)
+    except ProfileError as err:
+        raise vol.Invalid("; ".join(err.errors)) from err
+    return value
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(value: Any) -> float:
+    """`1s`, `500ms`, `2m` or a number: the core converts durations, but a device created
+    through the API (or a config module that has not) reaches us with the text."""
+    if isinstance(value, bool):
+        raise vol.Invalid("expected a duration such as 1s or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise vol.Invalid(f"expected a duration such as 1s or 500ms, got {value!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not 0.01 <= seconds <= 3600:
+        raise vol.Invalid("poll_interval must be between 10ms and 1h")
+    return seconds
+
+
+_SECONDS = _seconds
+
+DEVICE_SCHEMA = vol.Schema(
+    {
+        vol.Optional("profile", default="arcm-ref"): _profile_name,
+        vol.Optional("poll_interval", default=1.0): _SECONDS,
+        vol.Optional("failed_polls_for_comm_loss", default=3):
+            vol.All(vol.Coerce(int), vol.Range(min=1, max=1000)),
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+
+SERVICE_SCHEMA = vol.Schema({vol.Required("device_id"): str})
+SET_PARAMETER_SCHEMA = vol.Schema({
+    vol.Required("device_id"): str,
+    vol.Required("name"): str,
+    vol.Required("value"): vol.Any(int, float, str),
+})
+
+
+class ArcmRuntime:
+    """The plugin's state inside one hub: its devices and the services that reach them."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self.devices: dict[str, ArcmDevice] = {}
+        self.failed: dict[str, str] = {}
+        self._unsub: Any = None
+        config_dir = getattr(hub, "config_dir", None)
+        self.profile_dirs: tuple[Path, ...] = (Path(config_dir) / "profiles",) if config_dir \
+            else ()
+
+    async def async_setup(self, config: dict[str, Any]) -> None:
+        self._register_services()
+        seen: set[str] = set()
+        for device in config.get("devices", []) or []:
+            if device.get("platform") == PLATFORM:
+                seen.add(device["id"])
+                await self.add_device(device)
+        registry = getattr(self.hub, "devices", None)
+        for entry in list(registry or []):
+            if entry.platform == PLATFORM and entry.id not in seen:
+                await self.add_device(self._from_entry(entry))
+        if registry is not None:
+            self._unsub = self.hub.bus.listen(EVENT_DEVICE_REGISTRY_UPDATED,
+                                              self._registry_updated)
+
+    @staticmethod
+    def _from_entry(entry: Any) -> dict[str, Any]:
+        """A device created through the API keeps plugin settings in `options`."""
+        return {**entry.options, "id": entry.id, "name": entry.name, "platform": entry.platform,
+                "profile": entry.profile or entry.options.get("profile") or "arcm-ref",
+                "project": entry.project, "area": entry.area, "location": entry.location,
+                "link": entry.link}
+
+    @callback
+    def _registry_updated(self, event: Event) -> None:
+        device_id = event.data.get("device_id")
+        action = event.data.get("action")
+        entry = self.hub.devices.get(device_id) if device_id else None
+        known = device_id in self.devices or device_id in self.failed
+        if action == "remove" and known:
+            self.hub.create_task(self.remove_device(device_id), name=f"arcm remove {device_id}")
+        elif entry is not None and entry.platform == PLATFORM and (
+                action == "create" or (action == "update" and known)):
+            self.hub.create_task(self.add_device(self._from_entry(entry)),
+                                 name=f"arcm add {device_id}")
+
+    async def add_device(self, raw: dict[str, Any]) -> ArcmDevice | None:
+        """(Re)start one detector; a bad device is reported as a fault, the rest go on."""
+        device_id = raw["id"]
+        if device_id in self.devices:
+            await self.remove_device(device_id)
+        token = PROFILE_DIRS.set(self.profile_dirs)
+        try:
+            config = DEVICE_SCHEMA(dict(raw))
+            profile = find_profile(config["profile"], self.profile_dirs)
+            link = self.hub.links.acquire(config.get("link") or {})
+        except (vol.Invalid, ProfileError, LinkError) as err:
+            reason = str(err)
+            _LOGGER.error("arcm device %s cannot start: %s", device_id, reason)
+            self.failed[device_id] = reason
+            condition = Condition.create(device_id, "device_fault", True,
+                                         detail=f"配置错误 {reason}",
+                                         detail_en=f"configuration error: {reason}")
+            self.hub.bus.async_fire(EVENT_DEVICE_CONDITION, condition.as_dict())
+            return None
+        finally:
+            PROFILE_DIRS.reset(token)
+        self.failed.pop(device_id, None)
+        device = ArcmDevice(self.hub, config, profile, link)
+        await device.async_register_entities()
+        self.devices[device_id] = device
+        device.start()
+        return device
+
+    async def remove_device(self, device_id: str) -> None:
+        device = self.devices.pop(device_id, None)
+        self.failed.pop(device_id, None)
+        if device is not None:
+            await device.stop()
+
+    async def async_shutdown(self) -> None:
+        if self._unsub is not None:
+            self._unsub()
+            self._unsub = None
+        for device_id in list(self.devices):
+            await self.remove_device(device_id)
+
+    def device(self, device_id: str) -> ArcmDevice:
+        device = self.devices.get(device_id)
+        if device is None:
+            reason = self.failed.get(device_id)
+            raise DeviceNotFound(f"No arcm device {device_id!r}" +
+                                 (f" is running ({reason})" if reason else ""))
+        return device
+
+    # -- services -------------------------------------------------------------------------
+    def _register_services(self) -> None:
+        services = self.hub.services
+        for name in COMMANDS:
+            async def handle(call: ServiceCall, name: str = name) -> dict[str, Any]:
+                return await self.device(call.data["device_id"]).command(name, call.context)
+
+            services.register(PLATFORM, name, handle, schema=SERVICE_SCHEMA,
+                              supports_response=True,
+                              description=f"Send {name} to a detector; answers after read-back")
+
+        async def set_parameter(call: ServiceCall) -> dict[str, Any]:
+            return await self.device(call.data["device_id"]).set_parameter(
+                call.data["name"], call.data["value"], call.context)
+
+        services.register(PLATFORM, "set_parameter", set_parameter, schema=SET_PARAMETER_SCHEMA,
+                          supports_response=True,
+                          description="Write a setpoint within the profile's range; answers "
+                                      "with the value read back")
+
+        async def read_parameters(call: ServiceCall) -> dict[str, Any]:
+            device = self.device(call.data["device_id"])
+            try:
+                values = await device.read_setpoints()
+            except LinkError as err:
+                raise device._link_failure(err, "read_parameters") from err
+            profile = device.profile
+            return {"device_id": device.id, "profile": profile.id, "parameters": {
+                name: {"value": values.get(name), "unit": reg.unit, "min": reg.minimum,
+                       "max": reg.maximum, "default": reg.default}
+                for name, reg in profile.setpoints.items()}}
+
+        services.register(PLATFORM, "read_parameters", read_parameters, schema=SERVICE_SCHEMA,
+                          supports_response=True,
+                          description="Read every setpoint with its range and default")
+
+
+_RUNTIMES: weakref.WeakKeyDictionary[Any, ArcmRuntime] = weakref.WeakKeyDictionary()
+
+
+def runtime_for(hub: Any) -> ArcmRuntime | None:
+    return _RUNTIMES.get(hub)
+
+
+# -- hooks --------------------------------------------------------------------------------
+@hookimpl
+def voltwatch_device_schemas() -> dict[str, vol.Schema]:
+    return {PLATFORM: DEVICE_SCHEMA}
+
+
+@hookimpl
+def voltwatch_setup(hub: Any, config: dict[str, Any]) -> Any:
+    runtime = ArcmRuntime(hub)
+    _RUNTIMES[hub] = runtime
+    return runtime.async_setup(config)
+
+
+@hookimpl
+def voltwatch_shutdown(hub: Any) -> Any:
+    runtime = _RUNTIMES.pop(hub, None)
+    if runtime is None:
+        return None
+    return runtime.async_shutdown()
+
+
+@hookimpl
+def voltwatch_simulators() -> dict[str, Any]:
+    return {"arcm": (simulator.add_arguments, simulator.run)}
+
+
+DEMO_UNITS = 6
+
+
+@hookimpl
+def voltwatch_demo_site(demo: Any) -> None:
+    """Six detectors on one simulated RS485-over-TCP bus; one of them leaks now and then."""
+    port = demo.free_port()
+    sim = simulator.ArcmSimulator(
+        range(1, DEMO_UNITS + 1),
+        simulator.SimOptions(leak_every=90.0, leak_duration=30.0),
+        state_file=Path(demo.data_dir) / "arcm-simulator.json",
+    )
+    demo.start(sim.serve_tcp("127.0.0.1", port), name="arcm simulator")
+    known = {p.get("id") for p in demo.projects}
+    if "demo-school" not in known:
+        demo.add_project(id="demo-school", name="第一中学", lat=40.77, lon=114.88,
+                         children=[{"id": "demo-school-a", "name": "教学楼A"},
+                                   {"id": "demo-school-b", "name": "食堂"}])
+    places = [("demo-school-a", "一层", "配电室"), ("demo-school-a", "二层", "弱电间"),
+              ("demo-school-a", "三层", "楼梯间"), ("demo-school-b", "一层", "后厨"),
+              ("demo-school-b", "一层", "餐厅"), ("demo-school-b", "二层", "仓库")]
+    for unit in range(1, DEMO_UNITS + 1):
+        project, area, location = places[(unit - 1) % len(places)]
+        demo.add_device(id=f"arcm-{unit}", name=f"配电箱{unit}", platform=PLATFORM,
+                        profile="arcm-ref", project=project, area=area, location=location,
+                        poll_interval=1.0,
+                        link={"transport": "modbus_tcp", "host": "127.0.0.1", "port": port,
+                              "unit": unit})

@@ -1,0 +1,512 @@
+"""One ARCM detector: its poll loop, its entities, its conditions and its remote control.
+
+The poll loop turns register blocks into entity states and `device_condition` events. It fires
+conditions on transitions only, keeping the set of active (type -> Condition) per device, so a
+residual current that stays at 550 mA for an hour is one alarm, not 3,600.
+
+Sources of conditions and who clears them:
+* alarm / fault bits and sentinels (0xFFFF, 0x7FFF) - recomputed on every good poll;
+* `communication_lost` - after N failed polls in a row, cleared by the next good poll;
+* `device_fault` - the unit answered with an exception code or a malformed frame, cleared by
+  the next good poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
+from hub.core.context import Context
+from hub.core.links import (
+    LinkError,
+    LinkExceptionResponse,
+    LinkProtocolError,
+    LinkTimeout,
+    LinkUnavailable,
+)
+from hub.core.services import ServiceError, ServiceValidationError
+from hub.core.states import (
+    STATE_OFF,
+    STATE_ON,
+    STATE_UNAVAILABLE,
+    STATE_UNKNOWN,
+    format_state,
+    slugify,
+)
+
+from .profile import BitField, Profile, Register
+
+_LOGGER = logging.getLogger(__name__)
+
+PLATFORM = "arcm"
+
+# Words for entity names (friendly_name = "<device name> <label>").
+_LABELS: dict[str, tuple[str, str]] = {
+    "residual_current": ("剩余电流", "Residual current"),
+    "power": ("有功功率", "Power"),
+    "energy": ("电能", "Energy"),
+    "frequency": ("频率", "Frequency"),
+    "breaker": ("断路器", "Breaker"),
+    "online": ("在线", "Online"),
+}
+for _n in range(1, 5):
+    _LABELS[f"temperature_{_n}"] = (f"温度{_n}", f"Temperature {_n}")
+for _p in "abc":
+    _P = _p.upper()
+    _LABELS[f"voltage_{_p}"] = (f"{_P}相电压", f"Voltage {_P}")
+    _LABELS[f"current_{_p}"] = (f"{_P}相电流", f"Current {_P}")
+    _LABELS[f"voltage_thd_{_p}"] = (f"{_P}相电压谐波", f"Voltage THD {_P}")
+    _LABELS[f"current_thd_{_p}"] = (f"{_P}相电流谐波", f"Current THD {_P}")
+
+_EXCEPTION_WORDS: dict[int, tuple[str, str]] = {
+    1: ("非法功能码", "illegal function"),
+    2: ("非法数据地址", "illegal data address"),
+    3: ("非法数据值", "illegal data value"),
+    4: ("从站设备故障", "server device failure"),
+    6: ("从站设备忙", "server device busy"),
+    10: ("网关路径不可用", "gateway path unavailable"),
+    11: ("网关目标设备无响应", "gateway target did not respond"),
+}
+
+
+def label(name: str, language: str) -> str:
+    zh, en = _LABELS.get(name, (name, name.replace("_", " ").capitalize()))
+    return en if language.lower().startswith("en") else zh
+
+
+# -- service failures ---------------------------------------------------------------------
+class DeviceNotFound(ServiceError):
+    status = 404
+
+
+class DeviceUnreachable(ServiceError):
+    """The request got no answer (timeout, link down): the result is unknown."""
+
+    status = 504
+
+
+class DeviceRejected(ServiceError):
+    """The device answered but refused (exception code) or kept another value."""
+
+    status = 502
+
+
+class CommandNotConfirmed(ServiceError):
+    """The command was accepted but the read-back never showed its result."""
+
+    status = 504
+
+
+class ArcmDevice:
+    """A detector on a link; created by the plugin from a validated device config."""
+
+    def __init__(self, hub: Any, config: dict[str, Any], profile: Profile, link: Any) -> None:
+        self.hub = hub
+        self.config = config
+        self.id: str = config["id"]
+        self.name: str = config.get("name") or self.id
+        self.profile = profile
+        self.link = link
+        self.unit: int = int(config.get("link", {}).get("unit", 1))
+        self.poll_interval = float(config.get("poll_interval", 1.0))
+        self.comm_loss_after = int(config.get("failed_polls_for_comm_loss", 3))
+        self.obj = slugify(self.id)
+        language = getattr(hub, "language", "zh-CN")
+        self.language = language
+
+        # entity_id and constant attributes per register, decided once.
+        self._sensors: list[tuple[Register, str, dict[str, Any]]] = []
+        for reg in profile.registers:
+            if reg.entity != "sensor":
+                continue
+            entity_id = f"sensor.{self.obj}_{reg.name}"
+            attrs = {"unit_of_measurement": reg.unit, "friendly_name":
+                     f"{self.name} {label(reg.name, language)}", "device_id": self.id}
+            if reg.device_class:
+                attrs["device_class"] = reg.device_class
+            self._sensors.append((reg, entity_id, attrs))
+        self._entity_of = {reg.name: entity_id for reg, entity_id, _ in self._sensors}
+        self._attrs = {entity_id: attrs for _reg, entity_id, attrs in self._sensors}
+        # register name -> (words, value, state text) of the last poll
+        self._last: dict[str, tuple[Any, float | None, str]] = {}
+        self._unit_of = {reg.name: reg.unit for reg in profile.registers}
+        self.breaker_entity = f"switch.{self.obj}_breaker" if profile.breaker_bit else None
+        self._breaker_attrs = {"friendly_name": f"{self.name} {label('breaker', language)}",
+                               "device_id": self.id, "device_class": "switch"}
+        self.online_entity = f"binary_sensor.{self.obj}_online"
+        self._online_attrs = {"friendly_name": f"{self.name} {label('online', language)}",
+                              "device_id": self.id, "device_class": "connectivity"}
+
+        self.values: dict[str, float | None] = {}
+        self.relay: dict[str, int] = {}
+        self.setpoints: dict[str, float] = {}
+        self.info: dict[str, float] = {}
+        self.active: dict[str, Condition] = {}
+        self.failures = 0
+        self.polls = 0
+        self.good_polls = 0
+        self.online: bool | None = None
+        self.last_error: str | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._stopping = False
+        # While a control call runs, relay changes the poller sees are that call's doing.
+        self._command_context: Context | None = None
+        self._poll_done: list[Callable[[ArcmDevice], None]] = []
+
+    # -- entities -------------------------------------------------------------------------
+    async def async_register_entities(self) -> None:
+        entities = self.hub.entities
+        for reg, entity_id, attrs in self._sensors:
+            await entities.async_register(
+                entity_id, PLATFORM, device_id=self.id, unique_id=f"{self.id}:{reg.name}",
+                name=attrs["friendly_name"], unit=reg.unit, device_class=reg.device_class,
+            )
+            if self.hub.states.get(entity_id) is None:
+                self.hub.states.async_set(entity_id, STATE_UNKNOWN, attrs)
+        if self.breaker_entity:
+            await entities.async_register(
+                self.breaker_entity, PLATFORM, device_id=self.id,
+                unique_id=f"{self.id}:breaker", name=self._breaker_attrs["friendly_name"],
+                device_class="switch",
+            )
+            if self.hub.states.get(self.breaker_entity) is None:
+                self.hub.states.async_set(self.breaker_entity, STATE_UNKNOWN, self._breaker_attrs)
+        await entities.async_register(
+            self.online_entity, PLATFORM, device_id=self.id, unique_id=f"{self.id}:online",
+            name=self._online_attrs["friendly_name"], device_class="connectivity",
+        )
+        if self.hub.states.get(self.online_entity) is None:
+            self.hub.states.async_set(self.online_entity, STATE_OFF, self._online_attrs)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = self.hub.create_task(self._run(), name=f"arcm poll {self.id}")
+
+    async def stop(self) -> None:
+        """Stop polling; insists, because Python 3.11's wait_for (inside pymodbus) can swallow
+        a cancellation that lands just as a response arrives."""
+        self._stopping = True
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Spread the first polls so a thousand detectors do not all ask in the same tick.
+        await asyncio.sleep(random.uniform(0, min(self.poll_interval, 5.0)))
+        try:
+            await self._read_info()
+        except LinkError as err:
+            _LOGGER.debug("%s: cannot read model/firmware yet: %s", self.id, err)
+        next_at = loop.time()
+        while not self._stopping:
+            await self.poll_once()
+            next_at += self.poll_interval
+            delay = next_at - loop.time()
+            if delay < 0:  # we fell behind (a slow line): do not burst to catch up
+                next_at = loop.time()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    def add_poll_listener(self, listener: Callable[[ArcmDevice], None]) -> Callable[[], None]:
+        """Called after every poll (tests and the benchmark await polls instead of sleeping)."""
+        self._poll_done.append(listener)
+        return lambda: self._poll_done.remove(listener) if listener in self._poll_done else None
+
+    # -- reading --------------------------------------------------------------------------
+    async def _read_blocks(self, blocks: list[Any]) -> list[tuple[Any, list[int]]]:
+        out = []
+        for block in blocks:
+            words = await self.link.read_holding_registers(self.unit, block.start, block.count)
+            out.append((block, words))
+        return out
+
+    async def _read_info(self) -> None:
+        for block, words in await self._read_blocks(self.profile.info_blocks):
+            for reg in block.registers:
+                _raw, value = self.profile.decode(reg, words, reg.address - block.start)
+                self.info[reg.name] = value
+
+    async def read_setpoints(self) -> dict[str, float]:
+        for block, words in await self._read_blocks(self.profile.setpoint_blocks):
+            for reg in block.registers:
+                _raw, value = self.profile.decode(reg, words, reg.address - block.start)
+                self.setpoints[reg.name] = value
+        return dict(self.setpoints)
+
+    async def poll_once(self) -> bool:
+        """One poll: read, decode, publish. Returns True when the unit answered properly."""
+        self.polls += 1
+        try:
+            blocks = await self._read_blocks(self.profile.poll_blocks)
+            if self.good_polls % self.profile.setpoint_refresh == 0 and self.profile.setpoints:
+                await self.read_setpoints()
+        except LinkError as err:
+            self._failed(err)
+            ok = False
+        else:
+            self._apply(blocks)
+            ok = True
+        for listener in list(self._poll_done):
+            listener(self)
+        return ok
+
+    def _apply(self, blocks: list[tuple[Any, list[int]]], context: Context | None = None) -> None:
+        now = time.time()
+        profile = self.profile
+        states = self.hub.states
+        values = self.values
+        desired: dict[str, tuple[str | None, float | None, str | None]] = {}
+        relay_words: list[tuple[BitField, int]] = []
+        last = self._last
+        entity_of = self._entity_of
+        for block, words in blocks:
+            start = block.start
+            for reg in block.registers:
+                offset = reg.address - start
+                key = words[offset] if reg.size == 1 else (words[offset], words[offset + 1])
+                cached = last.get(reg.name)
+                if cached is None or cached[0] != key:
+                    # Decode and format only what changed: most polls repeat the last words.
+                    raw, value = profile.decode(reg, words, offset)
+                    if reg.sentinel is not None and raw == reg.sentinel:
+                        value = None
+                    cached = last[reg.name] = (key, value,
+                                               STATE_UNAVAILABLE if value is None else
+                                               format_state(value))
+                value = cached[1]
+                values[reg.name] = value
+                if value is None and reg.sentinel_fault:
+                    desired[reg.sentinel_fault] = (entity_of.get(reg.name), None, None)
+                entity_id = entity_of.get(reg.name)
+                if entity_id is not None:
+                    states.async_set(entity_id, cached[2], self._attrs[entity_id],
+                                     timestamp=now)
+            for bitfield in block.bitfields:
+                word = words[bitfield.address - start]
+                if bitfield.kind == "relay":
+                    relay_words.append((bitfield, word))
+                    continue
+                for bit in bitfield.bits:
+                    if word >> bit.index & 1 and bit.type:
+                        desired[bit.type] = self._bit_value(bit.values, bit.pick)
+
+        # A good poll clears what only a failing poll can raise.
+        self.failures = 0
+        self.good_polls += 1
+        self.last_error = None
+        self._set_online(True, now)
+        for type_ in ("communication_lost", "device_fault"):
+            if type_ in self.active:
+                self._fire(Condition.create(self.id, type_, False,
+                                            entity_id=self.online_entity, timestamp=now))
+
+        for type_, (entity_id, value, unit) in desired.items():
+            if type_ not in self.active:
+                self._fire(Condition.create(self.id, type_, True, entity_id=entity_id,
+                                            value=value, unit=unit, timestamp=now), context)
+        for type_, old in list(self.active.items()):
+            if type_ not in desired and type_ not in ("communication_lost", "device_fault"):
+                self._fire(Condition.create(self.id, type_, False, entity_id=old.entity_id,
+                                            unit=old.unit, timestamp=now), context)
+        for bitfield, word in relay_words:
+            self._apply_relay(bitfield, word, context, now)
+
+    def _bit_value(self, names: tuple[str, ...], pick: str) -> tuple[str | None, float | None,
+                                                                      str | None]:
+        """(entity_id, value, unit) that a bit's message quotes: "剩余电流过大 550mA"."""
+        if not names:
+            return None, None, None
+        found = [(self.values.get(n), n) for n in names if self.values.get(n) is not None]
+        if not found:
+            return self._entity_of.get(names[0]), None, None
+        if pick == "min":
+            value, name = min(found)
+        elif pick == "first":
+            value, name = found[0]
+        else:
+            value, name = max(found)
+        return self._entity_of.get(name), value, self._unit_of.get(name)
+
+    def _apply_relay(self, bitfield: BitField, word: int, context: Context | None,
+                     now: float) -> None:
+        context = context or self._command_context
+        for bit in bitfield.bits:
+            if not bit.name:
+                continue
+            new = word >> bit.index & 1
+            old = self.relay.get(bit.name)
+            self.relay[bit.name] = new
+            if old is not None and old != new:
+                event = bit.on_event if new else bit.off_event
+                if event:
+                    self._fire(Condition.create(self.id, event, True,
+                                                entity_id=self.breaker_entity
+                                                if bit.name == self.profile.breaker_bit else None,
+                                                timestamp=now), context)
+            if bit.name == self.profile.breaker_bit and self.breaker_entity:
+                closed = new == self.profile.breaker_closed_when
+                self.hub.states.async_set(self.breaker_entity, STATE_ON if closed else STATE_OFF,
+                                          self._breaker_attrs, context=context, timestamp=now)
+
+    def _set_online(self, online: bool, now: float) -> None:
+        if self.online != online:
+            self.online = online
+        self.hub.states.async_set(self.online_entity, STATE_ON if online else STATE_OFF,
+                                  self._online_attrs, timestamp=now)
+
+    def _failed(self, err: LinkError) -> None:
+        now = time.time()
+        self.failures += 1
+        self.last_error = str(err)
+        if isinstance(err, LinkExceptionResponse):
+            zh, en = _EXCEPTION_WORDS.get(err.code, ("异常应答", "exception response"))
+            if "device_fault" not in self.active:
+                _LOGGER.warning("%s: %s", self.id, err)
+                self._fire(Condition.create(
+                    self.id, "device_fault", True, entity_id=self.online_entity,
+                    detail=f"异常码 {err.code} {zh}", detail_en=f"exception code {err.code} ({en})",
+                    timestamp=now))
+        elif isinstance(err, LinkProtocolError) and "device_fault" not in self.active:
+            _LOGGER.warning("%s: %s", self.id, err)
+            reason = str(err).split(": ", 1)[-1]
+            self._fire(Condition.create(
+                self.id, "device_fault", True, entity_id=self.online_entity,
+                detail=f"应答帧错误 {reason}", detail_en=f"malformed response: {reason}",
+                timestamp=now))
+        if self.failures < self.comm_loss_after:
+            return
+        if isinstance(err, (LinkTimeout, LinkUnavailable)):
+            if "communication_lost" not in self.active:
+                _LOGGER.warning("%s: communication lost after %d failed polls: %s", self.id,
+                                self.failures, err)
+                self._fire(Condition.create(self.id, "communication_lost", True,
+                                            entity_id=self.online_entity, timestamp=now))
+            self._set_online(False, now)
+        if self.failures == self.comm_loss_after:
+            # Stale values must not pass for live ones (and are never recorded as readings).
+            for _reg, entity_id, attrs in self._sensors:
+                self.hub.states.async_set(entity_id, STATE_UNAVAILABLE, attrs, timestamp=now)
+
+    def _fire(self, condition: Condition, context: Context | None = None) -> None:
+        if condition.kind != "event":
+            if condition.active:
+                self.active[condition.type] = condition
+            else:
+                self.active.pop(condition.type, None)
+        self.hub.bus.async_fire(EVENT_DEVICE_CONDITION, condition.as_dict(), context=context)
+
+    # -- remote control -------------------------------------------------------------------
+    def _link_failure(self, err: LinkError, what: str) -> ServiceError:
+        if isinstance(err, LinkExceptionResponse):
+            _zh, en = _EXCEPTION_WORDS.get(err.code, ("异常应答", "exception response"))
+            return DeviceRejected(f"{self.id}: device refused {what}: exception code {err.code}"
+                                  f" ({en})")
+        if isinstance(err, LinkProtocolError):
+            return DeviceRejected(f"{self.id}: malformed answer to {what}: {err}")
+        return DeviceUnreachable(f"{self.id}: no answer to {what}: {err}")
+
+    async def _read_relay(self, context: Context | None) -> dict[str, int]:
+        for bitfield in self.profile.bitfields:
+            if bitfield.kind != "relay":
+                continue
+            try:
+                words = await self.link.read_holding_registers(self.unit, bitfield.address, 1)
+            except LinkError as err:
+                raise self._link_failure(err, "the relay read-back") from err
+            self._apply_relay(bitfield, words[0], context, time.time())
+        return dict(self.relay)
+
+    async def command(self, name: str, context: Context) -> dict[str, Any]:
+        """Write a command code, then answer only when the read-back shows its result."""
+        command = self.profile.commands.get(name)
+        if command is None or self.profile.command_register is None:
+            raise ServiceValidationError(f"{self.id}: profile {self.profile.id} has no "
+                                         f"command {name!r}")
+        _LOGGER.info("arcm.%s on %s (context %s, user %s)", name, self.id, context.id,
+                     context.user_id)
+        self._command_context = context
+        try:
+            return await self._command(name, command, context)
+        finally:
+            self._command_context = None
+
+    async def _command(self, name: str, command: Any, context: Context) -> dict[str, Any]:
+        try:
+            await self.link.write_register(self.unit, self.profile.command_register, command.code)
+        except LinkError as err:
+            raise self._link_failure(err, name) from err
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.profile.confirm_timeout
+        relay = await self._read_relay(context)
+        while command.confirm_bit is not None and relay.get(command.confirm_bit) != \
+                command.confirm_equals:
+            if loop.time() >= deadline:
+                _LOGGER.warning("arcm.%s on %s not confirmed (context %s)", name, self.id,
+                                context.id)
+                raise CommandNotConfirmed(
+                    f"{self.id}: {name} not confirmed within {self.profile.confirm_timeout:g}s "
+                    f"({command.confirm_bit}={relay.get(command.confirm_bit)})")
+            await asyncio.sleep(0.1)  # the device's own pace; bounded by the deadline above
+            relay = await self._read_relay(context)
+        if command.event:
+            self._fire(Condition.create(self.id, command.event, True,
+                                        entity_id=self.breaker_entity), context)
+        _LOGGER.info("arcm.%s on %s confirmed (context %s)", name, self.id, context.id)
+        result: dict[str, Any] = {"device_id": self.id, "command": name, "confirmed": True,
+                                  "relay": relay}
+        if self.breaker_entity and self.profile.breaker_bit in relay:
+            result["breaker"] = "closed" if relay[self.profile.breaker_bit] == \
+                self.profile.breaker_closed_when else "tripped"
+        return result
+
+    async def set_parameter(self, name: str, value: Any, context: Context) -> dict[str, Any]:
+        """Validate against the profile's range, write, read back, answer the confirmed value."""
+        reg = self.profile.setpoints.get(name)
+        if reg is None:
+            raise ServiceValidationError(
+                f"{self.id}: unknown parameter {name!r}; known: "
+                f"{', '.join(self.profile.setpoints)}")
+        if isinstance(value, str) and reg.options:
+            by_word = {word: code for code, word in reg.options.items()}
+            if value not in by_word:
+                raise ServiceValidationError(
+                    f"{name} must be one of {', '.join(by_word)} (got {value!r})")
+            value = by_word[value]
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as err:
+            raise ServiceValidationError(f"{name} must be a number (got {value!r})") from err
+        unit = reg.unit or ""
+        if reg.minimum is not None and reg.maximum is not None and not (
+                reg.minimum <= number <= reg.maximum):
+            raise ServiceValidationError(
+                f"{name} must be {reg.minimum:g}–{reg.maximum:g}{unit} (got {number:g}{unit})")
+        words = self.profile.encode(reg, number)
+        _LOGGER.info("arcm.set_parameter %s=%s on %s (context %s, user %s)", name, number,
+                     self.id, context.id, context.user_id)
+        try:
+            before = await self.link.read_holding_registers(self.unit, reg.address, len(words))
+            previous = self.profile.decode(reg, before, 0)[1]
+            if len(words) == 1:
+                await self.link.write_register(self.unit, reg.address, words[0])
+            else:
+                await self.link.write_registers(self.unit, reg.address, words)
+            back = await self.link.read_holding_registers(self.unit, reg.address, len(words))
+        except LinkError as err:
+            raise self._link_failure(err, f"set_parameter {name}") from err
+        _raw, confirmed = self.profile.decode(reg, back, 0)
+        self.setpoints[name] = confirmed
+        if back != words:
+            raise DeviceRejected(f"{self.id}: wrote {name}={number:g}{unit} but the device "
+                                 f"keeps {confirmed:g}{unit}")
+        _LOGGER.info("arcm.set_parameter %s=%s on %s confirmed (context %s)", name, confirmed,
+                     self.id, context.id)
+        return {"device_id": self.id, "name": name, "value": confirmed, "unit": reg.unit,
+                "previous": previous, "confirmed": True}
