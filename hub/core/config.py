@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from .plugins import PluginManager
 
 CONFIG_FILE = "configuration.yaml"
+# The directory being validated, for plugin schemas that resolve files beside the config.
+CONFIG_DIR: ContextVar[Path | None] = ContextVar("voltwatch_config_dir", default=None)
 LANGUAGES = ("zh-CN", "en")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -131,6 +134,65 @@ PROJECT_SCHEMA = vol.Schema(
     }
 )
 
+def hysteresis(value: Any) -> float | str:
+    """Hysteresis of a hub-side threshold: a number in the quantity's unit, or `5%` of it."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            percent = float(value.strip()[:-1])
+        except ValueError:
+            raise vol.Invalid(f"expected a number or a percentage such as 5%, got {value!r}") from None
+        if not 0 <= percent < 100:
+            raise vol.Invalid("a hysteresis percentage must be between 0 and 100")
+        return f"{percent:g}%"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise vol.Invalid(f"expected a number or a percentage such as 5%, got {value!r}")
+    if value < 0:
+        raise vol.Invalid("a hysteresis cannot be negative")
+    return float(value)
+
+
+_NUMBER = vol.All(vol.Coerce(float), vol.Range(min=0))
+_THRESHOLD_COMMON = {
+    vol.Optional("enabled"): bool,
+    vol.Optional("delay"): vol.All(duration, vol.Range(max=3600)),
+    vol.Optional("hysteresis"): hysteresis,
+}
+
+
+def _quantity(limits: dict[Any, Any]) -> Any:
+    """`false` switches a hub-side check off; a mapping overrides some of its settings."""
+    schema = vol.Schema({**_THRESHOLD_COMMON, **limits})
+    return vol.Any(vol.All(False, lambda _: {"enabled": False}), schema)
+
+
+# Hub-side thresholds (hub/core/alarms.py; defaults from GB 51348/50116/14287 in docs/alarms.md).
+# Given per device (`devices[].thresholds`) and as site defaults (`alarms.thresholds`).
+THRESHOLDS_SCHEMA = vol.Schema(
+    {
+        vol.Optional("residual_current"): _quantity(
+            {vol.Optional("alarm"): vol.All(vol.Coerce(float), vol.Range(min=1, max=10000))}
+        ),
+        vol.Optional("temperature"): _quantity(
+            {vol.Optional("alarm"): vol.All(vol.Coerce(float), vol.Range(min=-40, max=300))}
+        ),
+        vol.Optional("voltage"): _quantity(
+            {vol.Optional("over"): _NUMBER, vol.Optional("under"): _NUMBER}
+        ),
+        vol.Optional("current"): _quantity({vol.Optional("overload"): _NUMBER}),
+    }
+)
+
+SEVERITIES = ("critical", "major", "minor", "info")
+
+ALARMS_SCHEMA = vol.Schema(
+    {
+        vol.Optional("latching"): [str],
+        vol.Optional("severity"): {str: vol.In(SEVERITIES)},
+        vol.Optional("update_interval"): vol.All(duration, vol.Range(min=0, max=3600)),
+        vol.Optional("thresholds"): THRESHOLDS_SCHEMA,
+    }
+)
+
 DEVICE_COMMON = {
     vol.Required("id"): device_id,
     vol.Required("platform"): str,
@@ -141,6 +203,7 @@ DEVICE_COMMON = {
     vol.Optional("location"): str,
     vol.Optional("poll_interval"): duration,
     vol.Optional("link"): dict,
+    vol.Optional("thresholds"): THRESHOLDS_SCHEMA,
 }
 
 
@@ -228,6 +291,7 @@ class _Validator:
             "http": HTTP_SCHEMA,
             "database": DATABASE_SCHEMA,
             "recorder": RECORDER_SCHEMA,
+            "alarms": ALARMS_SCHEMA,
         }
         for key in raw:
             if key not in core_sections and key not in ("projects", "devices") and key not in self.sections:
@@ -320,10 +384,20 @@ def _project_ids(projects: list[dict[str, Any]]) -> list[str]:
     return ids
 
 
-def validate_configuration(raw: Any, plugins: PluginManager | None = None) -> dict[str, Any]:
-    """Validate an already-parsed configuration (a dict from YAML or from a test)."""
-    validator = _Validator(raw, plugins)
-    config = validator.run()
+def validate_configuration(
+    raw: Any, plugins: PluginManager | None = None, config_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Validate an already-parsed configuration (a dict from YAML or from a test).
+
+    `config_dir` is made visible to plugin schemas through `CONFIG_DIR` while they run, so a
+    schema can resolve files beside the configuration (e.g. a device profile in DIR/profiles).
+    """
+    token = CONFIG_DIR.set(Path(config_dir) if config_dir is not None else None)
+    try:
+        validator = _Validator(raw, plugins)
+        config = validator.run()
+    finally:
+        CONFIG_DIR.reset(token)
     if validator.issues:
         raise ConfigError(validator.issues)
     return config
@@ -338,7 +412,7 @@ def load_configuration(config_dir: str | Path, plugins: PluginManager | None = N
         raw = load_yaml(path)
     except YamlError as err:
         raise ConfigError([ConfigIssue(err.file, err.line, "", str(err))]) from err
-    return validate_configuration(raw, plugins)
+    return validate_configuration(raw, plugins, config_dir)
 
 
 def template_text() -> str:

@@ -127,6 +127,18 @@ def render_metrics(hub: Any, server: Any = None) -> str:
         len(plugins.failures),
     )
 
+    alarms = getattr(hub, "alarms", None)
+    if alarms is not None:
+        out.family(
+            "voltwatch_alarms_active",
+            "gauge",
+            "Active alarm records by kind (alarm, fault)",
+            [({"kind": kind}, count) for kind, count in sorted(alarms.active_counts().items())],
+        )
+        out.family(
+            "voltwatch_alarms_raised_total", "counter", "Alarm records raised", alarms.raised_total
+        )
+
     recorder = getattr(hub, "recorder", None)
     stats_fn = getattr(recorder, "stats", None)
     if callable(stats_fn):

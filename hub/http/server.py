@@ -30,7 +30,7 @@ from hub import __version__
 from hub.core.context import ulid_now
 from hub.core.services import ServiceError
 
-from . import api, metrics, tokens, websocket
+from . import alarms_api, api, metrics, tokens, websocket
 from .openapi import build_openapi
 from .pages import add_pages
 from .routes import (
@@ -67,6 +67,7 @@ def core_routes() -> RouteTable:
     """Every endpoint the core serves, in one table."""
     table = RouteTable()
     table.extend(api.routes)
+    table.extend(alarms_api.routes)
     table.extend(websocket.routes)
     table.extend(metrics.routes)
     return table

@@ -168,3 +168,74 @@ kv = Table(
     Column("value", Text, nullable=True),
     Column("updated_at", Double, nullable=True),
 )
+
+# Alarm, fault and event records (hub/core/alarms.py; migration 0002). One row per occurrence:
+# a repeat of an active alarm updates its row (count, last_seen_at), never adds one. The
+# partial unique index below is what makes "one active record per (device, type)" hold across
+# several hubs on one PostgreSQL, not only inside one process. Momentary events are stored with
+# status `cleared` and cleared_at == started_at, so they never occupy the active slot.
+ALARM_ACTIVE = "active"
+ALARM_CLEARED = "cleared"
+
+alarms = Table(
+    "alarms",
+    metadata,
+    Column("id", BigIntPK, primary_key=True),
+    Column("device_id", String(255), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("entity_id", String(255), nullable=True),
+    # Where and what the device was when the record was raised (the event log shows these even
+    # after the device is renamed, moved or removed).
+    Column("project", String(255), nullable=True),
+    Column("area", String(255), nullable=True),
+    Column("location", String(255), nullable=True),
+    Column("device_name", String(255), nullable=True),
+    Column("platform", String(64), nullable=True),
+    Column("address", String(255), nullable=True),
+    Column("unit_address", String(64), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("message_en", Text, nullable=True),
+    Column("value", Double, nullable=True),
+    Column("unit", String(16), nullable=True),
+    Column("sources", JSON, nullable=False, default=list),
+    Column("latching", Boolean, nullable=False, default=False),
+    Column("count", Integer, nullable=False, default=1),
+    Column("started_at", Double, nullable=False),
+    Column("last_seen_at", Double, nullable=False),
+    Column("cleared_at", Double, nullable=True),
+    Column("cleared_by", USER_ID, nullable=True),
+    Column("acked_at", Double, nullable=True),
+    Column("acked_by", USER_ID, nullable=True),
+    Column("handled_at", Double, nullable=True),
+    Column("handled_by", USER_ID, nullable=True),
+    Column("note", Text, nullable=True),
+    Column("context_id", CONTEXT_ID, nullable=True),
+    Index("ix_alarms_started_at", "started_at"),
+    Index("ix_alarms_device_id_started_at", "device_id", "started_at"),
+    Index("ix_alarms_project_started_at", "project", "started_at"),
+    Index("ix_alarms_status", "status"),
+)
+Index(
+    "ux_alarms_active_device_type",
+    alarms.c.device_id,
+    alarms.c.type,
+    unique=True,
+    sqlite_where=alarms.c.status == ALARM_ACTIVE,
+    postgresql_where=alarms.c.status == ALARM_ACTIVE,
+)
+
+# Threshold delays in progress (delay-on timers), so a restart resumes them instead of
+# starting over or forgetting them. `noted_at` is the last time the condition was known to
+# hold (updated at a clean stop): the elapsed part of the delay is noted_at - since.
+alarm_pending = Table(
+    "alarm_pending",
+    metadata,
+    Column("device_id", String(255), primary_key=True),
+    Column("type", String(64), primary_key=True),
+    Column("entity_id", String(255), primary_key=True),
+    Column("since", Double, nullable=False),
+    Column("noted_at", Double, nullable=False),
+)
