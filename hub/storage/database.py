@@ -43,8 +43,13 @@ def _alembic_config() -> AlembicConfig:
 
 
 def head_revision() -> str | None:
-    """The newest migration shipped with this hub."""
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    """The newest migration(s) shipped with this hub, comma-separated when branches exist.
+
+    Branches appear while features are developed side by side (each adds a migration on the
+    same parent); `open()` upgrades to every head, and a merge migration joins them later.
+    """
+    heads = sorted(ScriptDirectory.from_config(_alembic_config()).get_heads())
+    return ",".join(heads) or None
 
 
 def resolve_url(url: str, config_dir: Path) -> URL:
@@ -158,13 +163,14 @@ class Database:
     def _upgrade(connection: Connection) -> None:
         cfg = _alembic_config()
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
 
     async def current_revision(self) -> str | None:
         """The revision the database is at (for diagnostics and tests)."""
 
         def read(connection: Connection) -> str | None:
-            return MigrationContext.configure(connection).get_current_revision()
+            heads = sorted(MigrationContext.configure(connection).get_current_heads())
+            return ",".join(heads) or None
 
         async with self.engine.connect() as conn:
             return await conn.run_sync(read)

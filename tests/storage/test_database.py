@@ -23,7 +23,8 @@ async def test_migrations_create_everything_and_reopen_is_idempotent(
 ) -> None:
     db = Database(db_url, tmp_path)
     await db.open()
-    assert await db.current_revision() == head_revision() == "0002"
+    assert await db.current_revision() == head_revision()
+    assert head_revision() is not None and "0002" <= head_revision()
     assert EXPECTED_TABLES <= await _tables(db)
     async with db.engine.begin() as conn:
         await conn.execute(insert(kv).values(key="probe", value="kept"))
