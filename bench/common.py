@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Self
 
 
 @dataclass
@@ -44,7 +45,7 @@ HEADER = (
 class Timer:
     """`with Timer() as t: ...; t.elapsed` in seconds (perf_counter)."""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Self:
         self.start = time.perf_counter()
         return self
 

@@ -13,7 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from common import HEADER  # noqa: E402
+from common import HEADER
 
 
 def main(argv: list[str]) -> int:

@@ -56,13 +56,13 @@ def ulid_to_timestamp(ulid: str) -> float:
 class Context:
     """Who or what caused something: `user_id` for a person, `parent_id` for a cause."""
 
-    __slots__ = ("_id", "user_id", "parent_id", "origin_event")
+    __slots__ = ("_id", "origin_event", "parent_id", "user_id")
 
     def __init__(
         self,
         user_id: str | None = None,
         parent_id: str | None = None,
-        id: str | None = None,  # noqa: A002 - the field is called id in every API
+        id: str | None = None,
     ) -> None:
         self._id = id
         self.user_id = user_id

@@ -48,7 +48,7 @@ _T = TypeVar("_T")
 
 def callback(func: Callable[..., _T]) -> Callable[..., _T]:
     """Mark a function as safe to run inline in the event loop (it must never block)."""
-    setattr(func, "_voltwatch_callback", True)
+    func._voltwatch_callback = True
     return func
 
 
@@ -71,7 +71,7 @@ def _unwrap(func: Callable[..., Any]) -> Callable[..., Any]:
 class Job(Generic[_T]):
     """A function together with how it must be run, decided once."""
 
-    __slots__ = ("target", "name", "job_type")
+    __slots__ = ("job_type", "name", "target")
 
     def __init__(self, target: Callable[..., Any], name: str | None = None) -> None:
         self.target = target
@@ -91,7 +91,7 @@ class Job(Generic[_T]):
 class Event:
     """Something that happened: a type, its data, where it came from, when, and why."""
 
-    __slots__ = ("event_type", "data", "origin", "time_fired", "context")
+    __slots__ = ("context", "data", "event_type", "origin", "time_fired")
 
     def __init__(
         self,
@@ -124,7 +124,7 @@ EventFilter = Callable[[Event], bool]
 
 
 class _Listener:
-    __slots__ = ("job", "event_filter")
+    __slots__ = ("event_filter", "job")
 
     def __init__(self, job: Job[Any], event_filter: EventFilter | None) -> None:
         self.job = job
@@ -250,7 +250,7 @@ class EventBus:
                 try:
                     if not entry.event_filter(event):
                         continue
-                except Exception:  # noqa: BLE001 - one bad filter must not stop the rest
+                except Exception:
                     self.listener_errors += 1
                     _LOGGER.exception(
                         "Event filter of %s raised on %s", entry.job.name, event.event_type
@@ -260,7 +260,7 @@ class EventBus:
             if job.job_type is JobType.CALLBACK:
                 try:
                     job.target(event)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     self.listener_errors += 1
                     _LOGGER.exception(
                         "Listener %s raised on event %s", job.name, event.event_type
@@ -272,7 +272,7 @@ class EventBus:
         if job.job_type is JobType.CALLBACK:
             try:
                 job.target(event)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.listener_errors += 1
                 _LOGGER.exception("Listener %s raised on event %s", job.name, event.event_type)
             return

@@ -131,7 +131,7 @@ class PluginManager:
             name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
             try:
                 result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 _LOGGER.exception("Plugin %s raised in %s", name, hook_name)
                 self.failures.append(PluginFailure(name, hook_name, f"{type(err).__name__}: {err}"))
                 continue

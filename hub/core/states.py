@@ -58,15 +58,15 @@ class State:
     """One entity's state. Immutable once created: a change is a new State object."""
 
     __slots__ = (
-        "entity_id",
-        "state",
         "attributes",
-        "last_changed",
-        "last_updated",
-        "last_reported",
         "context",
         "domain",
+        "entity_id",
+        "last_changed",
+        "last_reported",
+        "last_updated",
         "object_id",
+        "state",
     )
 
     def __init__(
@@ -195,7 +195,7 @@ class StateMachine:
         ):
             old_last_reported = old.last_reported
             old.last_reported = now
-            if self._bus._listeners.get(EVENT_STATE_REPORTED):  # noqa: SLF001 - cheap check
+            if self._bus._listeners.get(EVENT_STATE_REPORTED):
                 self._bus.async_fire(
                     EVENT_STATE_REPORTED,
                     {"entity_id": entity_id, "old_last_reported": old_last_reported,

@@ -26,7 +26,7 @@ class YamlError(Exception):
 class NodeDict(dict):  # type: ignore[type-arg]
     """A dict that knows its file, its line, and the line of each key."""
 
-    __slots__ = ("file", "line", "key_lines")
+    __slots__ = ("file", "key_lines", "line")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -38,7 +38,7 @@ class NodeDict(dict):  # type: ignore[type-arg]
 class NodeList(list):  # type: ignore[type-arg]
     """A list that knows its file, its line, and the line of each item."""
 
-    __slots__ = ("file", "line", "item_lines")
+    __slots__ = ("file", "item_lines", "line")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -160,7 +160,8 @@ def locate(data: Any, path: list[Any]) -> tuple[str | None, int | None]:
             node = node[step]
         else:
             break
-        if getattr(node, "file", None) is not None and getattr(node, "line", None) is not None:
-            if node.file != file and index < last:  # inside an !include: point into it
-                file, line = node.file, node.line
+        node_file = getattr(node, "file", None)
+        if node_file is not None and node_file != file and index < last:
+            # inside an !include: point into that file
+            file, line = node_file, getattr(node, "line", None)
     return file, line
