@@ -61,6 +61,8 @@ def _build_types() -> dict[str, ConditionType]:
         ("self_test", KIND_EVENT, "自检", "Self-test"),
         ("hazard_warning", KIND_EVENT, "隐患预警", "Hazard warning"),
         ("impostor", KIND_EVENT, "疑似冒充", "Suspected impostor"),
+        # A DTU's projected monthly traffic exceeds its SIM plan budget (plugin gsm).
+        ("data_budget_exceeded", KIND_EVENT, "流量超预算", "Data budget exceeded"),
     ]
     for n in range(1, 5):
         rows.append((f"temperature_high_{n}", KIND_ALARM, f"温度{n}过大", f"Temperature {n} high"))
@@ -71,7 +73,7 @@ def _build_types() -> dict[str, ConditionType]:
 CONDITION_TYPES: dict[str, ConditionType] = _build_types()
 
 # Decimals shown per unit when the caller does not say: the seed writes "550mA" and "45.0°C".
-_UNIT_DECIMALS = {"mA": 0, "°C": 1, "V": 1, "A": 2, "kW": 3, "kWh": 2, "%": 1, "Hz": 2}
+_UNIT_DECIMALS = {"mA": 0, "°C": 1, "V": 1, "A": 2, "kW": 3, "kWh": 2, "%": 1, "Hz": 2, "MB": 1}
 
 
 def condition_type(type_: str) -> ConditionType:

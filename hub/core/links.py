@@ -6,12 +6,18 @@ transport plugin's business. Transport plugins provide factories through the
 `voltwatch_link_factories` hook; device plugins call `hub.links.acquire(link_config)` and get
 an object that satisfies `ModbusLink`. One physical link (a host:port, a serial port, a DTU)
 is shared by every unit on it: `acquire` returns the same object for the same key.
+
+A link whose bytes are paid for (a GSM DTU on a SIM plan) may also satisfy `MeteredLink`: a
+poller that finds it polls in tiers, declares its regular reads as a `PollSchedule`, and
+honours the `measure_scale` the link sets to stay inside its data budget. Poller and link
+cooperate through these two small types only; neither imports the other's plugin.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,6 +64,47 @@ class ModbusLink(Protocol):
     async def write_registers(self, unit: int, address: int, values: list[int]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(slots=True, eq=False)  # identity: two detectors may declare the same reads
+class PollSchedule:
+    """A poller's regular reads, declared to a metered link so it can project its traffic.
+
+    Reads are `(address, count)` holding-register requests per poll of each tier. The status
+    tier (alarm, fault, relay bits) is what makes an alarm reach people, so a link never
+    stretches it; it may raise `measure_scale` (>= 1) to lengthen the measurement tier, and it
+    says why in `reason` (shown to the admin by the poller and the link's own API).
+    """
+
+    device_id: str
+    unit: int
+    status_reads: list[tuple[int, int]]
+    status_interval: float
+    measure_reads: list[tuple[int, int]]
+    measure_interval: float
+    measure_scale: float = 1.0
+    reason: str | None = None
+    #: Called by the link after it changed `measure_scale`, so the poller reschedules at once.
+    on_change: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def effective_measure_interval(self) -> float:
+        return self.measure_interval * max(1.0, self.measure_scale)
+
+
+@runtime_checkable
+class MeteredLink(Protocol):
+    """Optional extension of a link whose bytes cost money (see `PollSchedule`).
+
+    `polling_defaults()` gives the tier intervals configured for this link (keys
+    `status_interval`, `measure_interval`; absent when not configured there), which rank below a
+    device's own keys and above its profile's. `declare_schedule()` registers a poller's reads
+    and returns the call that withdraws them (when the device stops).
+    """
+
+    def polling_defaults(self) -> dict[str, float]: ...
+
+    def declare_schedule(self, schedule: PollSchedule) -> Callable[[], None]: ...
 
 
 LinkFactory = Callable[[dict[str, Any]], Any]

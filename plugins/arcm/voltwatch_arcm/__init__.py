@@ -46,28 +46,34 @@ def _profile_name(value: Any) -> str:
     return value
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def _seconds(value: Any) -> float:
-    """`1s`, `500ms`, `2m` or a number: the core converts durations, but a device created
-    through the API (or a config module that has not) reaches us with the text."""
-    if isinstance(value, bool):
-        raise vol.Invalid("expected a duration such as 1s or a number of seconds")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise vol.Invalid(f"expected a duration such as 1s or 500ms, got {value!r}")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if not 0.01 <= seconds <= 3600:
-        raise vol.Invalid("poll_interval must be between 10ms and 1h")
-    return seconds
+def _duration_between(name: str, low: float, high: float, words: str) -> Any:
+    def check(value: Any) -> float:
+        """`1s`, `500ms`, `2m` or a number: the core converts durations, but a device created
+        through the API (or a config module that has not) reaches us with the text."""
+        if isinstance(value, bool):
+            raise vol.Invalid("expected a duration such as 1s or a number of seconds")
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            match = _DURATION.match(str(value))
+            if not match:
+                raise vol.Invalid(f"expected a duration such as 1s or 500ms, got {value!r}")
+            seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if not low <= seconds <= high:
+            raise vol.Invalid(f"{name} must be between {words}")
+        return seconds
+
+    return check
 
 
+_seconds = _duration_between("poll_interval", 0.01, 3600, "10ms and 1h")
 _SECONDS = _seconds
+
+POLLING_MODES = ("auto", "tiered", "flat")
 
 DEVICE_SCHEMA = vol.Schema(
     {
@@ -75,6 +81,15 @@ DEVICE_SCHEMA = vol.Schema(
         vol.Optional("poll_interval", default=1.0): _SECONDS,
         vol.Optional("failed_polls_for_comm_loss", default=3):
             vol.All(vol.Coerce(int), vol.Range(min=1, max=1000)),
+        # Tiered polling (docs/plugins/arcm.md): `auto` is tiered behind a metered link (a GSM
+        # DTU) or when a tier interval is given here, flat otherwise.
+        vol.Optional("polling", default="auto"): vol.In(POLLING_MODES),
+        vol.Optional("status_interval"):
+            _duration_between("status_interval", 0.01, 3600, "10ms and 1h"),
+        vol.Optional("measure_interval"):
+            _duration_between("measure_interval", 0.01, 86400, "10ms and 24h"),
+        vol.Optional("setpoint_interval"):
+            _duration_between("setpoint_interval", 0.01, 30 * 86400, "10ms and 30 days"),
     },
     extra=vol.ALLOW_EXTRA,
 )

@@ -4,6 +4,14 @@ The poll loop turns register blocks into entity states and `device_condition` ev
 conditions on transitions only, keeping the set of active (type -> Condition) per device, so a
 residual current that stays at 550 mA for an hour is one alarm, not 3,600.
 
+Two schedules (docs/plugins/arcm.md, "Polling"):
+* flat - every register block every `poll_interval` (LAN links, where bytes are free);
+* tiered - the small status tier (alarm, fault, relay bits) every `status_interval`, the
+  measurement tier every `measure_interval` (stretched by a metered link that is over its data
+  budget), setpoints and info at start and after a write. A new alarm bit triggers an
+  immediate measurement read so the alarm message quotes a fresh value. Default behind a
+  `MeteredLink` (a GSM DTU), or when the device sets a tier interval.
+
 Sources of conditions and who clears them:
 * alarm / fault bits and sentinels (0xFFFF, 0x7FFF) - recomputed on every good poll;
 * `communication_lost` - after N failed polls in a row, cleared by the next good poll;
@@ -28,6 +36,8 @@ from hub.core.links import (
     LinkProtocolError,
     LinkTimeout,
     LinkUnavailable,
+    MeteredLink,
+    PollSchedule,
 )
 from hub.core.services import ServiceError, ServiceValidationError
 from hub.core.states import (
@@ -39,11 +49,18 @@ from hub.core.states import (
     slugify,
 )
 
-from .profile import BitField, Profile, Register
+from .profile import Bit, BitField, Profile, Register
 
 _LOGGER = logging.getLogger(__name__)
 
 PLATFORM = "arcm"
+
+# Tier intervals when neither the device, its link, nor its profile says (issue #13: a DTU with
+# two detectors should fit a one-yuan SIM plan; docs/plugins/gsm.md has the arithmetic).
+DEFAULT_STATUS_INTERVAL = 10.0
+DEFAULT_MEASURE_INTERVAL = 300.0
+# Timers may fire a hair early; a tier this close to due is read now rather than next cycle.
+_DUE_SLACK = 0.005
 
 # Words for entity names (friendly_name = "<device name> <label>").
 _LABELS: dict[str, tuple[str, str]] = {
@@ -105,7 +122,8 @@ class CommandNotConfirmed(ServiceError):
 class ArcmDevice:
     """A detector on a link; created by the plugin from a validated device config."""
 
-    def __init__(self, hub: Any, config: dict[str, Any], profile: Profile, link: Any) -> None:
+    def __init__(self, hub: Any, config: dict[str, Any], profile: Profile, link: Any,
+                 clock: Callable[[], float] | None = None) -> None:
         self.hub = hub
         self.config = config
         self.id: str = config["id"]
@@ -114,6 +132,9 @@ class ArcmDevice:
         self.link = link
         self.unit: int = int(config.get("link", {}).get("unit", 1))
         self.poll_interval = float(config.get("poll_interval", 1.0))
+        # Monotonic seconds for the tier schedule; tests inject a fake one.
+        self._clock: Callable[[], float] = clock or time.monotonic
+        self._setup_polling(config)
         self.comm_loss_after = int(config.get("failed_polls_for_comm_loss", 3))
         self.obj = slugify(self.id)
         language = getattr(hub, "language", "zh-CN")
@@ -139,8 +160,10 @@ class ArcmDevice:
         self._breaker_attrs = {"friendly_name": f"{self.name} {label('breaker', language)}",
                                "device_id": self.id, "device_class": "switch"}
         self.online_entity = f"binary_sensor.{self.obj}_online"
-        self._online_attrs = {"friendly_name": f"{self.name} {label('online', language)}",
-                              "device_id": self.id, "device_class": "connectivity"}
+        self._online_attrs: dict[str, Any] = {
+            "friendly_name": f"{self.name} {label('online', language)}", "device_id": self.id,
+            "device_class": "connectivity"}
+        self._update_polling_attrs()
 
         self.values: dict[str, float | None] = {}
         self.relay: dict[str, int] = {}
@@ -157,6 +180,114 @@ class ArcmDevice:
         # While a control call runs, relay changes the poller sees are that call's doing.
         self._command_context: Context | None = None
         self._poll_done: list[Callable[[ArcmDevice], None]] = []
+        # Conditions the last read of each register / bitfield asked for, by its name: a
+        # status-only poll must not clear a sentinel fault only a measurement read can see.
+        self._sentinel_wanted: dict[str, tuple[str, str | None]] = {}
+        self._bits_wanted: dict[str, dict[str, Any]] = {}
+        # Tier bookkeeping (tiered polling only).
+        self._next_status: float | None = None
+        self._last_measure: float | None = None
+        self._next_setpoints: float | None = None
+        self._setpoints_due = True
+        self._info_due = True
+        self.tier_reads: dict[str, int] = {"status": 0, "measure": 0, "alarm_measure": 0,
+                                           "setpoints": 0, "info": 0}
+        self._withdraw: Callable[[], None] | None = None
+        self._wake: asyncio.Event | None = None
+
+    # -- schedule -------------------------------------------------------------------------
+    def _setup_polling(self, config: dict[str, Any]) -> None:
+        """Pick flat or tiered polling and the tier intervals (precedence: docs/plugins/arcm.md).
+
+        Device keys win, then what the link was configured with (a DTU, the gsm section), then
+        the profile's suggestion, then the built-in defaults. A LAN device stays flat unless it
+        asks for tiers, so nothing changes for sites that never pay per byte.
+        """
+        metered = isinstance(self.link, MeteredLink)
+        link_defaults: dict[str, float] = {}
+        if metered:
+            try:
+                link_defaults = dict(self.link.polling_defaults() or {})
+            except Exception:  # a link's hint must never stop a detector
+                _LOGGER.exception("%s: link polling defaults failed", self.id)
+        mode = config.get("polling", "auto")
+        asked = any(config.get(key) is not None for key in ("status_interval", "measure_interval"))
+        self.tiered = mode == "tiered" or (mode == "auto" and (metered or asked))
+        self.metered = metered
+
+        def pick(key: str, profile_value: float | None, default: float) -> tuple[float, str]:
+            if config.get(key) is not None:
+                return float(config[key]), "device"
+            if link_defaults.get(key) is not None:
+                return float(link_defaults[key]), "link"
+            if profile_value is not None:
+                return float(profile_value), "profile"
+            return default, "default"
+
+        self.status_interval, self.status_interval_source = pick(
+            "status_interval", self.profile.status_interval, DEFAULT_STATUS_INTERVAL)
+        self.measure_interval, self.measure_interval_source = pick(
+            "measure_interval", self.profile.measure_interval, DEFAULT_MEASURE_INTERVAL)
+        setpoint_interval = config.get("setpoint_interval")
+        self.setpoint_interval: float | None = float(setpoint_interval) \
+            if setpoint_interval else None
+        self.schedule = PollSchedule(
+            device_id=self.id, unit=self.unit,
+            status_reads=[(b.start, b.count) for b in self.profile.status_blocks],
+            status_interval=self.status_interval,
+            measure_reads=[(b.start, b.count) for b in self.profile.measure_blocks],
+            measure_interval=self.measure_interval,
+        )
+        self.schedule.on_change.append(self._schedule_changed)
+
+    def _schedule_changed(self) -> None:
+        """The link stretched (or relaxed) the measurement tier: reschedule without waiting."""
+        _LOGGER.info("%s: measurement interval now %.0fs (%s)", self.id,
+                     self.schedule.effective_measure_interval, self.schedule.reason or "budget")
+        self._update_polling_attrs()
+        if self.online is not None:
+            self._set_online(self.online, time.time())
+        if self._wake is not None:
+            self._wake.set()
+
+    def _update_polling_attrs(self) -> None:
+        """The online entity says how the device is polled, so its page can show why."""
+        if not self.tiered:
+            return
+        self._online_attrs["status_interval"] = self.status_interval
+        self._online_attrs["measure_interval"] = self.effective_measure_interval
+        self._online_attrs["polling_reason"] = self.schedule.reason
+
+    @property
+    def effective_measure_interval(self) -> float:
+        return self.schedule.effective_measure_interval
+
+    def polling_info(self) -> dict[str, Any]:
+        """How this device is polled and why (for the admin: a stretched interval says so)."""
+        if not self.tiered:
+            return {"mode": "flat", "poll_interval": self.poll_interval}
+        return {
+            "mode": "tiered",
+            "metered_link": self.metered,
+            "status_interval": self.status_interval,
+            "status_interval_from": self.status_interval_source,
+            "measure_interval": self.measure_interval,
+            "measure_interval_from": self.measure_interval_source,
+            "effective_measure_interval": self.effective_measure_interval,
+            "measure_scale": self.schedule.measure_scale,
+            "reason": self.schedule.reason,
+            "setpoint_interval": self.setpoint_interval,
+            "reads": dict(self.tier_reads),
+        }
+
+    def next_wake(self) -> float:
+        """Monotonic time of the next tier that falls due (tiered polling)."""
+        wake = self._next_status if self._next_status is not None else self._clock()
+        if self._last_measure is not None:
+            wake = min(wake, self._last_measure + self.effective_measure_interval)
+        if self._next_setpoints is not None:
+            wake = min(wake, self._next_setpoints)
+        return wake
 
     # -- entities -------------------------------------------------------------------------
     async def async_register_entities(self) -> None:
@@ -185,16 +316,39 @@ class ArcmDevice:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = self.hub.create_task(self._run(), name=f"arcm poll {self.id}")
+        if self.tiered and self.metered:
+            try:
+                self._withdraw = self.link.declare_schedule(self.schedule)
+            except Exception:  # accounting must never stop a detector
+                _LOGGER.exception("%s: declaring the poll schedule to the link failed", self.id)
+        runner = self._run_tiered() if self.tiered else self._run()
+        self._task = self.hub.create_task(runner, name=f"arcm poll {self.id}")
 
     async def stop(self) -> None:
         """Stop polling; insists, because Python 3.11's wait_for (inside pymodbus) can swallow
         a cancellation that lands just as a response arrives."""
         self._stopping = True
+        withdraw, self._withdraw = self._withdraw, None
+        if withdraw is not None:
+            withdraw()
         task, self._task = self._task, None
         while task is not None and not task.done():
             task.cancel()
             await asyncio.wait([task], timeout=0.5)
+
+    async def _run_tiered(self) -> None:
+        self._wake = asyncio.Event()
+        # Spread the first polls so a thousand detectors do not all ask in the same tick.
+        await asyncio.sleep(random.uniform(0, min(self.status_interval, 5.0)))
+        while not self._stopping:
+            await self.poll_once()
+            delay = self.next_wake() - self._clock()
+            self._wake.clear()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    pass
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -242,6 +396,8 @@ class ArcmDevice:
 
     async def poll_once(self) -> bool:
         """One poll: read, decode, publish. Returns True when the unit answered properly."""
+        if self.tiered:
+            return await self._poll_tiers(self._clock())
         self.polls += 1
         try:
             blocks = await self._read_blocks(self.profile.poll_blocks)
@@ -257,15 +413,96 @@ class ArcmDevice:
             listener(self)
         return ok
 
+    async def _poll_tiers(self, now: float) -> bool:
+        """Read the tiers that are due at `now` (monotonic), then publish them together.
+
+        Order within one cycle: info (first cycle), setpoints (first cycle, after a write),
+        measurement (when due), status (when due), and a measurement read straight after a
+        status read that shows a new alarm bit.
+        """
+        self.polls += 1
+        slack = _DUE_SLACK
+        status_due = self._next_status is None or now >= self._next_status - slack
+        measure_due = self._last_measure is None or \
+            now >= self._last_measure + self.effective_measure_interval - slack
+        blocks: list[tuple[Any, list[int]]] = []
+        try:
+            if self._info_due:
+                await self._try_info()
+            if self._setpoints_due or (self._next_setpoints is not None
+                                       and now >= self._next_setpoints - slack):
+                await self.read_setpoints()
+                self.tier_reads["setpoints"] += 1
+                self._setpoints_due = False
+                if self.setpoint_interval:
+                    self._next_setpoints = now + self.setpoint_interval
+            if measure_due:
+                blocks += await self._read_blocks(self.profile.measure_blocks)
+                self.tier_reads["measure"] += 1
+                self._last_measure = now
+            if status_due:
+                status = await self._read_blocks(self.profile.status_blocks)
+                self.tier_reads["status"] += 1
+                if not measure_due and self._new_alarm_bits(status):
+                    try:
+                        blocks += await self._read_blocks(self.profile.measure_blocks)
+                        self.tier_reads["alarm_measure"] += 1
+                        self._last_measure = now
+                    except LinkError as err:
+                        # The alarm must not wait: publish it with the last known value.
+                        _LOGGER.warning("%s: measurement read after an alarm bit failed: %s",
+                                        self.id, err)
+                blocks += status
+        except LinkError as err:
+            self._failed(err)
+            ok = False
+        else:
+            if blocks:
+                self._apply(blocks)
+            ok = True
+        if status_due:
+            interval = self.status_interval
+            base = self._next_status if self._next_status is not None else now
+            # Keep the phase, but never burst to catch up after a slow line.
+            self._next_status = base + interval if base + interval > now else now + interval
+        for listener in list(self._poll_done):
+            listener(self)
+        return ok
+
+    async def _try_info(self) -> None:
+        """Model and firmware, once; a unit that cannot say is not asked again."""
+        try:
+            await self._read_info()
+        except (LinkTimeout, LinkUnavailable):
+            raise
+        except LinkError as err:
+            _LOGGER.debug("%s: no model/firmware: %s", self.id, err)
+        self.tier_reads["info"] += 1
+        self._info_due = False
+
+    def _new_alarm_bits(self, blocks: list[tuple[Any, list[int]]]) -> bool:
+        """True when a status read shows an alarm (or value-quoting fault) not yet raised."""
+        for block, words in blocks:
+            for bitfield in block.bitfields:
+                if bitfield.kind == "relay":
+                    continue
+                word = words[bitfield.address - block.start]
+                for bit in bitfield.bits:
+                    if word >> bit.index & 1 and bit.type and bit.type not in self.active and (
+                            bitfield.kind == "alarm" or bit.values):
+                        return True
+        return False
+
     def _apply(self, blocks: list[tuple[Any, list[int]]], context: Context | None = None) -> None:
         now = time.time()
         profile = self.profile
         states = self.hub.states
         values = self.values
-        desired: dict[str, tuple[str | None, float | None, str | None]] = {}
         relay_words: list[tuple[BitField, int]] = []
         last = self._last
         entity_of = self._entity_of
+        sentinel_wanted = self._sentinel_wanted
+        bits_wanted = self._bits_wanted
         for block, words in blocks:
             start = block.start
             for reg in block.registers:
@@ -282,8 +519,11 @@ class ArcmDevice:
                                                format_state(value))
                 value = cached[1]
                 values[reg.name] = value
-                if value is None and reg.sentinel_fault:
-                    desired[reg.sentinel_fault] = (entity_of.get(reg.name), None, None)
+                if reg.sentinel_fault:
+                    if value is None:
+                        sentinel_wanted[reg.name] = (reg.sentinel_fault, entity_of.get(reg.name))
+                    else:
+                        sentinel_wanted.pop(reg.name, None)
                 entity_id = entity_of.get(reg.name)
                 if entity_id is not None:
                     states.async_set(entity_id, cached[2], self._attrs[entity_id],
@@ -293,9 +533,23 @@ class ArcmDevice:
                 if bitfield.kind == "relay":
                     relay_words.append((bitfield, word))
                     continue
+                on: dict[str, Bit] = {}
                 for bit in bitfield.bits:
                     if word >> bit.index & 1 and bit.type:
-                        desired[bit.type] = self._bit_value(bit.values, bit.pick)
+                        on[bit.type] = bit
+                bits_wanted[bitfield.name] = on
+
+        # What every source last asked for; values are quoted after all blocks are decoded,
+        # so an alarm bit read with its measurement quotes the fresh value.
+        desired: dict[str, tuple[str | None, float | None, str | None]] = {}
+        for type_, entity_id in sentinel_wanted.values():
+            desired[type_] = (entity_id, None, None)
+        for on in bits_wanted.values():
+            for type_, bit in on.items():
+                if type_ not in desired:
+                    desired[type_] = (None, None, None)
+                    if type_ not in self.active:
+                        desired[type_] = self._bit_value(bit.values, bit.pick)
 
         # A good poll clears what only a failing poll can raise.
         self.failures = 0
@@ -503,6 +757,8 @@ class ArcmDevice:
             raise self._link_failure(err, f"set_parameter {name}") from err
         _raw, confirmed = self.profile.decode(reg, back, 0)
         self.setpoints[name] = confirmed
+        # A device may adjust related setpoints itself: tiered polling re-reads the block.
+        self._setpoints_due = True
         if back != words:
             raise DeviceRejected(f"{self.id}: wrote {name}={number:g}{unit} but the device "
                                  f"keeps {confirmed:g}{unit}")

@@ -23,6 +23,8 @@ from typing import Any
 import voluptuous as vol
 import yaml
 
+from hub.core.config import duration
+
 BUILTIN_DIR = Path(str(resources.files(__package__) / "profiles"))
 
 # Where `profile: NAME` is looked for besides the built-ins; the plugin sets this to
@@ -183,6 +185,14 @@ PROFILE_SCHEMA = vol.Schema({
         vol.Required("codes"): {_NAME: _COMMAND},
     },
     vol.Optional("info", default=[]): [_REGISTER],
+    # Tiered polling (behind a metered link such as a GSM DTU, or when a device asks for it):
+    # which registers and bitfields form the often-read status tier, and this model's
+    # suggested intervals. Everything else in `registers`/`bitfields` is the measurement tier.
+    vol.Optional("polling", default={}): {
+        vol.Optional("status"): [_NAME],
+        vol.Optional("status_interval"): vol.All(duration, vol.Range(min=0.01, max=86400)),
+        vol.Optional("measure_interval"): vol.All(duration, vol.Range(min=0.01, max=86400)),
+    },
 })
 
 
@@ -275,6 +285,11 @@ class Profile:
     setpoint_blocks: list[Block] = field(default_factory=list)
     info_blocks: list[Block] = field(default_factory=list)
     relay_bits: dict[str, tuple[BitField, Bit]] = field(default_factory=dict)
+    #: Tiered polling: the status tier (bits) and the measurement tier (values), planned apart.
+    status_blocks: list[Block] = field(default_factory=list)
+    measure_blocks: list[Block] = field(default_factory=list)
+    status_interval: float | None = None
+    measure_interval: float | None = None
 
     def decode(self, register: Register, words: list[int], offset: int) -> tuple[int, float]:
         """(raw, value) of one register from a block's words; raw is for sentinel checks."""
@@ -459,6 +474,20 @@ def parse_profile(text: str, filename: str) -> Profile:
             commands[name] = Command(name, cmd["code"], confirm.get("bit"),
                                      confirm.get("equals", 1), cmd.get("event"))
 
+    # Tiers: by default every bitfield is status and every value register is measurement.
+    polling = conf.get("polling") or {}
+    status_names = polling.get("status")
+    if status_names is None:
+        status_names = [bf.name for bf in bitfields]
+    by_any: dict[str, Register | BitField] = {**by_name, **{bf.name: bf for bf in bitfields}}
+    for i, name in enumerate(status_names):
+        if name not in by_any:
+            err(["polling", "status", i], f"no register or bitfield is called {name!r}")
+    for i, bf in enumerate(bitfields):
+        if bf.kind in ("alarm", "fault") and bf.name not in status_names:
+            err(["bitfields", i, "name"], f"{bf.kind} bitfield {bf.name!r} must be in "
+                "polling.status: the status tier is what notices an alarm")
+
     if errors:
         raise ProfileError(errors)
 
@@ -486,6 +515,15 @@ def parse_profile(text: str, filename: str) -> Profile:
     profile.poll_blocks = plan_blocks(registers, bitfields, profile.max_read, profile.max_gap)
     profile.setpoint_blocks = plan_blocks(setpoints, [], profile.max_read, profile.max_gap)
     profile.info_blocks = plan_blocks(info, [], profile.max_read, profile.max_gap)
+    status_set = set(status_names)
+    profile.status_blocks = plan_blocks(
+        [r for r in registers if r.name in status_set],
+        [b for b in bitfields if b.name in status_set], profile.max_read, profile.max_gap)
+    profile.measure_blocks = plan_blocks(
+        [r for r in registers if r.name not in status_set],
+        [b for b in bitfields if b.name not in status_set], profile.max_read, profile.max_gap)
+    profile.status_interval = polling.get("status_interval")
+    profile.measure_interval = polling.get("measure_interval")
     return profile
 
 

@@ -3,14 +3,18 @@
 Keyed by the DTU's id, so every unit on the RS485 bus behind one DTU shares one link and one
 request lock, exactly like units on one serial line. Device plugins never see this class; they
 call `hub.links.acquire({transport: gsm, imei: ..., unit: ...})`.
+
+It is also a `hub.core.links.MeteredLink`: a SIM plan bills every byte, so detectors behind it
+poll in tiers, declare their reads, and let the DTU's budget stretch their measurement tier.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hub.core.links import LinkError, LinkProtocolError
+from hub.core.links import LinkError, LinkProtocolError, PollSchedule
 
 from . import rtu
 
@@ -35,6 +39,20 @@ class GsmLink:
         """Connected and not silent: a poller may skip its units while this is False."""
         dtu = self.server.dtus.get(self.imei)
         return dtu is not None and dtu.connected and not dtu.communication_lost
+
+    def polling_defaults(self) -> dict[str, float]:
+        """Tier intervals configured for this DTU (`gsm.dtus.<id>`), else for every DTU."""
+        settings = self.server.settings
+        out: dict[str, float] = {}
+        for key in ("status_interval", "measure_interval"):
+            value = settings.for_dtu(self.imei, key)
+            if value is not None:
+                out[key] = float(value)
+        return out
+
+    def declare_schedule(self, schedule: PollSchedule) -> Callable[[], None]:
+        """A detector's regular reads, for the traffic projection and the budget."""
+        return self.server.traffic.declare(self.imei, schedule)
 
     async def read_holding_registers(self, unit: int, address: int, count: int) -> list[int]:
         if not 1 <= count <= rtu.MAX_READ:

@@ -40,6 +40,7 @@ from hub.core.states import STATE_OFF, STATE_ON, iso, slugify
 
 from . import rtu
 from .settings import ID_ICCID, REGISTRATION_DATA, GsmSettings
+from .traffic import TrafficManager
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -345,12 +346,17 @@ class Dtu:
         return self.connection is not None and not self.connection.closed
 
     # -- liveness -------------------------------------------------------------------------
+    @property
+    def heartbeat_timeout(self) -> float:
+        """This DTU's silence limit (`gsm.dtus.<id>.heartbeat_timeout`, else the section's)."""
+        return float(self.server.settings.for_dtu(self.id, "heartbeat_timeout"))
+
     def touch(self) -> None:
         """Anything received proves the DTU alive; transitions only when something changed."""
         self.last_seen = time.time()
         self._last_seen_mono = time.monotonic()
         if self._deadline is None:
-            self._arm(self.server.settings.heartbeat_timeout)
+            self._arm(self.heartbeat_timeout)
         if self.communication_lost or not self.online:
             self.server.set_alive(self, True)
 
@@ -362,11 +368,11 @@ class Dtu:
         """Start the silence timer for a known DTU that has not connected yet."""
         if self._deadline is None and not self.communication_lost:
             self._last_seen_mono = time.monotonic()
-            self._arm(self.server.settings.heartbeat_timeout)
+            self._arm(self.heartbeat_timeout)
 
     def _check_silence(self) -> None:
         self._deadline = None
-        timeout = self.server.settings.heartbeat_timeout
+        timeout = self.heartbeat_timeout
         silent = time.monotonic() - self._last_seen_mono
         if silent < timeout:
             self._arm(timeout - silent)
@@ -453,6 +459,7 @@ class Dtu:
             "devices": [d.id for d in self.server.devices_behind(self.id)],
             "counters": self.counters(),
             "busy": conn is not None and conn.expect is not None,
+            "traffic": self.server.traffic.report(self.id),
         }
 
     def counters(self) -> dict[str, int]:
@@ -493,6 +500,7 @@ class GsmServer:
         self.accepted = 0
         self.started = False
         self._waiters: list[asyncio.Future[None]] = []
+        self.traffic = TrafficManager(self, settings.traffic)
 
     # -- change notification --------------------------------------------------------------
     def notify(self) -> None:
@@ -519,6 +527,10 @@ class GsmServer:
     # -- lifecycle ------------------------------------------------------------------------
     async def async_start(self) -> None:
         loop = asyncio.get_running_loop()
+        try:
+            await self.traffic.load()
+        except Exception:  # accounting must never keep the DTUs out
+            _LOGGER.exception("GSM traffic: reading this month's usage failed; starting at 0")
         self._server = await loop.create_server(
             self._make_protocol, self.settings.host, self.settings.port, backlog=1024,
         )
@@ -528,6 +540,8 @@ class GsmServer:
         await self._sync_registry()
         for dtu_id in sorted(self.known_ids):
             self.dtu(dtu_id).start_watch()
+        self.traffic.settle()
+        self._spawn(self.traffic.run(), "gsm traffic")
         _LOGGER.info("GSM: DTU server listening on %s:%d", self.settings.host, self.port)
 
     @property
@@ -553,6 +567,7 @@ class GsmServer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.traffic.close()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -845,6 +860,7 @@ class GsmServer:
 
     # -- reporting ------------------------------------------------------------------------
     def listing(self, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        self.traffic.settle()
         chosen = self.dtus.values() if ids is None else [self.dtus[i] for i in ids if i in self.dtus]
         return [dtu.as_dict() for dtu in sorted(chosen, key=lambda d: (d.known, d.id))]
 
@@ -868,4 +884,6 @@ class GsmServer:
         totals["gsm_connections_accepted_total"] = self.accepted
         totals["gsm_connections_rejected_total"] = self.rejected
         totals["gsm_connections_open"] = len(self.connections)
+        self.traffic.settle()
+        totals.update(self.traffic.stats())
         return totals

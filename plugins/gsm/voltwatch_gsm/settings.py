@@ -8,12 +8,16 @@ Why these defaults:
   one lost heartbeat at 60-90 s intervals without flapping `communication_lost`.
 * `request_timeout: 2s`, `retries: 1` - a 2G round trip plus an RS485 answer is usually
   well under a second; one retry rides out a lost packet without doubling every poll.
+* `budget: 30MB` - the "one yuan per device per month" IoT SIM plans carry a few tens of MB;
+  1 MB = 1024 x 1024 bytes, as carriers bill.
+* `traffic:` - the TCP/IP and cellular overhead the hub cannot see but the SIM bill counts;
+  the numbers and their reasons are in docs/plugins/gsm.md ("Traffic model").
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import voluptuous as vol
@@ -55,6 +59,94 @@ def dtu_id(value: Any) -> str:
     return text.upper()
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|k|mb|mib|m|gb|gib|g)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+MB = 1024 * 1024
+
+
+def data_size(value: Any) -> int:
+    """`30MB`, `512KB`, `1GB` or a number of bytes, as bytes (1 MB = 1024 KB, as carriers bill).
+
+    A bare number is bytes, not MB, so that a validated section validates again unchanged (the
+    core validates configuration.yaml, then the plugin builds its settings from the result).
+    """
+    if isinstance(value, bool):
+        raise vol.Invalid("expected a size such as 30MB")
+    if isinstance(value, int | float):
+        size = float(value)
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise vol.Invalid(f"expected a size such as 30MB or 512KB, got {value!r}")
+        size = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "mb").lower()]
+    if size < 1024:
+        raise vol.Invalid("a data budget below 1KB is not a plan (write sizes as 30MB)")
+    return int(size)
+
+
+def percent(value: Any) -> float:
+    """`5%` or a fraction such as 0.05, as a fraction."""
+    text = str(value).strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise vol.Invalid(f"expected a percentage such as 5%, got {value!r}") from None
+    if not 0 <= number <= 10:
+        raise vol.Invalid("expected a percentage between 0% and 1000%")
+    return number
+
+
+_INTERVAL = vol.All(duration, vol.Range(min=0.01, max=86400))
+
+TRAFFIC_SCHEMA = vol.Schema(
+    {
+        # Bytes of IP + TCP headers per packet: IPv4 20 + TCP 20 (52 with TCP timestamps,
+        # 60-72 on IPv6).
+        vol.Optional("ip_overhead", default=40): vol.All(int, vol.Range(min=0, max=200)),
+        # Pure ACK packets per request/reply exchange: the hub's ACK of the reply; the DTU's ACK
+        # of the request rides on its reply (set 2 for DTUs that ACK at once).
+        vol.Optional("acks_per_exchange", default=1): vol.All(vol.Coerce(float),
+                                                              vol.Range(min=0, max=4)),
+        # The hub's ACK of each heartbeat packet.
+        vol.Optional("acks_per_heartbeat", default=1): vol.All(vol.Coerce(float),
+                                                               vol.Range(min=0, max=4)),
+        # Per (re)connection: SYN, SYN-ACK, ACK (60 + 60 + 40), FIN/ACK both ways (4 x 40).
+        vol.Optional("connect_overhead", default=320): vol.All(int, vol.Range(min=0)),
+        # On top of all that: TCP retransmissions, carrier rounding per session, DNS, PDP.
+        vol.Optional("cellular_overhead", default="5%"): percent,
+        # How often usage is written to the database (and at shutdown), never per frame.
+        vol.Optional("flush_interval", default=60.0): vol.All(duration,
+                                                               vol.Range(min=0.01, max=3600)),
+        # The longest a budget may stretch the measurement interval to.
+        vol.Optional("max_measure_interval", default=86400.0): _INTERVAL,
+    }
+)
+
+DTU_SCHEMA = vol.Schema(
+    {
+        vol.Optional("budget"): data_size,
+        vol.Optional("heartbeat_interval"): _INTERVAL,
+        vol.Optional("heartbeat_timeout"): vol.All(duration, vol.Range(min=0.01, max=86400)),
+        vol.Optional("status_interval"): _INTERVAL,
+        vol.Optional("measure_interval"): _INTERVAL,
+    }
+)
+
+
+def _dtu_map(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        raise vol.Invalid("expected a mapping of DTU id (IMEI/ICCID) to settings")
+    out: dict[str, dict[str, Any]] = {}
+    for key, entry in value.items():
+        try:
+            ident = dtu_id(key)
+        except vol.Invalid as err:
+            raise vol.Invalid(str(err), path=[key]) from None
+        out[ident] = DTU_SCHEMA(entry or {})
+    return out
+
+
 GSM_SCHEMA = vol.Schema(
     {
         vol.Optional("host", default="127.0.0.1"): vol.All(str, vol.Length(min=1)),
@@ -79,6 +171,15 @@ GSM_SCHEMA = vol.Schema(
         vol.Optional("max_pending", default=1000): vol.All(int, vol.Range(min=1)),
         # Register read on the old connection when a second one claims the same id.
         vol.Optional("probe_address", default=0): vol.All(int, vol.Range(min=0, max=65535)),
+        # Data budget per DTU per calendar month (hub time zone) and what the projection assumes
+        # the DTUs send; tier intervals for the detectors behind every DTU (below a device's own).
+        vol.Optional("budget", default="30MB"): data_size,
+        vol.Optional("heartbeat_interval", default=60.0): _INTERVAL,
+        vol.Optional("status_interval"): _INTERVAL,
+        vol.Optional("measure_interval"): _INTERVAL,
+        vol.Optional("traffic", default={}): TRAFFIC_SCHEMA,
+        # Per DTU: budget, heartbeat_interval, heartbeat_timeout, status/measure_interval.
+        vol.Optional("dtus", default={}): _dtu_map,
     }
 )
 
@@ -89,6 +190,19 @@ LINK_SCHEMA = vol.Schema(
         vol.Optional("unit", default=1): vol.All(vol.Coerce(int), vol.Range(min=0, max=247)),
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficSettings:
+    """The overhead model and accounting knobs (`gsm.traffic`)."""
+
+    ip_overhead: int = 40
+    acks_per_exchange: float = 1.0
+    acks_per_heartbeat: float = 1.0
+    connect_overhead: int = 320
+    cellular_overhead: float = 0.05
+    flush_interval: float = 60.0
+    max_measure_interval: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +221,21 @@ class GsmSettings:
     registration_timeout: float
     max_pending: int
     probe_address: int
+    budget: int = 30 * MB
+    heartbeat_interval: float = 60.0
+    status_interval: float | None = None
+    measure_interval: float | None = None
+    traffic: TrafficSettings = field(default_factory=TrafficSettings)
+    dtus: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def id_length(self) -> int:
         return ID_LENGTHS[self.id_type]
+
+    def for_dtu(self, dtu_id: str, key: str) -> Any:
+        """A per-DTU setting, else the section's (budget, heartbeat_*, *_interval)."""
+        value = self.dtus.get(dtu_id, {}).get(key)
+        return value if value is not None else getattr(self, key)
 
     @classmethod
     def from_config(cls, section: dict[str, Any] | None) -> GsmSettings:
@@ -132,4 +257,10 @@ class GsmSettings:
             registration_timeout=conf["registration_timeout"],
             max_pending=conf["max_pending"],
             probe_address=conf["probe_address"],
+            budget=conf["budget"],
+            heartbeat_interval=conf["heartbeat_interval"],
+            status_interval=conf.get("status_interval"),
+            measure_interval=conf.get("measure_interval"),
+            traffic=TrafficSettings(**conf["traffic"]),
+            dtus=conf["dtus"],
         )

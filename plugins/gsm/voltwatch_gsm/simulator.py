@@ -185,11 +185,16 @@ class SimOptions:
 
 @dataclass
 class SimStats:
+    """Counts as the DTU sees them: what it would be billed for, before TCP/IP overhead."""
+
     connects: int = 0
     requests: int = 0
     replies: int = 0
     bad_crc: int = 0
     refused: int = 0
+    heartbeats: int = 0
+    bytes_sent: int = 0  # registration, heartbeats, replies (data-mode id prefixes included)
+    bytes_received: int = 0  # requests from the hub
     counters: dict[str, int] = field(default_factory=dict)
 
 
@@ -211,6 +216,8 @@ class SimulatedDtu(asyncio.Protocol):
         self._closed = asyncio.Event()
         self.connected = asyncio.Event()
         self.running = True
+        # This DTU's own byte counts (the shared `stats` sums every DTU of a run).
+        self.own = SimStats()
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -218,12 +225,14 @@ class SimulatedDtu(asyncio.Protocol):
         self.transport = transport
         self._closed.clear()
         self.stats.connects += 1
+        self.own.connects += 1
         if self.options.registration == "link":
-            transport.write(self.registration)
+            self._write(self.registration)
         else:
             # Data mode: the id rides in front of every packet, heartbeats included, so the
             # first heartbeat (sent now) is what identifies the connection.
-            transport.write(self.registration + self.options.heartbeat)
+            self._write(self.registration + self.options.heartbeat)
+            self._count("heartbeats")
         loop = asyncio.get_running_loop()
         interval = self.options.heartbeat_interval
         self._timers = [loop.call_later(self.rng.uniform(0.5, 1.0) * interval, self._heartbeat)]
@@ -236,6 +245,7 @@ class SimulatedDtu(asyncio.Protocol):
         self.connected.set()
 
     def data_received(self, data: bytes) -> None:
+        self._count("bytes_received", len(data))
         buf = self._buf
         buf += data
         while buf:
@@ -247,14 +257,14 @@ class SimulatedDtu(asyncio.Protocol):
                 return
             frame = bytes(buf[:length])
             del buf[:length]
-            self.stats.requests += 1
+            self._count("requests")
             if not rtu.crc_ok(frame):
-                self.stats.bad_crc += 1
+                self._count("bad_crc")
                 continue
             reply = answer(self.units, frame)
             if reply is None:
                 continue
-            self.stats.replies += 1
+            self._count("replies")
             if self.options.latency > 0:
                 asyncio.get_running_loop().call_later(self.options.latency, self._send, reply)
             else:
@@ -270,14 +280,26 @@ class SimulatedDtu(asyncio.Protocol):
         self._closed.set()
 
     # -- behaviour ------------------------------------------------------------------------
-    def _send(self, payload: bytes) -> None:
+    def _count(self, name: str, amount: int = 1) -> None:
+        setattr(self.stats, name, getattr(self.stats, name) + amount)
+        setattr(self.own, name, getattr(self.own, name) + amount)
+
+    def _write(self, payload: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(payload)
+        self._count("bytes_sent", len(payload))
+
+    def _send(self, payload: bytes) -> bool:
         if self.transport is not None and not self.transport.is_closing():
             if self.options.registration == "data":
                 payload = self.registration + payload
-            self.transport.write(payload)
+            self._write(payload)
+            return True
+        return False
 
     def _heartbeat(self) -> None:
-        self._send(self.options.heartbeat)
+        if self._send(self.options.heartbeat):
+            self._count("heartbeats")
         loop = asyncio.get_running_loop()
         self._timers.append(loop.call_later(self.options.heartbeat_interval, self._heartbeat))
 
