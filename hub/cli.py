@@ -85,7 +85,60 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 def _cmd_token_create(args: argparse.Namespace) -> int:
     from .http.tokens import create_token_cli
 
-    return asyncio.run(create_token_cli(Path(args.config), args.name, args.expires))
+    return asyncio.run(
+        create_token_cli(Path(args.config), args.name, args.expires, args.project or None)
+    )
+
+
+def _cmd_token_revoke(args: argparse.Namespace) -> int:
+    from .http.tokens import revoke_token_cli
+
+    return asyncio.run(revoke_token_cli(Path(args.config), args.which))
+
+
+def _cmd_user(args: argparse.Namespace) -> int:
+    from .auth import cli as user_cli
+
+    config = Path(args.config)
+    if args.user_command == "add":
+        return asyncio.run(user_cli.user_add(
+            config, args.name, args.role, args.project or [], args.phone, args.password_stdin,
+            args.language,
+        ))
+    if args.user_command == "passwd":
+        return asyncio.run(user_cli.user_passwd(config, args.name, args.password_stdin))
+    if args.user_command in ("disable", "enable"):
+        return asyncio.run(
+            user_cli.user_set_disabled(config, args.name, args.user_command == "disable")
+        )
+    return asyncio.run(user_cli.user_list(config, args.json))
+
+
+def _add_user_parser(sub: argparse._SubParsersAction) -> None:
+    user = sub.add_parser("user", help="users, roles and passwords")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="create a user (password from stdin)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True,
+                     help="super_admin | platform_admin | project_admin | user")
+    add.add_argument("--project", action="append",
+                     help="a project node of the user's scope (repeat for several)")
+    add.add_argument("--phone", default=None)
+    add.add_argument("--language", default=None, choices=("zh-CN", "en"))
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from the first line of stdin")
+    passwd = user_sub.add_parser("passwd", help="set a user's password (from stdin)")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true")
+    disable = user_sub.add_parser("disable", help="disable a user and end its sessions")
+    disable.add_argument("name")
+    enable = user_sub.add_parser("enable", help="enable a disabled user")
+    enable.add_argument("name")
+    listing = user_sub.add_parser("list", help="every user with role and projects")
+    listing.add_argument("--json", action="store_true")
+    for parser in (add, passwd, disable, enable, listing):
+        parser.add_argument("--config", default=DEFAULT_CONFIG_DIR)
+        parser.set_defaults(func=_cmd_user)
 
 
 def _add_simulators(sub: argparse._SubParsersAction) -> None:
@@ -139,7 +192,14 @@ def build_parser(with_simulators: bool = True) -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--config", default=DEFAULT_CONFIG_DIR)
     create.add_argument("--expires", default=None, help="lifetime, e.g. 30d, 12h (default: none)")
+    create.add_argument("--project", action="append",
+                        help="narrow a user's token to this project (repeat for several)")
     create.set_defaults(func=_cmd_token_create)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by id, or every token of a name")
+    revoke.add_argument("which", metavar="ID_OR_NAME")
+    revoke.add_argument("--config", default=DEFAULT_CONFIG_DIR)
+    revoke.set_defaults(func=_cmd_token_revoke)
+    _add_user_parser(sub)
 
     if with_simulators:
         _add_simulators(sub)

@@ -105,6 +105,29 @@ def build_demo_config(demo: DemoSite) -> dict[str, Any]:
     }
 
 
+DEMO_USER = "demo"
+
+
+async def ensure_demo_user(hub: Any) -> str:
+    """The demo's super_admin `demo`, with a fresh random password printed at each start (the
+    data directory outlives a run; a password that never changes would be a standing door)."""
+    import secrets
+
+    from .auth.users import hash_password
+
+    password = secrets.token_urlsafe(9)
+    password_hash = await hash_password(password)
+    users = hub.auth.users
+    user = await users.get_by_name(DEMO_USER)
+    if user is None:
+        await users.create(DEMO_USER, "super_admin", password_hash, created_by="demo")
+    else:
+        await users.update(user.id, password_hash=password_hash, disabled=False,
+                           failed_logins=0, locked_until=None, role="super_admin", projects=[])
+        await hub.auth.end_user_sessions(user.id)
+    return password
+
+
 async def run_demo(port: int = 8123, data_dir: Path = Path(".voltwatch-demo")) -> int:
     """Start simulators and a real hub on them; serve until Ctrl-C."""
     import signal
@@ -143,14 +166,17 @@ async def run_demo(port: int = 8123, data_dir: Path = Path(".voltwatch-demo")) -
 
     from .http.tokens import create_token
 
+    password = await ensure_demo_user(hub)
+    # A system token (no user) for curl and the ?token= link: the demo's own machine.
     token = await create_token(hub.storage, "demo", None)
     url = hub.http.url if hub.http is not None else f"http://127.0.0.1:{port}"
     devices = len(config["devices"])
     print(
         f"\nVoltwatch demo: {url}\n"
-        f"  open (signs you in): {url}/?token={token}\n"
+        f"  sign in at {url}/login (demo login): user {DEMO_USER} password {password}\n"
+        f"  or open (signs you in with a token): {url}/?token={token}\n"
         f"  {devices} simulated detector(s); data in {data_dir}\n"
-        f"  API token (demo login): {token}\n"
+        f"  API token: {token}\n"
         f"  try: curl -H 'Authorization: Bearer {token}' {url}/api/states\n"
         "  Ctrl-C stops it.\n",
         flush=True,

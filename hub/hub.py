@@ -66,6 +66,12 @@ class Hub:
         self.recorder: Any = None  # hub.storage.recorder.Recorder
         self.http: Any = None  # hub.http.server.HttpServer
         self.alarms: Any = None  # hub.core.alarms.AlarmEngine once started
+        # hazards (hub/hazards.py): work orders, patrols, reminders, statistics
+        self.workorders: Any = None
+        self.patrols: Any = None
+        self.reminders: Any = None
+        self.statistics: Any = None
+        self.auth: Any = None  # hub.auth.AuthManager once storage is open
         self.devices = DeviceRegistry(self.bus)
         self.entities = EntityRegistry(self.bus)
         self.state = HubState.NOT_RUNNING
@@ -128,6 +134,11 @@ class Hub:
         await self.recorder.async_start()
 
         await self._sync_config_devices()
+        # Before any plugin: a service call is never made without its permission check.
+        from .auth import AuthManager
+
+        self.auth = AuthManager(self, self.config.get("auth", {}))
+        await self.auth.async_start()
         # After the recorder and the registries, before any plugin: the first condition a
         # plugin fires is caught, and alarms active before a restart are known again.
         from .core.alarms import AlarmEngine
@@ -135,6 +146,9 @@ class Hub:
 
         self.alarms = AlarmEngine(self, self.config.get("alarms", {}), SqlAlarmStore(self.storage))
         await self.alarms.async_start()
+        from .hazards import async_start_hazards
+
+        await async_start_hazards(self)  # work orders, patrols, reminders, statistics
         self.links.factories.update(self.plugins.merged_dict("voltwatch_link_factories", hub=self))
         self.push_handlers.update(self.plugins.merged_dict("voltwatch_push_handlers", hub=self))
         self.bus.async_fire(EVENT_HUB_START)
@@ -184,11 +198,16 @@ class Hub:
         await self.links.async_close_all()
         await self._cancel_tasks()
         await self.bus.async_drain()
+        from .hazards import async_stop_hazards
+
+        await async_stop_hazards(self)
         if self.alarms is not None:
             await self.alarms.async_stop()  # its last writes fire events the recorder keeps
             await self.bus.async_drain()
         if self.recorder is not None:
             await self.recorder.async_stop()  # final flush
+        if self.auth is not None:
+            await self.auth.async_stop()
         if self.storage is not None:
             await self.storage.close()
         self.state = HubState.STOPPED

@@ -42,16 +42,22 @@ async def test_demo_serves_live_detector_values(tmp_path: Path) -> None:
     drain: asyncio.Task[bytes] | None = None
     try:
         assert proc.stdout is not None
+        login = await asyncio.wait_for(
+            _read_until(proc.stdout, re.compile(r"\(demo login\): user (\S+) password (\S+)"),
+                        seen), 60
+        )
         match = await asyncio.wait_for(
-            _read_until(proc.stdout, re.compile(r"API token \(demo login\): (vw_\S+)"), seen), 60
+            _read_until(proc.stdout, re.compile(r"API token: (vw_\S+)"), seen), 60
         )
         token = match.group(1)
         assert any(f"http://127.0.0.1:{port}/?token={token}" in line for line in seen)
+        assert any(f"http://127.0.0.1:{port}/login" in line for line in seen)
         # Keep draining the demo's log so it never blocks on a full pipe.
         drain = asyncio.create_task(proc.stdout.read())
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {token}"}
-        async with aiohttp.ClientSession() as session:
+        # unsafe=True: keep cookies of an IP-address host (127.0.0.1), as a browser does.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
             async with session.get(f"{base}/api/health") as response:
                 assert await response.json() == {"status": "ok"}
             async with session.ws_connect(f"{base}/api/websocket", headers=headers) as ws:
@@ -67,6 +73,17 @@ async def test_demo_serves_live_detector_values(tmp_path: Path) -> None:
                 assert float(event["new_state"]["state"]) >= 0
             async with session.get(f"{base}/api/plugins", headers=headers) as response:
                 plugins = {p["name"] for p in (await response.json())["plugins"]}
+            # The printed demo login signs in (a super_admin: it sees every detector).
+            async with session.post(
+                f"{base}/api/auth/login",
+                json={"name": login.group(1), "password": login.group(2)},
+            ) as response:
+                assert response.status == 200, await response.text()
+                assert (await response.json())["user"]["role"] == "super_admin"
+            async with session.get(f"{base}/api/states") as response:
+                assert response.status == 200
+                entity_ids = {s["entity_id"] for s in await response.json()}
+            assert "sensor.arcm_1_residual_current" in entity_ids
         assert {"arcm", "modbus", "gsm", "mqtt"} <= plugins
         assert "broken" not in plugins  # test-only plugins never reach the demo
     finally:

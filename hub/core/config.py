@@ -90,6 +90,8 @@ HTTP_SCHEMA = vol.Schema(
         vol.Optional("max_request_size", default=1 << 20): vol.All(int, vol.Range(min=1024)),
         # a websocket client this many messages behind is disconnected, not buffered forever
         vol.Optional("websocket_max_pending", default=2048): vol.All(int, vol.Range(min=16)),
+        # session cookies marked Secure: auto = when the request came over https (hub/auth)
+        vol.Optional("secure_cookies", default="auto"): vol.Any(bool, "auto"),
     }
 )
 
@@ -293,6 +295,12 @@ class _Validator:
             "recorder": RECORDER_SCHEMA,
             "alarms": ALARMS_SCHEMA,
         }
+        from .hazard_config import HAZARD_SECTIONS  # workorders, reminders (uses duration)
+
+        core_sections.update(HAZARD_SECTIONS)
+        from hub.auth.settings import AUTH_SCHEMA  # users, sessions, lockout, service roles
+
+        core_sections["auth"] = AUTH_SCHEMA
         for key in raw:
             if key not in core_sections and key not in ("projects", "devices") and key not in self.sections:
                 self.issue([key], "unknown section (no installed plugin provides it)")

@@ -58,6 +58,9 @@ class ServiceCall:
 
 ServiceHandler = Callable[[ServiceCall], Any]
 PermissionCheck = Callable[[ServiceCall], Awaitable[None] | None]
+#: Told how every call that passed validation ended (None: it returned; else the exception,
+#: `Unauthorized` when refused), so the auth layer can audit control actions with their result.
+CallObserver = Callable[[ServiceCall, BaseException | None], Awaitable[None] | None]
 
 
 @dataclass(slots=True)
@@ -72,12 +75,14 @@ class Service:
 
 
 class ServiceRegistry:
-    """Register and call services. `permission_check` is set by the auth layer."""
+    """Register and call services. `permission_check` and `call_observer` are set by the auth
+    layer (hub/auth); without them every call is allowed and nothing is audited."""
 
     def __init__(self, bus: EventBus) -> None:
         self._bus = bus
         self._services: dict[str, dict[str, Service]] = {}
         self.permission_check: PermissionCheck | None = None
+        self.call_observer: CallObserver | None = None
 
     def register(
         self,
@@ -129,6 +134,27 @@ class ServiceRegistry:
                     f"Invalid data for {domain}.{service}: {humanize_error(payload, err)}"
                 ) from err
         call = ServiceCall(domain, service, payload, context, return_response)
+        try:
+            result = await self._authorised_call(entry, call)
+        except (Exception, asyncio.CancelledError) as err:  # a cancelled trip is audited too
+            await self._observe(call, err)
+            raise
+        await self._observe(call, None)
+        return result
+
+    async def _observe(self, call: ServiceCall, error: BaseException | None) -> None:
+        if self.call_observer is None:
+            return
+        try:
+            observed = self.call_observer(call, error)
+            if asyncio.iscoroutine(observed):
+                await observed
+        except Exception:  # an observer must not change the call's outcome
+            _LOGGER.exception("Service call observer failed for %s.%s", call.domain, call.service)
+
+    async def _authorised_call(self, entry: Service, call: ServiceCall) -> Any:
+        domain, service, payload, context = call.domain, call.service, call.data, call.context
+        return_response = call.return_response
         if self.permission_check is not None:
             checked = self.permission_check(call)
             if asyncio.iscoroutine(checked):

@@ -28,7 +28,8 @@ from hub.core.conditions import KINDS
 from hub.core.context import Context
 from hub.storage.alarm_store import AlarmQuery
 
-from .routes import BODY, HUB, QUERY, TOKEN, ApiError, RouteTable, json_response
+from .auth import auth_manager, context_for, deny, principal
+from .routes import BODY, HUB, QUERY, SCOPED, ApiError, RouteTable, json_response
 
 routes = RouteTable()
 
@@ -156,8 +157,7 @@ def _engine(request: web.Request) -> Any:
 
 
 def _context(request: web.Request) -> Context:
-    token = request[TOKEN]
-    return Context(user_id=token.audit_user if token is not None else None)
+    return context_for(request)
 
 
 def _project_ids(hub: Any, wanted: list[str]) -> list[str]:
@@ -175,13 +175,35 @@ def _project_ids(hub: Any, wanted: list[str]) -> list[str]:
     return sorted(out)
 
 
-def _alarm_query(request: web.Request) -> AlarmQuery:
+async def _alarm_query(request: web.Request) -> AlarmQuery | None:
+    """The query, cut to the caller's scope; None when nothing in scope can match.
+
+    A `project` or `device` filter naming something outside the scope is a 403 (not an empty
+    answer), so a user learns at once that the id was wrong for them.
+    """
     query = request[QUERY]
     hub = request.app[HUB]
+    who = principal(request)
+    projects = _project_ids(hub, query["project"]) if "project" in query else []
+    for project in query.get("project", ()):
+        if not who.scope.can_see(project):
+            raise await deny(request, f"Project {project} is outside the scope of {who.name}",
+                             target=project, project=project)
+    manager = auth_manager(request)
+    for device_id in query.get("device", ()):
+        project = manager.device_project(device_id) if manager is not None else None
+        if not who.scope.unrestricted and not who.scope.can_see(project):
+            raise await deny(request, f"Device {device_id} is outside the scope of {who.name}",
+                             target=device_id, project=project)
+    visible = who.scope.allowed()
+    if visible is not None:
+        projects = [p for p in projects if p in visible] if projects else sorted(visible)
+        if not projects:
+            return None
     return AlarmQuery(
         status=query["status"],
         kinds=query.get("kind", ()),
-        projects=_project_ids(hub, query["project"]) if "project" in query else (),
+        projects=projects,
         devices=query.get("device", ()),
         types=query.get("type", ()),
         since=query.get("since"),
@@ -194,7 +216,8 @@ def _alarm_query(request: web.Request) -> AlarmQuery:
 
 @routes.get(
     "/api/alarms",
-    "Alarm, fault and event records, newest first",
+    "Alarm, fault and event records (in my scope), newest first",
+    scope=SCOPED,
     description=(
         "Filters combine with AND; `kind`, `device`, `project` and `type` take comma-separated "
         "lists. `since`/`until` select records whose time span overlaps the window (an alarm "
@@ -207,7 +230,8 @@ def _alarm_query(request: web.Request) -> AlarmQuery:
 )
 async def list_alarms(request: web.Request) -> web.StreamResponse:
     engine = _engine(request)
-    rows = await engine.store.query(_alarm_query(request))
+    query = await _alarm_query(request)
+    rows = [] if query is None else await engine.store.query(query)
     return json_response([record_dict(row) for row in rows])
 
 
@@ -278,7 +302,8 @@ def event_log_csv(rows: list[dict[str, Any]], english: bool, zone: ZoneInfo) -> 
 
 @routes.get(
     "/api/alarms.csv",
-    "The event log as CSV (UTF-8 with BOM, for Excel)",
+    "The event log as CSV (UTF-8 with BOM, for Excel), in my scope",
+    scope=SCOPED,
     description=(
         "Same filters as `GET /api/alarms`. Columns: kind (报警/故障/事件), time, device name, "
         "device type, communication address, detector address, area, location, remark, then "
@@ -293,7 +318,8 @@ def event_log_csv(rows: list[dict[str, Any]], english: bool, zone: ZoneInfo) -> 
 async def export_alarms_csv(request: web.Request) -> web.StreamResponse:
     engine = _engine(request)
     hub = request.app[HUB]
-    rows = await engine.store.query(_alarm_query(request))
+    query = await _alarm_query(request)
+    rows = [] if query is None else await engine.store.query(query)
     lang = request[QUERY].get("lang") or getattr(hub, "language", "zh-CN")
     body = event_log_csv(rows, lang.startswith("en"), _zone(hub))
     stamp = datetime.now(_zone(hub)).strftime("%Y%m%d-%H%M%S")
@@ -316,6 +342,7 @@ def _alarm_id(request: web.Request) -> int:
 @routes.get(
     "/api/alarms/{alarm_id}",
     "One alarm record",
+    scope=SCOPED,
     response_schema=_RECORD_SCHEMA,
     tags=("alarms",),
 )
@@ -325,19 +352,63 @@ async def get_alarm(request: web.Request) -> web.StreamResponse:
     rows = await engine.store.get_many([alarm_id])
     if not rows:
         raise ApiError(404, f"Alarm {alarm_id} not found")
+    await _require_alarms(request, rows)
     return json_response(record_dict(rows[0]))
+
+
+_ACTION_SERVICE = {"ack": "acknowledge", "handle": "handle", "clear": "reset"}
+
+
+async def _require_alarms(request: web.Request, rows: list[dict[str, Any]]) -> None:
+    who = principal(request)
+    outside = [row["id"] for row in rows if not who.scope.can_see(row.get("project"))]
+    if outside:
+        raise await deny(request, f"Alarm(s) {', '.join(map(str, outside))} outside the scope "
+                                  f"of {who.name}", target=",".join(map(str, outside)),
+                         project=next((r.get("project") for r in rows), None))
+
+
+async def _authorise(request: web.Request, action: str, ids: list[int]) -> None:
+    """Role (the same rule as the alarm.* service) and scope of every record, before any
+    change: a batch with one record outside the scope changes nothing."""
+    who = principal(request)
+    manager = auth_manager(request)
+    service = _ACTION_SERVICE[action]
+    if manager is not None and not manager.policy.allows(who.role, "alarm", service):
+        raise await deny(request, f"Role {who.role} may not {service} alarms")
+    if not who.scope.unrestricted:
+        await _require_alarms(request, await _engine(request).store.get_many(ids))
+
+
+async def _audit(request: web.Request, action: str, ids: list[int], result: dict[str, Any],
+                 note: str | None) -> None:
+    manager = auth_manager(request)
+    if manager is None:
+        return
+    who = principal(request)
+    done = result.get("done") or []
+    await manager.audit.record(
+        f"alarm.{action}", "ok", actor=who.name, actor_role=who.role, ip=request.remote,
+        target=",".join(map(str, ids))[:255],
+        project=next((r.get("project") for r in done if r.get("project")), None),
+        detail={"ids": ids[:100], "changed": [r["id"] for r in done][:100],
+                "unchanged": result.get("unchanged", [])[:100],
+                "not_found": result.get("not_found", [])[:100], "note": note},
+    )
 
 
 async def _single(request: web.Request, action: str) -> web.StreamResponse:
     engine = _engine(request)
     alarm_id = _alarm_id(request)
     note = request[BODY].get("note")
+    await _authorise(request, action, [alarm_id])
     if action == "ack":
         result = await engine.async_acknowledge([alarm_id], note, _context(request))
     else:
         result = await engine.async_handle([alarm_id], note, _context(request))
     if result["not_found"]:
         raise ApiError(404, f"Alarm {alarm_id} not found")
+    await _audit(request, action, [alarm_id], result, note)
     rows = await engine.store.get_many([alarm_id])
     return json_response({**record_dict(rows[0]), "changed": bool(result["done"])})
 
@@ -345,6 +416,7 @@ async def _single(request: web.Request, action: str) -> web.StreamResponse:
 @routes.post(
     "/api/alarms/{alarm_id}/ack",
     "Acknowledge one record (确认)",
+    scope=SCOPED,
     description="Records who (the token's user) and when, and the optional note. "
                 "Acknowledging twice keeps the first acknowledgement (`changed: false`).",
     body_schema=NOTE_SCHEMA,
@@ -359,20 +431,25 @@ async def ack_alarm(request: web.Request) -> web.StreamResponse:
 @routes.post(
     "/api/alarms/ack",
     "Acknowledge a batch of records (批量确认)",
+    description="A batch naming any record outside the caller's scope is refused whole (403).",
+    scope=SCOPED,
     body_schema=BATCH_SCHEMA,
     response_schema=_BATCH_RESPONSE,
     tags=("alarms",),
 )
 async def ack_alarms(request: web.Request) -> web.StreamResponse:
     body = request[BODY]
+    await _authorise(request, "ack", body["ids"])
     result = await _engine(request).async_acknowledge(body["ids"], body.get("note"),
                                                       _context(request))
+    await _audit(request, "ack", body["ids"], result, body.get("note"))
     return json_response(result)
 
 
 @routes.post(
     "/api/alarms/{alarm_id}/handle",
     "Mark one record handled (处理), acknowledging it if needed",
+    scope=SCOPED,
     body_schema=NOTE_SCHEMA,
     body_optional=True,
     response_schema=_RECORD_SCHEMA,
@@ -385,20 +462,24 @@ async def handle_alarm(request: web.Request) -> web.StreamResponse:
 @routes.post(
     "/api/alarms/handle",
     "Mark a batch of records handled (批量处理), with a note",
+    scope=SCOPED,
     body_schema=BATCH_SCHEMA,
     response_schema=_BATCH_RESPONSE,
     tags=("alarms",),
 )
 async def handle_alarms(request: web.Request) -> web.StreamResponse:
     body = request[BODY]
+    await _authorise(request, "handle", body["ids"])
     result = await _engine(request).async_handle(body["ids"], body.get("note"),
                                                  _context(request))
+    await _audit(request, "handle", body["ids"], result, body.get("note"))
     return json_response(result)
 
 
 @routes.post(
     "/api/alarms/{alarm_id}/clear",
     "Reset (clear) an active record, e.g. a latched arc fault (复位)",
+    scope=SCOPED,
     description=(
         "While a source still reports the condition the record stays active and clears when "
         "it lets go (`reset_pending: true`); `force: true` clears it at once."
@@ -412,7 +493,10 @@ async def clear_alarm(request: web.Request) -> web.StreamResponse:
     engine = _engine(request)
     alarm_id = _alarm_id(request)
     body = request[BODY]
+    await _authorise(request, "clear", [alarm_id])
     shown = await engine.async_reset(alarm_id, _context(request), body["force"])
+    if shown is not None:
+        await _audit(request, "clear", [alarm_id], {"done": [shown]}, None)
     if shown is None:
         rows = await engine.store.get_many([alarm_id])
         if not rows:

@@ -12,10 +12,20 @@ from typing import Any
 import voluptuous as vol
 from aiohttp import web
 
-from hub.core.context import Context
-
+from .auth import acting_as, can_see_entity, principal, require_entity
 from .openapi import voluptuous_to_json_schema
-from .routes import BODY, HUB, QUERY, SERVER, TOKEN, ApiError, RouteTable, json_response
+from .routes import (
+    AUTHENTICATED,
+    BODY,
+    HUB,
+    PUBLIC,
+    QUERY,
+    SCOPED,
+    SERVER,
+    ApiError,
+    RouteTable,
+    json_response,
+)
 
 routes = RouteTable()
 
@@ -27,6 +37,7 @@ _STATE_REF = {"$ref": "#/components/schemas/State"}
     "Liveness check",
     description="Answers without a token so load balancers and `make run` can poll it.",
     auth=False,
+    scope=PUBLIC,
     response_schema={
         "type": "object",
         "properties": {"status": {"const": "ok"}},
@@ -40,7 +51,8 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 @routes.get(
     "/api/states",
-    "Current state of every entity",
+    "Current state of every entity (in my scope)",
+    scope=SCOPED,
     query_schema=vol.Schema(
         {vol.Optional("domain", description="only entities of this domain, e.g. sensor"): str}
     ),
@@ -50,12 +62,16 @@ async def health(request: web.Request) -> web.StreamResponse:
 async def get_states(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     domain = request[QUERY].get("domain")
-    return json_response(hub.states.all(domain))
+    states = hub.states.all(domain)
+    if not principal(request).unrestricted:
+        states = [s for s in states if can_see_entity(request, s.entity_id)]
+    return json_response(states)
 
 
 @routes.get(
     "/api/states/{entity_id}",
     "Current state of one entity",
+    scope=SCOPED,
     responses={200: "The state"},
     response_schema=_STATE_REF,
     tags=("states",),
@@ -65,12 +81,14 @@ async def get_state(request: web.Request) -> web.StreamResponse:
     state = request.app[HUB].states.get(entity_id)
     if state is None:
         raise ApiError(404, f"Entity {entity_id} not found")
+    await require_entity(request, entity_id)
     return json_response(state)
 
 
 @routes.get(
     "/api/services",
     "Registered services by domain, with the JSON schema of their data",
+    scope=AUTHENTICATED,
     response_schema={
         "type": "array",
         "items": {
@@ -116,9 +134,13 @@ async def get_services(request: web.Request) -> web.StreamResponse:
     "Call a service",
     description=(
         "The body is the service data, validated by the service's own schema (see "
-        "`GET /api/services`). The call is recorded with the token's name as the user. "
-        "Control services answer after the device confirmed the change."
+        "`GET /api/services`). The call is made as the signed-in user (or the token's "
+        "name for a system token): checked against the role allowed to call the service and "
+        "against the user's scope for every device, entity, project or alarm it names (403 "
+        "with the reason), and audited. Control services answer after the device confirmed "
+        "the change."
     ),
+    scope=SCOPED,
     body_schema=vol.Schema(dict),
     body_optional=True,
     responses={200: "Done; `response` holds the service's answer when it has one"},
@@ -132,22 +154,22 @@ async def get_services(request: web.Request) -> web.StreamResponse:
     tags=("services",),
 )
 async def call_service(request: web.Request) -> web.StreamResponse:
-    token = request[TOKEN]
-    context = Context(user_id=token.audit_user if token is not None else None)
     # ServiceNotFound (404), ServiceValidationError (400), Unauthorized (403) and other
     # ServiceErrors are rendered by the error middleware with their message.
-    response = await request.app[HUB].services.async_call(
-        request.match_info["domain"],
-        request.match_info["service"],
-        request[BODY],
-        context=context,
-    )
+    with acting_as(request) as context:
+        response = await request.app[HUB].services.async_call(
+            request.match_info["domain"],
+            request.match_info["service"],
+            request[BODY],
+            context=context,
+        )
     return json_response({"context": context.as_dict(), "response": response})
 
 
 @routes.get(
     "/api/plugins",
     "Loaded plugins with their versions and hooks, and plugins that failed",
+    scope=AUTHENTICATED,
     response_schema={
         "type": "object",
         "properties": {
@@ -184,8 +206,135 @@ async def get_plugins(request: web.Request) -> web.StreamResponse:
     "This document",
     description="Generated from the server's route table, including plugin routes.",
     auth=False,
+    scope=PUBLIC,
     response_schema={"type": "object"},
     tags=("meta",),
 )
 async def openapi_document(request: web.Request) -> web.StreamResponse:
     return json_response(request.app[SERVER].openapi())
+
+
+# -- the registry: devices and projects (CONTRACTS §5) ----------------------------------------
+_DEVICE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        name: {"type": kind}
+        for name, kind in [
+            ("id", "string"), ("name", "string"), ("platform", "string"), ("profile", "string"),
+            ("project", "string"), ("area", "string"), ("location", "string"),
+            ("online", ["boolean", "null"]), ("manufacturer", "string"), ("model", "string"),
+            ("firmware", "string"), ("source", "string"),
+            ("entities", "array"),
+        ]
+    },
+}
+
+
+def _online(hub: Any, device_id: str) -> bool | None:
+    """From the device's `binary_sensor.<obj>_online` entity; None when it has none yet."""
+    for entry in hub.entities.for_device(device_id):
+        if entry.entity_id.startswith("binary_sensor.") and entry.entity_id.endswith("_online"):
+            state = hub.states.get(entry.entity_id)
+            if state is None or state.state not in ("on", "off"):
+                return None
+            return state.state == "on"
+    return None
+
+
+def _device_dict(hub: Any, device: Any) -> dict[str, Any]:
+    return {
+        "id": device.id, "name": device.display_name, "platform": device.platform,
+        "profile": device.profile, "project": device.project, "area": device.area,
+        "location": device.location, "online": _online(hub, device.id),
+        "manufacturer": device.manufacturer, "model": device.model,
+        "firmware": device.firmware, "source": device.source,
+        "entities": sorted(e.entity_id for e in hub.entities.for_device(device.id)),
+    }
+
+
+@routes.get(
+    "/api/devices",
+    "Devices (in my scope) with project, area, location and online",
+    description="The link (addresses, ports, IMEI) is not shown: it is configuration.",
+    scope=SCOPED,
+    query_schema=vol.Schema({vol.Optional("project", description="includes sub-projects"): str}),
+    response_schema={"type": "array", "items": _DEVICE_SCHEMA},
+    tags=("registry",),
+)
+async def get_devices(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    who = principal(request)
+    wanted = request[QUERY].get("project")
+    under: frozenset[str] | None = None
+    if wanted is not None:
+        from .auth import require_project
+
+        await require_project(request, wanted)
+        under = hub.auth.tree.subtree([wanted]) if getattr(hub, "auth", None) else {wanted}
+    devices = [
+        _device_dict(hub, d) for d in sorted(hub.devices, key=lambda d: d.id)
+        if who.scope.can_see(d.project) and (under is None or d.project in under)
+    ]
+    return json_response(devices)
+
+
+@routes.get(
+    "/api/devices/{device_id}",
+    "One device",
+    scope=SCOPED,
+    response_schema=_DEVICE_SCHEMA,
+    tags=("registry",),
+)
+async def get_device(request: web.Request) -> web.StreamResponse:
+    from .auth import require_device
+
+    hub = request.app[HUB]
+    device_id = request.match_info["device_id"]
+    device = hub.devices.get(device_id)
+    if device is None:
+        raise ApiError(404, f"Device {device_id} not found")
+    await require_device(request, device_id)
+    return json_response(_device_dict(hub, device))
+
+
+@routes.get(
+    "/api/projects",
+    "The project tree (in my scope): id, name, parent, children, devices, online counts",
+    description=(
+        "A flat list, parents before children. A user sees its own nodes and everything "
+        "below them; `parent` is null for a node whose parent it may not see."
+    ),
+    scope=SCOPED,
+    response_schema={"type": "array", "items": {"type": "object"}},
+    tags=("registry",),
+)
+async def get_projects(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    who = principal(request)
+    manager = getattr(hub, "auth", None)
+    if manager is None:
+        return json_response([])
+    tree = manager.tree
+    devices_by_project: dict[str, list[Any]] = {}
+    for device in hub.devices:
+        if device.project:
+            devices_by_project.setdefault(device.project, []).append(device)
+    out: list[dict[str, Any]] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for project_id in tree.children(parent):
+            if who.scope.can_see(project_id):
+                devices = devices_by_project.get(project_id, [])
+                online = [_online(hub, d.id) for d in devices]
+                out.append({
+                    "id": project_id, "name": tree.names.get(project_id, project_id),
+                    "parent": parent if who.scope.can_see(parent) else None, "depth": depth,
+                    "children": [c for c in tree.children(project_id)],
+                    "devices": sorted(d.id for d in devices),
+                    "online": sum(1 for o in online if o is True),
+                    "offline": sum(1 for o in online if o is False),
+                })
+            walk(project_id, depth + 1)
+
+    walk(None, 0)
+    return json_response(out)

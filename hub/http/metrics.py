@@ -3,7 +3,9 @@
 Written by hand rather than with prometheus_client: the numbers already live in the hub's
 objects (bus, state machine, recorder, plugin manager), so a metrics registry would be a
 second copy to keep in step. Everything is read at scrape time; nothing here costs anything
-between scrapes. Not authenticated yet; a later change scopes it.
+between scrapes. The numbers are hub-wide (no per-project labels), so only super_admin and
+system tokens may scrape it: Prometheus sends `Authorization: Bearer <token>`
+(`authorization: {credentials: …}` in its scrape config).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from aiohttp import web
 from hub import __version__
 
 from .routes import HUB, SERVER, RouteTable
+
+SUPER_ADMIN = "super_admin"  # hub.auth.permissions.SUPER_ADMIN
 
 routes = RouteTable()
 
@@ -185,7 +189,7 @@ def render_metrics(hub: Any, server: Any = None) -> str:
         "Hub info, entities, bus listener errors, plugin failures, recorder statistics, "
         "websocket connections and HTTP responses, in Prometheus text format 0.0.4."
     ),
-    auth=False,
+    scope=SUPER_ADMIN,
     response_content_type="text/plain",
     tags=("meta",),
 )

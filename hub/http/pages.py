@@ -7,7 +7,9 @@ are served from there and never committed or fetched at run time.
 
 Pages are not part of the JSON API: they are not in the OpenAPI document, and the data they
 show arrives through the authenticated websocket or `/ui/` fragments that check the same
-bearer token as the API.
+session cookie or bearer token as the API. `/login` signs in with name and password (a
+session cookie, docs/security.md); the live page then authenticates its websocket with that
+cookie. `/?token=…` still works for API tokens (kept in the browser's localStorage).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jinja2
 from aiohttp import web
 
 from .. import __version__
+from ..auth.sessions import COOKIE_NAME as SESSION_COOKIE
 from .routes import HUB, SERVER
 
 _LOGGER = logging.getLogger(__name__)
@@ -87,13 +90,25 @@ async def index(request: web.Request) -> web.Response:
     return render(request, "index.html")
 
 
+async def login_page(request: web.Request) -> web.Response:
+    """The sign-in form (登录); it posts JSON to /api/auth/login and goes to the live page."""
+    return render(request, "login.html")
+
+
 async def plugins_fragment(request: web.Request) -> web.Response:
-    """The plugin table for the home page (an htmx fragment; needs the bearer token)."""
+    """The plugin table for the home page (an htmx fragment; session cookie or bearer token)."""
     server = request.app[SERVER]
     header = request.headers.get("Authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    if not token or await server.verify_token(token) is None:
-        raise web.HTTPUnauthorized(text="a valid bearer token is required")
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    if token:
+        principal = await server.principal_from_token(token, request.remote)
+    elif cookie:
+        principal = await server.principal_from_session(cookie, request.remote)
+    else:
+        principal = None
+    if principal is None:
+        raise web.HTTPUnauthorized(text="sign in first")
     hub = request.app[HUB]
     return render(
         request,
@@ -121,6 +136,7 @@ def add_pages(app: web.Application) -> None:
         _LOGGER.warning("No web UI: %s has no templates", root)
         return
     app.router.add_get("/", index)
+    app.router.add_get("/login", login_page)
     app.router.add_get("/ui/plugins", plugins_fragment)
     app.router.add_get("/static/vendor/{name}", vendor_file)
     app.router.add_static("/static/", root / "static", append_version=False)

@@ -27,6 +27,8 @@ from aiohttp import web
 from voluptuous.humanize import humanize_error
 
 if TYPE_CHECKING:
+    from hub.auth.principal import Principal
+
     from .tokens import TokenInfo
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,12 +36,27 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Request-scoped values set by the server before a handler runs.
 BODY: web.RequestKey[Any] = web.RequestKey("voltwatch_body", object)
 QUERY: web.RequestKey[dict[str, Any]] = web.RequestKey("voltwatch_query", dict)
+# Kept for handlers written before users existed: its `name`/`audit_user` is the principal's
+# name. New code reads PRINCIPAL (or the helpers in hub.http.auth).
 TOKEN: web.RequestKey[TokenInfo | None] = web.RequestKey("voltwatch_token", object)
+#: Who is asking (hub.auth.Principal); None on routes that need no authentication.
+PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("voltwatch_principal", object)
 # The hub, for handlers (typed loosely: a test may run the server on a stand-in).
 HUB: web.AppKey[Any] = web.AppKey("voltwatch_hub", object)
 SERVER: web.AppKey[Any] = web.AppKey("voltwatch_http_server", object)
 
 ROUTE_ATTR = "__voltwatch_route__"
+
+# Access decisions (`Route.scope`): every route declares one; the auth middleware enforces it.
+#: No authentication (health, the API document, login).
+PUBLIC = "public"
+#: Any signed-in principal; the answer holds nothing tied to a project.
+AUTHENTICATED = "authenticated"
+#: Any signed-in principal; the handler filters or checks every project-bound item itself.
+SCOPED = "scoped"
+# ... or a role name (hub.auth.permissions.ROLES): that role and above (the handler still
+# filters by scope). A route without a decision (e.g. a plugin's plain web.get) is served
+# to super_admin and system tokens only: an undecided endpoint must not leak across projects.
 _PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
 
 
@@ -71,6 +88,8 @@ class Route:
     description: str = ""
     #: False only for endpoints that must work before a client has a token (health, docs).
     auth: bool = True
+    #: The access decision: PUBLIC, AUTHENTICATED, SCOPED or the lowest role (see above).
+    scope: str | None = None
     #: Validates the JSON body; None means the endpoint takes no body.
     body_schema: vol.Schema | None = None
     #: An empty body is read as `{}` (e.g. a service call without data).

@@ -6,9 +6,13 @@ What every request goes through, outermost first:
    (400 malformed JSON or invalid data, 401, 403 `Unauthorized`, 404, 405, 413 too large,
    a `ServiceError` with its own status); an unexpected exception is logged with the request
    and an error id, and the client gets a 500 with that id, never a traceback;
-2. the auth middleware: a bearer token is required under `/api/` except on routes declared
-   `auth=False` (health, the OpenAPI document, the websocket, which authenticates in-band);
-   an unknown `/api/` path also needs a token, so a 404 does not reveal what exists;
+2. the auth middleware: a principal is required under `/api/` except on routes declared
+   `auth=False` (health, the OpenAPI document, login, the websocket, which authenticates
+   in-band): a bearer token (`Authorization: Bearer`) or the session cookie. A request
+   authenticated by the cookie that changes something must carry the session's CSRF token in
+   `X-CSRF-Token`. Then the route's access decision (`Route.scope`: public, authenticated,
+   scoped or a lowest role) is enforced; a route without one is for super_admin only. An
+   unknown `/api/` path also needs a principal, so a 404 does not reveal what exists;
 3. the route's own wrapper: query string and JSON body validated by the route's schemas.
 
 Routes come from one table (`routes.Route`), the core's plus the ones plugins return from the
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -27,17 +32,35 @@ import voluptuous as vol
 from aiohttp import WSCloseCode, web
 
 from hub import __version__
+from hub.auth.permissions import RANK, SUPER_ADMIN
+from hub.auth.principal import Principal, system_principal
+from hub.auth.scope import ProjectTree, Scope
+from hub.auth.sessions import COOKIE_NAME, CSRF_HEADER
 from hub.core.context import ulid_now
 from hub.core.services import ServiceError
 
-from . import alarms_api, api, metrics, tokens, websocket
+from . import (
+    alarms_api,
+    api,
+    auth_api,
+    metrics,
+    patrols_api,
+    statistics_api,
+    tokens,
+    websocket,
+    workorders_api,
+)
 from .openapi import build_openapi
 from .pages import add_pages
 from .routes import (
+    AUTHENTICATED,
     BODY,
     HUB,
+    PRINCIPAL,
+    PUBLIC,
     QUERY,
     ROUTE_ATTR,
+    SCOPED,
     SERVER,
     TOKEN,
     ApiError,
@@ -61,6 +84,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8123
 DEFAULT_MAX_REQUEST_SIZE = 1 << 20
 SHUTDOWN_TIMEOUT = 5.0
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def core_routes() -> RouteTable:
@@ -68,6 +92,10 @@ def core_routes() -> RouteTable:
     table = RouteTable()
     table.extend(api.routes)
     table.extend(alarms_api.routes)
+    table.extend(workorders_api.routes)
+    table.extend(patrols_api.routes)
+    table.extend(statistics_api.routes)
+    table.extend(auth_api.routes)
     table.extend(websocket.routes)
     table.extend(metrics.routes)
     return table
@@ -90,6 +118,8 @@ class HttpServer:
         self.ws_max_pending: int = int(
             conf.get("websocket_max_pending", websocket.DEFAULT_MAX_PENDING)
         )
+        #: Secure flag of the session cookie: True, False or "auto" (when the request is https).
+        self.secure_cookies: bool | str = conf.get("secure_cookies", "auto")
         self.port: int | None = None
         self.url: str | None = None
         self.started_at: float | None = None
@@ -175,6 +205,8 @@ class HttpServer:
             raise TypeError(f"not a route: {definition!r}")
         if _is_api(route.path) and not route.auth:
             route = dataclasses.replace(route, auth=True)  # plugins cannot open the API
+        if route.scope == PUBLIC and route.auth:
+            route = dataclasses.replace(route, scope=None)  # nor declare themselves public
         return route
 
     @staticmethod
@@ -236,7 +268,7 @@ class HttpServer:
         except Exception:  # the client gets an id, the log gets the details
             self.response_counts[500] += 1
             error_id = ulid_now()
-            token = request.get(TOKEN)
+            token = request.get(PRINCIPAL)
             _LOGGER.exception(
                 "Error %s handling %s %s from %s (token %s)",
                 error_id,
@@ -270,24 +302,105 @@ class HttpServer:
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route: Route | None = getattr(request.match_info.handler, ROUTE_ATTR, None)
-        needs_token = route.auth if route is not None else _is_api(request.path)
-        request[TOKEN] = await self._authenticate(request) if needs_token else None
+        needs_auth = route.auth if route is not None else _is_api(request.path)
+        request[TOKEN] = None
+        request[PRINCIPAL] = None
+        if needs_auth:
+            principal = await self._authenticate(request)
+            request[PRINCIPAL] = principal
+            request[TOKEN] = self._token_view(principal)
+            await self._check_csrf(request, principal)
+            await self._check_access(request, route, principal)
         return await handler(request)
 
-    async def _authenticate(self, request: web.Request) -> TokenInfo:
+    @staticmethod
+    def _token_view(principal: Principal) -> TokenInfo:
+        """What `request[TOKEN]` held before users existed, named after the principal."""
+        return tokens.TokenInfo(
+            id=principal.token_id or principal.session_id or "", name=principal.name,
+            user_id=None, created_at=0.0, expires_at=None,
+        )
+
+    async def _authenticate(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization")
         challenge = {"WWW-Authenticate": 'Bearer realm="voltwatch"'}
-        if not header:
-            raise ApiError(
-                401, "Missing bearer token (Authorization: Bearer <token>)", headers=challenge
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ApiError(
+                    401, "Authorization header must be 'Bearer <token>'", headers=challenge
+                )
+            principal = await self.principal_from_token(token.strip(), request.remote)
+            if principal is None:
+                await self._audit_rejected(request, "invalid, expired or revoked token")
+                raise ApiError(401, "Invalid, expired or revoked token", headers=challenge)
+            return principal
+        cookie = request.cookies.get(COOKIE_NAME)
+        if cookie:
+            principal = await self.principal_from_session(cookie, request.remote)
+            if principal is None:
+                raise ApiError(401, "Session expired or signed out: sign in again",
+                               headers=challenge)
+            return principal
+        raise ApiError(
+            401, "Sign in, or send a bearer token (Authorization: Bearer <token>)",
+            headers=challenge,
+        )
+
+    async def _audit_rejected(self, request: web.Request, reason: str) -> None:
+        auth = getattr(self.hub, "auth", None)
+        if auth is not None:
+            await auth.audit.record("auth.token", "failed", ip=request.remote,
+                                    detail={"reason": reason, "path": request.path})
+
+    async def _check_csrf(self, request: web.Request, principal: Principal) -> None:
+        """Cookie-authenticated changes must repeat the session's CSRF token (OWASP)."""
+        if principal.session_id is None or request.method in SAFE_METHODS:
+            return
+        given = request.headers.get(CSRF_HEADER)
+        expected = principal.csrf_token or ""
+        if given and secrets.compare_digest(given, expected):
+            return
+        auth = getattr(self.hub, "auth", None)
+        if auth is not None:
+            await auth.audit.record(
+                "auth.csrf", "denied", actor=principal.name, actor_role=principal.role,
+                ip=request.remote, target=request.path,
+                detail={"method": request.method, "reason": "missing" if not given else "wrong"},
             )
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "Authorization header must be 'Bearer <token>'", headers=challenge)
-        info = await self.verify_token(token.strip())
+        raise ApiError(403, f"Missing or wrong {CSRF_HEADER} header (CSRF protection)")
+
+    async def _check_access(self, request: web.Request, route: Route | None,
+                            principal: Principal) -> None:
+        decision = route.scope if route is not None else AUTHENTICATED
+        if decision in (PUBLIC, AUTHENTICATED, SCOPED):
+            return
+        if decision in RANK:
+            if principal.at_least(decision):
+                return
+            message = f"Needs role {decision} or above (you are {principal.role})"
+        elif principal.role == SUPER_ADMIN and principal.unrestricted:
+            return
+        else:
+            message = "This endpoint is for super_admin only (it makes no scope decision)"
+        from .auth import deny
+
+        raise await deny(request, message, target=request.path)
+
+    async def principal_from_token(self, token: str, ip: str | None = None) -> Principal | None:
+        """A bearer token's principal, or None; without storage there are no valid tokens."""
+        auth = getattr(self.hub, "auth", None)
+        if auth is not None:
+            return await auth.from_token(token, ip)
+        info = await self.verify_token(token)
         if info is None:
-            raise ApiError(401, "Invalid, expired or revoked token", headers=challenge)
-        return info
+            return None
+        # A hub without the auth layer (a stand-in in a test): tokens are system tokens.
+        return system_principal(Scope(ProjectTree(), None), info.name, info.id, ip)
+
+    async def principal_from_session(self, cookie: str, ip: str | None = None) -> Principal | None:
+        auth = getattr(self.hub, "auth", None)
+        return None if auth is None else await auth.from_session(cookie, ip)
 
     async def verify_token(self, token: str) -> TokenInfo | None:
         """A token's owner, or None; without storage there are no valid tokens."""
@@ -295,6 +408,11 @@ class HttpServer:
         if storage is None:
             return None
         return await tokens.verify_token(storage, token)
+
+    def cookie_secure(self, request: web.Request) -> bool:
+        if self.secure_cookies == "auto":
+            return request.secure
+        return bool(self.secure_cookies)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def async_start(self) -> None:

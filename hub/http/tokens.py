@@ -13,8 +13,11 @@ not cost a database round trip per request. Correctness rules for the cache:
   the hub (API, UI) takes effect on the next request;
 * a revocation written by another process (a CLI) takes effect within `CACHE_TTL` seconds.
 
-Until users exist a token has no `user_id` and full rights; its `name` is what the audit log
-(the Context of a service call) records as the caller.
+A token either belongs to a user (`user_id`) and then acts as that user, with a scope no
+wider than the user's (`scope` may narrow it to some projects), or it has no user: a *system*
+token with super_admin rights over everything. System tokens are what tokens were before users
+existed; only the CLI on the hub's own machine (`voltwatch token create NAME` where NAME is no
+user) and the demo make them. See docs/security.md.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class TokenInfo:
     created_at: float
     expires_at: float | None
     last_used_at: float | None = None
+    #: Project roots this token is narrowed to; None: its user's whole scope.
+    scope: list[str] | None = None
 
     @property
     def audit_user(self) -> str:
@@ -118,9 +123,36 @@ def clear_cache(db: Any) -> None:
 
 
 async def create_token(
-    db: Any, name: str, expires_in: float | None = None, *, now: float | None = None
+    db: Any,
+    name: str,
+    expires_in: float | None = None,
+    *,
+    user_id: str | None = None,
+    scope: list[str] | None = None,
+    now: float | None = None,
 ) -> str:
-    """Store a new token and return it in plain text: the only time it is ever visible."""
+    """Store a new token and return it in plain text: the only time it is ever visible.
+
+    `user_id=None` makes a SYSTEM token (super_admin over everything): meant for the hub's own
+    machine (CLI, demo, tests). A caller with a user must pass it, and the scope it passes must
+    already be checked against that user's (`hub.auth`).
+    """
+    token, _token_id = await create_token_with_id(
+        db, name, expires_in, user_id=user_id, scope=scope, now=now
+    )
+    return token
+
+
+async def create_token_with_id(
+    db: Any,
+    name: str,
+    expires_in: float | None = None,
+    *,
+    user_id: str | None = None,
+    scope: list[str] | None = None,
+    now: float | None = None,
+) -> tuple[str, str]:
+    """`create_token`, also returning the new token's id (for the audit log and the API)."""
     name = name.strip()
     if not name or len(name) > 100:
         raise ValueError("A token name must be 1-100 characters")
@@ -128,14 +160,16 @@ async def create_token(
         raise ValueError("A token lifetime must be positive")
     created = time.time() if now is None else now
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token_id = ulid_now()
     async with db.engine.begin() as conn:
         await conn.execute(
             _table()
             .insert()
             .values(
-                id=ulid_now(),
+                id=token_id,
                 name=name,
-                user_id=None,
+                user_id=user_id,
+                scope=None if scope is None else sorted(set(scope)),
                 token_hash=hash_token(token),
                 created_at=created,
                 expires_at=None if expires_in is None else created + expires_in,
@@ -143,7 +177,7 @@ async def create_token(
                 last_used_at=None,
             )
         )
-    return token
+    return token, token_id
 
 
 async def verify_token(db: Any, token: str | None, *, now: float | None = None) -> TokenInfo | None:
@@ -174,6 +208,7 @@ async def verify_token(db: Any, token: str | None, *, now: float | None = None) 
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         last_used_at=row["last_used_at"],
+        scope=None if row.get("scope") is None else list(row["scope"]),
     )
     if info.last_used_at is None or now - info.last_used_at >= LAST_USED_RESOLUTION:
         async with db.engine.begin() as conn:
@@ -195,26 +230,34 @@ async def revoke_token(db: Any, token_id: str, *, now: float | None = None) -> b
     return bool(result.rowcount)
 
 
-async def list_tokens(db: Any) -> list[dict[str, Any]]:
-    """Every token's metadata (never the hash), newest first, for an admin listing."""
+async def list_tokens(db: Any, user_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """Tokens' metadata (never the hash), newest first; only these users' when given."""
     table = _table()
     columns = [c for c in table.c if c.name != "token_hash"]
+    statement = sa.select(*columns).order_by(table.c.created_at.desc())
+    if user_ids is not None:
+        statement = statement.where(table.c.user_id.in_(user_ids))
     async with db.engine.connect() as conn:
         rows = (
-            (await conn.execute(sa.select(*columns).order_by(table.c.created_at.desc())))
+            (await conn.execute(statement))
             .mappings()
             .all()
         )
     return [dict(row) for row in rows]
 
 
-async def create_token_cli(config_dir: Path, name: str, expires: str | None) -> int:
-    """`voltwatch token create NAME [--expires 30d]`: prints only the token on stdout."""
+async def create_token_cli(
+    config_dir: Path, name: str, expires: str | None, projects: list[str] | None = None
+) -> int:
+    """`voltwatch token create NAME [--expires 30d] [--project ID ...]`: prints only the token.
+
+    NAME is a user's name when such a user exists: the token acts as that user, narrowed to
+    `--project` roots when given (each must lie in the user's scope). Otherwise it is a
+    system token (full rights), said so on stderr; `--project` is refused for those.
+    """
     import voluptuous as vol
 
-    from hub.core.config import ConfigError, duration, load_configuration
-    from hub.core.plugins import PluginManager
-    from hub.storage.database import Database
+    from hub.core.config import duration
 
     try:
         expires_in = duration(expires) if expires else None
@@ -224,21 +267,62 @@ async def create_token_cli(config_dir: Path, name: str, expires: str | None) -> 
     if expires_in is not None and expires_in <= 0:
         print("--expires: the lifetime must be positive", file=sys.stderr)
         return 2
-    plugins = PluginManager()
-    plugins.load_entrypoints()  # their configuration sections must be known to validate
-    try:
-        config = load_configuration(config_dir, plugins)
-    except ConfigError as err:
-        print(err.report(), file=sys.stderr)
-        return 1
-    db = Database(config["database"]["url"], config_dir)
-    await db.open()
-    try:
-        token = await create_token(db, name, expires_in)
-    except ValueError as err:
-        print(str(err), file=sys.stderr)
-        return 2
-    finally:
-        await db.close()
+    from hub.auth.cli import open_auth
+
+    async with open_auth(config_dir) as auth:
+        if auth is None:
+            return 1
+        user = await auth.users.get_by_name(name.strip())
+        if user is None and projects:
+            print(f"No user named {name!r}: --project narrows a user's token only",
+                  file=sys.stderr)
+            return 2
+        if user is not None and projects:
+            scope = auth.scope_for(user)
+            outside = [p for p in projects if not scope.can_see(p)]
+            if outside:
+                print(f"Project(s) {', '.join(outside)} are outside the scope of {user.name}",
+                      file=sys.stderr)
+                return 2
+        if user is not None and user.disabled:
+            print(f"User {user.name} is disabled", file=sys.stderr)
+            return 2
+        try:
+            token, token_id = await create_token_with_id(
+                auth.hub.storage, name, expires_in,
+                user_id=user.id if user else None, scope=projects or None,
+            )
+        except ValueError as err:
+            print(str(err), file=sys.stderr)
+            return 2
+        await auth.audit.record(
+            "token.create", "ok", actor="cli", ip="local", target=name,
+            detail={"token_id": token_id, "user": user.name if user else None,
+                    "system": user is None, "scope": projects or None, "expires_in": expires_in},
+        )
+    if user is None:
+        print(f"Note: no user named {name!r}; this is a SYSTEM token with full rights.",
+              file=sys.stderr)
     print(token)
+    return 0
+
+
+async def revoke_token_cli(config_dir: Path, which: str) -> int:
+    """`voltwatch token revoke ID_OR_NAME`: by token id, else every live token of that name."""
+    from hub.auth.cli import open_auth
+
+    async with open_auth(config_dir) as auth:
+        if auth is None:
+            return 1
+        db = auth.hub.storage
+        live = [t for t in await list_tokens(db) if t["revoked_at"] is None]
+        chosen = [t for t in live if t["id"] == which] or [t for t in live if t["name"] == which]
+        if not chosen:
+            print(f"No live token with id or name {which!r}", file=sys.stderr)
+            return 1
+        for item in chosen:
+            await revoke_token(db, item["id"])
+            await auth.audit.record("token.revoke", "ok", actor="cli", ip="local",
+                                    target=item["name"], detail={"token_id": item["id"]})
+            print(f"Revoked token {item['id']} ({item['name']})")
     return 0

@@ -6,8 +6,11 @@ Handshake::
     client: {"type": "auth", "access_token": "vw_..."}
     server: {"type": "auth_ok", "version": "0.1.0"}      (or auth_invalid, then close)
 
-A valid `Authorization: Bearer` header on the upgrade request skips the exchange: the first
-message is then `auth_ok`. After that, commands carry an integer `id` that the answer repeats:
+A valid `Authorization: Bearer` header or a valid session cookie on the upgrade request skips
+the exchange: the first message is then `auth_ok`. (A cookie upgrade from a page of another
+origin is refused: browsers send cookies on cross-site websocket upgrades that SameSite does
+not cover, so the Origin header is checked.) Everything streamed is cut to the principal's
+scope: states of entities and events of devices, alarms and projects outside it never arrive. After that, commands carry an integer `id` that the answer repeats:
 
 * `{"id": 1, "type": "subscribe_states", "entity_ids": [...]}` (entity_ids optional) ->
   `{"id": 1, "type": "result", "success": true, "result": null}`, then for every change
@@ -45,6 +48,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from voluptuous.humanize import humanize_error
 
 from hub import __version__
+from hub.auth.sessions import COOKIE_NAME
 from hub.core.context import Context
 from hub.core.events import EVENT_STATE_CHANGED, MATCH_ALL, Event, callback
 from hub.core.services import (
@@ -54,11 +58,12 @@ from hub.core.services import (
     Unauthorized,
 )
 
-from .routes import SERVER, RouteTable, dumps
+from .routes import SCOPED, SERVER, RouteTable, dumps
 
 if TYPE_CHECKING:
+    from hub.auth.principal import Principal
+
     from .server import HttpServer
-    from .tokens import TokenInfo
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -137,7 +142,7 @@ class WebSocketConnection:
         self.ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=server.max_request_size)
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=self.max_pending)
         self.subscriptions: dict[int, Callable[[], None]] = {}
-        self.token: TokenInfo | None = None
+        self.principal: Principal | None = None
         self._writer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # service calls in flight
         self._close_task: asyncio.Task[None] | None = None
@@ -145,7 +150,7 @@ class WebSocketConnection:
 
     @property
     def who(self) -> str:
-        return f"{self.peer} ({self.token.name})" if self.token else self.peer
+        return f"{self.peer} ({self.principal.name})" if self.principal else self.peer
 
     # -- lifecycle --------------------------------------------------------------------------
     async def handle(self) -> web.WebSocketResponse:
@@ -169,6 +174,11 @@ class WebSocketConnection:
             if scheme.lower() != "bearer":
                 return await self._auth_failed("Authorization header must be 'Bearer <token>'")
             return await self._auth_with(token.strip())
+        cookie = self.request.cookies.get(COOKIE_NAME)
+        if cookie and self._same_origin():
+            principal = await self.server.principal_from_session(cookie, self.request.remote)
+            if principal is not None:
+                return self._authenticated(principal)
         self._send({"type": "auth_required", "version": __version__})
         try:
             msg = await self.ws.receive(timeout=AUTH_TIMEOUT)
@@ -190,13 +200,39 @@ class WebSocketConnection:
             return await self._auth_failed('Expected {"type": "auth", "access_token": "<token>"}')
         return await self._auth_with(data["access_token"])
 
+    def _same_origin(self) -> bool:
+        """No Origin (not a browser) or the hub's own origin: a page elsewhere cannot ride on
+        the user's cookie."""
+        origin = self.request.headers.get("Origin")
+        if origin is None:
+            return True
+        host = self.request.headers.get("Host", "")
+        allowed = {f"http://{host}", f"https://{host}"}
+        if origin in allowed:
+            return True
+        _LOGGER.warning("Websocket from %s: cookie ignored for foreign origin %s", self.peer,
+                        origin)
+        return False
+
     async def _auth_with(self, token: str) -> bool:
-        info = await self.server.verify_token(token)
-        if info is None:
+        principal = await self.server.principal_from_token(token, self.request.remote)
+        if principal is None:
             return await self._auth_failed("Invalid, expired or revoked token")
-        self.token = info
+        return self._authenticated(principal)
+
+    def _authenticated(self, principal: Principal) -> bool:
+        self.principal = principal
         self._send({"type": "auth_ok", "version": __version__})
         return True
+
+    def _visible(self, event: Event) -> bool:
+        principal = self.principal
+        if principal is None:
+            return False
+        if principal.unrestricted:
+            return True
+        auth = getattr(self.hub, "auth", None)
+        return auth is not None and auth.event_visible(principal, event)
 
     async def _auth_failed(self, message: str) -> bool:
         _LOGGER.info("Websocket auth from %s failed: %s", self.peer, message)
@@ -371,12 +407,20 @@ class WebSocketConnection:
             # Event data holds immutable State objects; the writer turns them into JSON.
             self._send({"id": msg_id, "type": "event", "event": event.data})
 
+        auth = getattr(self.hub, "auth", None)
+        principal = self.principal
+        # Cheap for a restricted user: entity -> project is cached, then one set lookup.
+        scoped = auth is not None and principal is not None and not principal.unrestricted
+
         event_filter = None
-        if wanted is not None:
+        if wanted is not None or scoped:
 
             @callback
             def event_filter(event: Event) -> bool:
-                return event.data.get("entity_id") in wanted
+                entity_id = event.data.get("entity_id")
+                if wanted is not None and entity_id not in wanted:
+                    return False
+                return not scoped or auth.can_see_entity(principal, entity_id)
 
         self._subscribe(msg_id, EVENT_STATE_CHANGED, forward, event_filter)
 
@@ -387,7 +431,14 @@ class WebSocketConnection:
         def forward(event: Event) -> None:
             self._send({"id": msg_id, "type": "event", "event": event})
 
-        self._subscribe(msg_id, msg.get("event_type", MATCH_ALL), forward)
+        event_filter = None
+        if self.principal is not None and not self.principal.unrestricted:
+
+            @callback
+            def event_filter(event: Event) -> bool:
+                return self._visible(event)
+
+        self._subscribe(msg_id, msg.get("event_type", MATCH_ALL), forward, event_filter)
 
     def _cmd_unsubscribe(self, msg: dict[str, Any]) -> None:
         remove = self.subscriptions.pop(msg["subscription"], None)
@@ -402,6 +453,9 @@ class WebSocketConnection:
             states = [s for s in map(self.hub.states.get, msg["entity_ids"]) if s is not None]
         else:
             states = self.hub.states.all()
+        auth = getattr(self.hub, "auth", None)
+        if self.principal is not None and not self.principal.unrestricted and auth is not None:
+            states = [s for s in states if auth.can_see_entity(self.principal, s.entity_id)]
         self._send(_result(msg["id"], states))
 
     def _cmd_call_service(self, msg: dict[str, Any]) -> None:
@@ -413,11 +467,18 @@ class WebSocketConnection:
 
     async def _call_service(self, msg: dict[str, Any]) -> None:
         msg_id: int = msg["id"]
-        context = Context(user_id=self.token.audit_user if self.token else None)
+        context = Context(user_id=self.principal.name if self.principal else None)
+        auth = getattr(self.hub, "auth", None)
         try:
-            response = await self.hub.services.async_call(
-                msg["domain"], msg["service"], msg["service_data"], context=context
-            )
+            if auth is not None:
+                with auth.bind(context, self.principal):
+                    response = await self.hub.services.async_call(
+                        msg["domain"], msg["service"], msg["service_data"], context=context
+                    )
+            else:
+                response = await self.hub.services.async_call(
+                    msg["domain"], msg["service"], msg["service_data"], context=context
+                )
         except ServiceNotFound as err:
             self._send(_error(msg_id, ERR_NOT_FOUND, str(err)))
         except ServiceValidationError as err:
@@ -442,7 +503,8 @@ WEBSOCKET_DESCRIPTION = (__doc__ or "").split("Why it is built")[0].strip()
     "/api/websocket",
     "Live states and events over a websocket",
     description=WEBSOCKET_DESCRIPTION,
-    auth=False,  # authenticates in the protocol (or by the upgrade request's bearer header)
+    auth=False,  # authenticates in the protocol (or by the upgrade's bearer header or cookie)
+    scope=SCOPED,
     websocket=True,
     responses={101: "Switching to the websocket protocol"},
     tags=("websocket",),

@@ -158,6 +158,9 @@ tokens = Table(
     Column("expires_at", Double, nullable=True),
     Column("revoked_at", Double, nullable=True),
     Column("last_used_at", Double, nullable=True),
+    # Project roots the token is narrowed to (JSON list), or NULL for its user's full scope
+    # (migration 0004_auth). A token never sees more than its user, whatever this says.
+    Column("scope", JSON, nullable=True),
 )
 
 # Small facts the hub keeps about itself (e.g. when the recorder last ran).
@@ -238,4 +241,223 @@ alarm_pending = Table(
     Column("entity_id", String(255), primary_key=True),
     Column("since", Double, nullable=False),
     Column("noted_at", Double, nullable=False),
+)
+
+# -- hazards: work orders, patrols, reminders (hub/core/workorders.py, patrols.py,
+# reminders.py; migration 0003_workorders) ---------------------------------------------------
+# A work order's current state is one row; everything that happened to it (each transition
+# with who and when, each comment, each photo) is a row of `workorder_events`, so the history
+# is append-only and the row never has to carry a growing list. Per-transition timestamps are
+# also columns of the row because statistics (mean time to repair) aggregate over them.
+WORKORDER_CLOSED = "closed"
+
+workorders = Table(
+    "workorders",
+    metadata,
+    Column("id", BigIntPK, primary_key=True),
+    Column("title", String(255), nullable=False),
+    Column("description", Text, nullable=True),
+    # No foreign key to alarms: alarm records are history and are never deleted, and a work
+    # order must survive a retention job that one day prunes old alarms.
+    Column("alarm_id", BigInteger, nullable=True),
+    Column("patrol_id", BigInteger, nullable=True),
+    Column("patrol_item", String(255), nullable=True),
+    Column("source", String(16), nullable=False, default="manual"),
+    Column("device_id", String(255), nullable=True),
+    Column("project", String(255), nullable=True),
+    Column("assignee", String(255), nullable=True),
+    Column("priority", String(16), nullable=False, default="normal"),
+    Column("status", String(16), nullable=False),
+    Column("resolution", String(16), nullable=True),  # repaired | cancelled, set when closed
+    Column("due_at", Double, nullable=True),
+    Column("created_by", String(255), nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("dispatched_at", Double, nullable=True),
+    Column("accepted_at", Double, nullable=True),
+    Column("repaired_at", Double, nullable=True),
+    Column("verified_at", Double, nullable=True),
+    Column("closed_at", Double, nullable=True),
+    Column("context_id", CONTEXT_ID, nullable=True),
+    Index("ix_workorders_status_due_at", "status", "due_at"),
+    Index("ix_workorders_project_created_at", "project", "created_at"),
+    Index("ix_workorders_created_at", "created_at"),
+    Index("ix_workorders_assignee", "assignee"),
+    Index("ix_workorders_device_id", "device_id"),
+    Index("ix_workorders_patrol_id", "patrol_id"),
+)
+# One open work order per alarm, in the database itself: an automation that calls
+# `workorder.create` on every repeat of an alarm, or two hubs doing it at once, get the one
+# that exists instead of a second.
+Index(
+    "ux_workorders_open_alarm",
+    workorders.c.alarm_id,
+    unique=True,
+    sqlite_where=(workorders.c.status != WORKORDER_CLOSED) & workorders.c.alarm_id.is_not(None),
+    postgresql_where=(workorders.c.status != WORKORDER_CLOSED)
+    & workorders.c.alarm_id.is_not(None),
+)
+
+workorder_events = Table(
+    "workorder_events",
+    metadata,
+    Column("id", BigIntPK, primary_key=True),
+    Column(
+        "workorder_id",
+        BigInteger,
+        ForeignKey("workorders.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("at", Double, nullable=False),
+    Column("actor", String(255), nullable=True),
+    # created | transition | assigned | due | comment | photo
+    Column("action", String(16), nullable=False),
+    Column("from_status", String(16), nullable=True),
+    Column("to_status", String(16), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("data", JSON, nullable=True),
+    Index("ix_workorder_events_workorder_id_at", "workorder_id", "at"),
+)
+
+workorder_photos = Table(
+    "workorder_photos",
+    metadata,
+    Column("id", BigIntPK, primary_key=True),
+    Column(
+        "workorder_id",
+        BigInteger,
+        ForeignKey("workorders.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("file_name", String(64), nullable=False),  # on disk, under uploads/workorders/<id>/
+    Column("original_name", String(255), nullable=True),
+    Column("content_type", String(32), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("uploaded_by", String(255), nullable=True),
+    Column("uploaded_at", Double, nullable=False),
+)
+
+# Patrol inspections (巡检): a template is a checklist per project with a period; `next_due_at`
+# is persisted so generation survives a restart, and (template_id, scheduled_at) is unique so
+# a restart, a retry or a second hub can never generate the same round twice.
+patrol_templates = Table(
+    "patrol_templates",
+    metadata,
+    Column("id", BigIntPK, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("project", String(255), nullable=True, index=True),
+    Column("items", JSON, nullable=False, default=list),
+    Column("period", String(16), nullable=False),  # daily | weekly | monthly | interval
+    Column("interval", Double, nullable=True),  # seconds, for period == interval
+    # the first round; every later one is counted from it, so months never drift
+    Column("start_at", Double, nullable=False),
+    Column("allowed", Double, nullable=True),  # seconds to complete; default: the period
+    Column("assignee", String(255), nullable=True),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("next_due_at", Double, nullable=False),
+    Column("created_by", String(255), nullable=True),
+    Column("created_at", Double, nullable=False),
+    Index("ix_patrol_templates_enabled_next_due_at", "enabled", "next_due_at"),
+)
+
+patrol_instances = Table(
+    "patrol_instances",
+    metadata,
+    Column("id", BigIntPK, primary_key=True),
+    Column(
+        "template_id",
+        BigInteger,
+        ForeignKey("patrol_templates.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(255), nullable=False),
+    Column("project", String(255), nullable=True),
+    Column("items", JSON, nullable=False, default=list),  # the checklist as it was then
+    Column("assignee", String(255), nullable=True),
+    Column("status", String(16), nullable=False),  # pending | completed
+    Column("scheduled_at", Double, nullable=False),
+    Column("due_at", Double, nullable=False),
+    Column("completed_at", Double, nullable=True),
+    Column("completed_by", String(255), nullable=True),
+    Column("results", JSON, nullable=True),
+    Column("failed_count", Integer, nullable=False, default=0),
+    Index("ux_patrol_instances_template_id_scheduled_at", "template_id", "scheduled_at",
+          unique=True),
+    Index("ix_patrol_instances_status_due_at", "status", "due_at"),
+    Index("ix_patrol_instances_project_scheduled_at", "project", "scheduled_at"),
+)
+
+# Reminders already sent (hub/core/reminders.py): one row per (reason, object) while the
+# object stays past its threshold, with the threshold it crossed, so a restart does not
+# repeat a reminder and a new crossing (a due date moved, then missed again) fires anew.
+reminders_sent = Table(
+    "reminders_sent",
+    metadata,
+    Column("reason", String(32), primary_key=True),
+    Column("object_id", BigInteger, primary_key=True),
+    Column("threshold_at", Double, nullable=False),
+    Column("first_sent_at", Double, nullable=False),
+    Column("last_sent_at", Double, nullable=False),
+    Column("count", Integer, nullable=False, default=1),
+)
+
+# -- users, sessions and the audit log (hub/auth/; migration 0004_auth) -----------------------
+# `projects` holds the roots of the user's part of the project tree (a JSON list); the scope
+# is each root and everything below it. Names are unique and never change: they are what
+# Context.user_id, `acked_by` and the audit log record, so a rename would rewrite history.
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(26), primary_key=True),  # ULID
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(32), nullable=False),
+    Column("projects", JSON, nullable=False, default=list),
+    Column("phone", String(32), nullable=True),
+    Column("password_hash", String(255), nullable=True),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", Double, nullable=False),
+    Column("created_by", USER_ID, nullable=True),
+    Column("password_changed_at", Double, nullable=True),
+    Column("failed_logins", Integer, nullable=False, default=0),
+    Column("locked_until", Double, nullable=True),
+    Column("language", String(8), nullable=True),
+)
+
+# Browser sessions. `id` is the SHA-256 of the cookie value (a stolen database does not hand
+# out sessions); the CSRF token is per session and compared on every state-changing request.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(26), nullable=False, index=True),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("last_seen_at", Double, nullable=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(255), nullable=True),
+)
+
+# Append-only: the application has no update or delete for it, and the migration installs
+# triggers that make the database refuse UPDATE and DELETE too.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigIntPK, primary_key=True),
+    Column("ts", Double, nullable=False),
+    Column("actor", USER_ID, nullable=True),
+    Column("actor_role", String(32), nullable=True),
+    Column("ip", String(64), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("target", String(255), nullable=True),
+    Column("project", String(255), nullable=True),
+    Column("result", String(16), nullable=False),
+    Column("detail", JSON, nullable=True),
+    Column("context_id", CONTEXT_ID, nullable=True),
+    Index("ix_audit_log_ts", "ts"),
+    Index("ix_audit_log_actor_ts", "actor", "ts"),
+    Index("ix_audit_log_action_ts", "action", "ts"),
+    Index("ix_audit_log_project_ts", "project", "ts"),
 )

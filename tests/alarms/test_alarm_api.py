@@ -128,7 +128,8 @@ async def test_batch_acknowledge_with_note_records_who_and_when(
     # The engine's copy knows it too, so its next write does not forget the acknowledgement.
     fire(hub, "arcm-1", "residual_current_high", value=551, unit="mA")
     fire(hub, "arcm-1", "residual_current_high", False)
-    await recorder.wait_for("alarm_cleared")
+    # (_seed already cleared probe_open_4: wait for this record's clearing, not any.)
+    await recorder.wait_for("alarm_cleared", where=lambda d: d["type"] == "residual_current_high")
     rows = await _get(client, auth, "?acknowledged=true")
     assert {r["id"] for r in rows} == set(batch[:2])
     cleared = next(r for r in rows if r["type"] == "residual_current_high")
@@ -238,9 +239,10 @@ async def test_event_log_csv(hub: Any, recorder: Recorder, client: ClientSession
     assert ids
 
 
-async def test_metrics_and_openapi(hub: Any, recorder: Recorder, client: ClientSession) -> None:
+async def test_metrics_and_openapi(hub: Any, recorder: Recorder, client: ClientSession,
+                                   auth: dict[str, str]) -> None:
     await _seed(hub, recorder)
-    async with client.get("/metrics") as resp:
+    async with client.get("/metrics", headers=auth) as resp:
         text = await resp.text()
     assert 'voltwatch_alarms_active{kind="alarm"} 2' in text
     assert 'voltwatch_alarms_active{kind="fault"} 1' in text

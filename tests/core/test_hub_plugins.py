@@ -110,7 +110,7 @@ async def test_example_route_and_service_over_http(hub: Hub) -> None:
             assert await response.json() == {"greeting": "你好, Li!"}
         async with session.get(f"{base}/api/plugins", headers=auth) as response:
             listing = await response.json()
-        async with session.get(f"{base}/metrics") as response:
+        async with session.get(f"{base}/metrics", headers=auth) as response:
             metrics = await response.text()
     assert "# TYPE voltwatch_example_greetings_total counter" in metrics
     assert "\nvoltwatch_example_greetings_total 1\n" in metrics

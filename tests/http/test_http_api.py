@@ -278,10 +278,14 @@ _SAMPLE = re.compile(
 )
 
 
-async def test_metrics_are_prometheus_text(hub: Any, client: ClientSession) -> None:
+async def test_metrics_are_prometheus_text(
+    hub: Any, client: ClientSession, auth: dict[str, str]
+) -> None:
     hub.states.async_set("sensor.a", 1)
     hub.states.async_set("sensor.b", "unavailable")
     async with client.get("/metrics") as resp:
+        assert resp.status == 401  # hub-wide numbers: super_admin and system tokens only
+    async with client.get("/metrics", headers=auth) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = await resp.text()

@@ -1,4 +1,6 @@
 // Voltwatch live page: one websocket, no polling. States and device conditions stream in.
+// Signed in by the session cookie (set by /login), which the websocket upgrade carries; an API
+// token from `/?token=…` is kept in localStorage and used instead when there is one.
 "use strict";
 
 (function () {
@@ -11,13 +13,43 @@
   const rows = new Map();
   const tbody = () => document.getElementById("states");
   const fmtTime = (iso) => new Date(iso).toLocaleTimeString(document.body.dataset.lang);
+  let csrf = null;
+  let leaving = false;
 
   function token() { return localStorage.getItem("voltwatch-token"); }
 
-  // htmx requests carry the same bearer token as the websocket.
+  function authHeaders(extra) {
+    const headers = Object.assign({}, extra || {});
+    if (token()) headers["Authorization"] = "Bearer " + token();
+    else if (csrf) headers["X-CSRF-Token"] = csrf;
+    return headers;
+  }
+
+  function toLogin() {
+    leaving = true;
+    location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+  }
+
+  // htmx requests carry the same credentials as the websocket.
   document.addEventListener("htmx:configRequest", (ev) => {
-    if (token()) ev.detail.headers["Authorization"] = "Bearer " + token();
+    Object.assign(ev.detail.headers, authHeaders());
   });
+
+  async function whoami() {
+    const response = await fetch("/api/auth/me", { headers: authHeaders(), credentials: "same-origin" });
+    if (!response.ok) return;
+    const me = await response.json();
+    csrf = me.csrf_token;
+    document.getElementById("whoami").textContent = me.name + " · " + me.role;
+    document.getElementById("logout").hidden = me.via !== "session";
+  }
+
+  async function logout() {
+    await fetch("/api/auth/logout", {
+      method: "POST", headers: authHeaders(), credentials: "same-origin",
+    });
+    toLogin();
+  }
 
   function render(state) {
     let tr = rows.get(state.entity_id);
@@ -58,26 +90,26 @@
   }
 
   function connect() {
-    if (!token()) {
-      document.getElementById("login").hidden = false;
-      return;
-    }
     const conn = document.getElementById("conn");
     const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/websocket");
     let id = 0;
+    let authed = false;
     const send = (msg) => { msg.id = ++id; ws.send(JSON.stringify(msg)); return id; };
     let statesId = 0, subId = 0, condId = 0;
     ws.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);
-      if (msg.type === "auth_required") ws.send(JSON.stringify({ type: "auth", access_token: token() }));
-      else if (msg.type === "auth_invalid") {
+      if (msg.type === "auth_required") {
+        // The session cookie did not sign us in; an API token may.
+        if (token()) ws.send(JSON.stringify({ type: "auth", access_token: token() }));
+        else { ws.close(); toLogin(); }
+      } else if (msg.type === "auth_invalid") {
         localStorage.removeItem("voltwatch-token");
-        document.getElementById("login").hidden = false;
         ws.close();
+        toLogin();
       } else if (msg.type === "auth_ok") {
+        authed = true;
         conn.textContent = conn.dataset.ok; conn.classList.add("ok");
-        document.getElementById("login").hidden = true;
-        document.body.dispatchEvent(new Event("vw:authed"));
+        whoami().finally(() => document.body.dispatchEvent(new Event("vw:authed")));
         statesId = send({ type: "get_states" });
         subId = send({ type: "subscribe_states" });
         condId = send({ type: "subscribe_events", event_type: "device_condition" });
@@ -89,18 +121,16 @@
         condition(msg.event.data, msg.event.time_fired);
       }
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       conn.textContent = conn.dataset.bad; conn.classList.remove("ok");
-      if (token()) setTimeout(connect, 3000);  // reconnect after a hub restart
+      if (leaving) return;
+      if (ev.code === 4001) { toLogin(); return; }  // signed out elsewhere
+      if (authed) setTimeout(connect, 3000);  // reconnect after a hub restart
     };
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    document.getElementById("token-form").addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      localStorage.setItem("voltwatch-token", document.getElementById("token-input").value.trim());
-      connect();
-    });
+    document.getElementById("logout").addEventListener("click", logout);
     connect();
   });
 })();
