@@ -138,6 +138,7 @@ async def test_unit_that_does_not_answer(site: Any) -> None:
     lost = await hub.wait_condition(
         lambda c: c["device_id"] == "arcm-9" and c["type"] == "communication_lost")
     assert lost["message"] == "通讯中断" and lost["kind"] == "fault" and lost["active"]
+    assert lost["source"] == "arcm"  # kept apart from a DTU server's claim on the same fault
     assert hub.states.get("binary_sensor.arcm_9_online").state == "off"
     assert hub.states.get("sensor.arcm_9_residual_current").state == STATE_UNAVAILABLE
     # Its neighbours on the same link go on being polled.

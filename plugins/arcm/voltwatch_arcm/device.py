@@ -51,6 +51,8 @@ from hub.core.states import (
 
 from .profile import Bit, BitField, Profile, Register
 
+
+SOURCE = "arcm"  # the `source` of every condition this plugin fires
 _LOGGER = logging.getLogger(__name__)
 
 PLATFORM = "arcm"
@@ -654,7 +656,11 @@ class ArcmDevice:
                 self.active[condition.type] = condition
             else:
                 self.active.pop(condition.type, None)
-        self.hub.bus.async_fire(EVENT_DEVICE_CONDITION, condition.as_dict(), context=context)
+        data = condition.as_dict()
+        # Named so the alarm engine can tell our view of a fault from the DTU server's: a
+        # communication_lost clears only when every source that raised it has cleared it.
+        data["source"] = data.get("source") or SOURCE
+        self.hub.bus.async_fire(EVENT_DEVICE_CONDITION, data, context=context)
 
     # -- remote control -------------------------------------------------------------------
     def _link_failure(self, err: LinkError, what: str) -> ServiceError:

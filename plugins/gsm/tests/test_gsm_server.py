@@ -169,7 +169,9 @@ async def test_silence_raises_and_talking_clears_communication_lost(tmp_path: Pa
         dtu = h.server.dtus[IMEI_A]
         lost = await h.condition("dtu-860000000000001", "communication_lost", True)
         assert lost["kind"] == "fault" and lost["message"].startswith("通讯中断")
-        await h.condition("arcm-a1", "communication_lost", True)
+        assert lost["source"] == "gsm"
+        behind = await h.condition("arcm-a1", "communication_lost", True)
+        assert behind["source"] == "gsm"
         await h.condition("arcm-a2", "communication_lost", True)
         assert h.hub.states.get(dtu.entity_id).state == "off"
         assert not h.link(IMEI_A).available

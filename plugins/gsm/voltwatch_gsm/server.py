@@ -840,7 +840,10 @@ class GsmServer:
 
     def _condition(self, device_id: str, type_: str, active: bool, *, detail: str | None = None,
                    entity_id: str | None = None) -> None:
-        condition = Condition.create(device_id, type_, active, entity_id=entity_id, detail=detail)
+        # source "gsm": the DTU server's view, kept apart from the detector plugin's own
+        # (a device behind a silent DTU is lost for both; each clears only its own claim).
+        condition = Condition.create(device_id, type_, active, entity_id=entity_id,
+                                     detail=detail, source="gsm")
         self.hub.bus.async_fire(EVENT_DEVICE_CONDITION, condition.as_dict())
 
     def _write_state(self, dtu: Dtu) -> None:

@@ -424,7 +424,7 @@ class MqttConnection:
             _LOGGER.warning("MQTT: device %s is offline (通讯中断)", device.id)
         condition = Condition.create(
             device.id, "communication_lost", not online, entity_id=info.entity_id,
-            detail="MQTT", timestamp=now,
+            detail="MQTT", timestamp=now, source="mqtt",
         )
         self.hub.bus.async_fire(EVENT_DEVICE_CONDITION, condition.as_dict())
 
