@@ -130,13 +130,11 @@ async def ensure_demo_user(hub: Any) -> str:
 
 async def run_demo(port: int = 8123, data_dir: Path = Path(".voltwatch-demo")) -> int:
     """Start simulators and a real hub on them; serve until Ctrl-C."""
-    import signal
-
     import yaml
 
     from .core.config import ConfigError
     from .core.plugins import PluginManager
-    from .hub import Hub
+    from .hub import Hub, wait_for_stop_signal
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -181,15 +179,8 @@ async def run_demo(port: int = 8123, data_dir: Path = Path(".voltwatch-demo")) -
         "  Ctrl-C stops it.\n",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
     try:
-        await stop.wait()
+        await wait_for_stop_signal()
     finally:
         await hub.async_stop()
         await demo.stop()

@@ -166,9 +166,18 @@ class Hub:
         _LOGGER.info("Voltwatch hub %s started", self.config.get("hub", {}).get("name", ""))
 
     async def _sync_config_devices(self) -> None:
-        """Devices named in configuration.yaml are upserted; API-created ones are left alone."""
-        for device in self.config.get("devices", []):
+        """Devices named in configuration.yaml are upserted; one deleted from it is removed.
+
+        API-created and discovered devices are left alone: the file owns only what it names.
+        """
+        configured = self.config.get("devices", [])
+        for device in configured:
             await self.devices.async_upsert(**device, source="config")
+        named = {device["id"] for device in configured}
+        for entry in self.devices:
+            if entry.source == "config" and entry.id not in named:
+                _LOGGER.info("Device %s is no longer in the configuration: removed", entry.id)
+                await self.devices.async_remove(entry.id)
 
     async def _setup_plugins(self) -> None:
         for name, result in self.plugins.call_each(
@@ -232,15 +241,20 @@ class Hub:
     async def async_run(self) -> int:
         """Start, serve until SIGINT/SIGTERM, stop. Returns the process exit code."""
         await self.async_start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
         try:
-            await stop.wait()
+            await wait_for_stop_signal()
         finally:
             await self.async_stop()
         return 0
+
+
+async def wait_for_stop_signal() -> None:
+    """Return on SIGINT or SIGTERM (Ctrl-C, systemd stop), so the caller can stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or not Unix
+            pass
+    await stop.wait()
