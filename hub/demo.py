@@ -148,6 +148,9 @@ async def run_demo(port: int = 8123, data_dir: Path = Path(".voltwatch-demo")) -
             except Exception as err:  # noqa: BLE001 - the demo goes on without that plugin's part
                 plugins.fail(name, "demo", f"{type(err).__name__}: {err}")
     config = build_demo_config(demo)
+    from .core.automations.starter import ensure_starter
+
+    config["automations"] = ensure_starter(data_dir)  # starter set, editable via the API
     (data_dir / "configuration.yaml").write_text(
         "# Written by `voltwatch demo` for reference; the demo builds it anew at every start.\n"
         + yaml.safe_dump(config, allow_unicode=True, sort_keys=False),

@@ -72,6 +72,8 @@ class Hub:
         self.reminders: Any = None
         self.statistics: Any = None
         self.auth: Any = None  # hub.auth.AuthManager once storage is open
+        self.automations: Any = None  # hub.core.automations.engine.AutomationEngine
+        self.notify: Any = None  # hub.core.notify.NotifyManager once started
         self.devices = DeviceRegistry(self.bus)
         self.entities = EntityRegistry(self.bus)
         self.state = HubState.NOT_RUNNING
@@ -149,10 +151,21 @@ class Hub:
         from .hazards import async_start_hazards
 
         await async_start_hazards(self)  # work orders, patrols, reminders, statistics
+        await self._start_automations()  # subscribes before plugins; acts once they set up
+        # After the alarm engine (it routes alarm_raised), before plugins: a plugin's first
+        # alarm reaches its subscribers, and queued deliveries resume.
+        from .core.notify import NotifyManager
+        from .storage.notify_store import SqlNotifyStore
+
+        self.notify = NotifyManager(self, self.config.get("notifications", {}),
+                                    self.config.get("notify", []), SqlNotifyStore(self.storage))
+        await self.notify.async_start()
         self.links.factories.update(self.plugins.merged_dict("voltwatch_link_factories", hub=self))
         self.push_handlers.update(self.plugins.merged_dict("voltwatch_push_handlers", hub=self))
         self.bus.async_fire(EVENT_HUB_START)
         await self._setup_plugins()
+        if self.automations is not None:
+            self.automations.async_plugins_ready()  # the services runs call exist now
 
         http_conf = self.config.get("http", {})
         if http_conf.get("enabled", True):
@@ -164,6 +177,15 @@ class Hub:
         self.state = HubState.RUNNING
         self.bus.async_fire(EVENT_HUB_STARTED)
         _LOGGER.info("Voltwatch hub %s started", self.config.get("hub", {}).get("name", ""))
+
+    async def _start_automations(self) -> None:
+        """hub/core/automations: after alarms (alarm triggers) and before plugins (no event a
+        plugin fires is missed). See docs/automations.md."""
+        from .core.automations.engine import AutomationEngine
+        from .storage.automation_store import SqlAutomationStore
+
+        self.automations = AutomationEngine(self, SqlAutomationStore(self.storage))
+        await self.automations.async_start(self.config.get("automations") or [])
 
     async def _sync_config_devices(self) -> None:
         """Devices named in configuration.yaml are upserted; one deleted from it is removed.
@@ -204,6 +226,10 @@ class Hub:
                     await result
                 except Exception:  # noqa: BLE001
                     _LOGGER.exception("Plugin %s failed to shut down cleanly", name)
+        if self.notify is not None:
+            await self.notify.async_stop()
+        if self.automations is not None:
+            await self.automations.async_stop()  # pending timers stay in the database
         await self.links.async_close_all()
         await self._cancel_tasks()
         await self.bus.async_drain()

@@ -36,9 +36,11 @@ from hub.core.events import (
     callback,
 )
 from hub.core.services import ServiceCall, Unauthorized
+from hub.core.workorders import assignee_refusal
 
 from .audit import AuditLog
 from .permissions import (
+    PROJECT_ADMIN,
     RANK,
     SUPER_ADMIN,
     ServicePolicy,
@@ -427,7 +429,50 @@ class AuthManager:
             if ids and store is not None:
                 for row in await store.get_many([int(i) for i in ids]):
                     found.append((f"alarm {row['id']}", row.get("project")))
+        if call.domain == "workorder":
+            # An order opened from an alarm belongs to the alarm's project; an update acts on
+            # the order's project. Unknown ids name nothing here: the service answers 404.
+            store = getattr(getattr(self.hub, "alarms", None), "store", None)
+            if data.get("alarm_id") is not None and store is not None:
+                for row in await store.get_many([int(data["alarm_id"])]):
+                    found.append((f"alarm {row['id']}", row.get("project")))
+            order = await self._workorder(call)
+            if order is not None:
+                found.append((f"work order {order['id']}", order.get("project")))
         return found
+
+    async def _workorder(self, call: ServiceCall) -> dict[str, Any] | None:
+        """The work order a `workorder.update` call names (None for other calls or unknown)."""
+        if call.domain != "workorder" or call.service != "update" or "id" not in call.data:
+            return None
+        store = getattr(getattr(self.hub, "workorders", None), "store", None)
+        return await store.get(int(call.data["id"])) if store is not None else None
+
+    async def _check_workorder_call(self, principal: Principal, call: ServiceCall) -> None:
+        """What role and scope alone do not say about `workorder.*`.
+
+        A restricted principal's new order must name a device, alarm or project (whose scope
+        `call_targets` checks): an order without a project would be invisible to the person
+        who opened it. Below project_admin an update is allowed only to the order's assignee,
+        and only what `assignee_refusal` lets a technician do: the same rule as the API.
+        """
+        if call.domain != "workorder":
+            return
+        data = call.data
+        if call.service == "create" and not principal.scope.unrestricted and not any(
+            data.get(key) for key in ("device_id", "alarm_id", "project")
+        ):
+            raise Unauthorized(f"A work order opened by {principal.name} must name a device, "
+                               "alarm or project inside its scope")
+        if call.service == "update" and not principal.at_least(PROJECT_ADMIN):
+            order = await self._workorder(call)
+            if order is None:
+                return
+            changes = {key: data[key] for key in ("assignee", "due_at") if key in data}
+            reason = assignee_refusal(order, principal.name, status=data.get("status"),
+                                      **changes)
+            if reason is not None:
+                raise Unauthorized(reason)
 
     async def check_service_call(self, call: ServiceCall) -> None:
         """`ServiceRegistry.permission_check`: role, then the scope of every target."""
@@ -443,6 +488,7 @@ class AuthManager:
                 f"Role {principal.role} may not call {call.domain}.{call.service} "
                 f"(allowed: {', '.join(allowed) or 'super_admin'})"
             )
+        await self._check_workorder_call(principal, call)
         if principal.scope.unrestricted:
             return
         for what, project in await self.call_targets(call):

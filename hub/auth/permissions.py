@@ -47,6 +47,12 @@ DEFAULT_SERVICE_ROLES: dict[str, str] = {
     "alarm.handle": USER,
     "alarm.reset": PROJECT_ADMIN,
     "read_parameters": USER,
+    # Opening a work order sends someone out: the project's admin decides that.
+    "workorder.create": PROJECT_ADMIN,
+    # A technician (any role) moves the orders given to them (accept, repair, hand back,
+    # comment); below project_admin only those, which `AuthManager` checks per order
+    # (hub.core.workorders.assignee_refusal). Everything else needs project_admin.
+    "workorder.update": USER,
 }
 
 

@@ -301,8 +301,14 @@ class _Validator:
         from hub.auth.settings import AUTH_SCHEMA  # users, sessions, lockout, service roles
 
         core_sections["auth"] = AUTH_SCHEMA
+        from .automations.schema import config_section  # automations: !include automations.yaml
+
+        core_sections["automations"] = config_section
+        from .notify.base import NOTIFICATIONS_SCHEMA  # rate limit, escalation (hub/core/notify)
+
+        core_sections["notifications"] = NOTIFICATIONS_SCHEMA
         for key in raw:
-            if key not in core_sections and key not in ("projects", "devices") and key not in self.sections:
+            if key not in core_sections and key not in ("projects", "devices", "notify") and key not in self.sections:
                 self.issue([key], "unknown section (no installed plugin provides it)")
         for key, schema in core_sections.items():
             value = raw.get(key) or {}
@@ -312,6 +318,9 @@ class _Validator:
                 out[key] = self.check(schema, raw[key] if raw[key] is not None else {}, [key])
         out["projects"] = self._projects(raw.get("projects") or [])
         out["devices"] = self._devices(raw.get("devices") or [], out["projects"])
+        from .notify.config import validate_notify  # `notify:`, checked by each platform
+
+        out["notify"] = validate_notify(self, raw.get("notify") or [])
         return out
 
     def _projects(self, projects: Any) -> list[dict[str, Any]]:

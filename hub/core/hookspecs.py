@@ -123,3 +123,15 @@ def voltwatch_demo_site(demo: DemoSite) -> Awaitable[None] | None:
     Start simulators with `demo.start(coroutine)`, add devices with `demo.add_device(...)`,
     projects with `demo.add_project(...)`. Called before the demo hub is configured.
     """
+
+
+@hookspec
+def voltwatch_notifiers() -> dict[str, tuple[vol.Schema | dict[Any, Any],
+                                             Callable[[Hub, dict[str, Any]], Any]]] | None:
+    """Notifier platforms this plugin provides: `{"sms": (schema, factory)}`.
+
+    `schema` validates one entry of `notify:` after the core's common keys (platform, name,
+    fallback, retries, retry_backoff, timeout); `factory(hub, config)` returns a
+    `hub.core.notify.Notifier` for that entry. The core owns queues, retries, failover,
+    delivery records, subscriptions and escalation; a notifier only sends one message.
+    """

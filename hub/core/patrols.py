@@ -77,7 +77,7 @@ class PatrolStore(Protocol):
 
     async def template(self, template_id: int) -> dict[str, Any] | None: ...
 
-    async def templates(self, projects: Sequence[str] = ()) -> list[dict[str, Any]]: ...
+    async def templates(self, projects: Sequence[str] | None = None) -> list[dict[str, Any]]: ...
 
     async def update_template(self, template_id: int, changes: dict[str, Any]) -> None: ...
 
@@ -93,7 +93,8 @@ class PatrolStore(Protocol):
     async def instances(self, q: Any) -> list[dict[str, Any]]: ...
 
     async def complete(self, instance_id: int, at: float, by: str | None,
-                       results: list[dict[str, Any]], failed: int) -> bool: ...
+                       results: list[dict[str, Any]], failed: int,
+                       expected_assignee: str | None = None) -> bool: ...
 
     async def set_results(self, instance_id: int, results: list[dict[str, Any]]) -> None: ...
 
@@ -304,7 +305,9 @@ class PatrolManager:
                 instance["id"] = instance_id
                 shown = instance_dict(instance, now)
                 made.append(shown)
-                self.hub.bus.async_fire(EVENT_PATROL_DUE, {"patrol": shown})
+                # `project` at the top: websocket subscribers see the events of their scope
+                self.hub.bus.async_fire(EVENT_PATROL_DUE,
+                                        {"patrol": shown, "project": shown["project"]})
             return made
 
     # -- rounds -----------------------------------------------------------------------------
@@ -322,8 +325,15 @@ class PatrolManager:
         return instance_dict(row, self.clock())
 
     async def async_complete(self, instance_id: int, results: list[dict[str, Any]],
-                             context: Context | None = None) -> dict[str, Any]:
-        """Record the results; each failed item opens a work order linked to the round."""
+                             context: Context | None = None,
+                             expected_assignee: str | None = None) -> dict[str, Any]:
+        """Record the results; each failed item opens a work order linked to the round.
+
+        `expected_assignee`: the caller may complete the round only as its assignee, so the
+        completion is conditional on the round still being assigned to them (a reassignment
+        between the caller's check and this write makes it a 409, not a completion by the
+        wrong person).
+        """
         context = context or Context()
         row = await self.async_get(instance_id)
         if row["status"] != PENDING:
@@ -350,7 +360,11 @@ class PatrolManager:
         failed = [entry for entry in ordered if not entry["ok"]]
         now = self.clock()
         if not await self.store.complete(instance_id, now, context.user_id, ordered,
-                                         len(failed)):
+                                         len(failed), expected_assignee=expected_assignee):
+            latest = await self.async_get(instance_id)
+            if latest["status"] == PENDING:
+                raise PatrolConflict(f"patrol round {instance_id} was reassigned meanwhile "
+                                     f"(now {latest.get('assignee') or 'nobody'})")
             raise PatrolConflict(f"patrol round {instance_id} was completed meanwhile")
         opened = []
         for entry in failed:
@@ -372,7 +386,8 @@ class PatrolManager:
                    results=ordered, failed_count=len(failed))
         shown = instance_dict(row, now)
         self.hub.bus.async_fire(EVENT_PATROL_COMPLETED,
-                                {"patrol": shown, "workorders": [o["id"] for o in opened]},
+                                {"patrol": shown, "workorders": [o["id"] for o in opened],
+                                 "project": shown["project"]},
                                 context=context)
         return {**shown, "workorders": opened}
 

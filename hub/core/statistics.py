@@ -33,17 +33,17 @@ DEFAULT_TOP = 10
 
 
 class StatisticsStore(Protocol):
-    async def alarm_counts(self, since: float, until: float, projects: Sequence[str],
+    async def alarm_counts(self, since: float, until: float, projects: Sequence[str] | None,
                            top: int, day_starts: Sequence[float]) -> dict[str, Any]: ...
 
     async def acknowledge_times(self, since: float, until: float,
-                                projects: Sequence[str]) -> dict[str, tuple[float, int]]: ...
+                                projects: Sequence[str] | None) -> dict[str, tuple[float, int]]: ...
 
-    async def workorder_counts(self, since: float, until: float, projects: Sequence[str],
+    async def workorder_counts(self, since: float, until: float, projects: Sequence[str] | None,
                                now: float) -> dict[str, Any]: ...
 
     async def patrol_counts(self, since: float, until: float,
-                            projects: Sequence[str]) -> dict[str, int]: ...
+                            projects: Sequence[str] | None) -> dict[str, int]: ...
 
 
 def zone_of(name: str | None) -> ZoneInfo:
@@ -86,8 +86,10 @@ class Statistics:
         return now.year, now.month
 
     async def async_month(self, year: int | None = None, month: int | None = None,
-                          projects: Sequence[str] = (), top: int = DEFAULT_TOP,
+                          projects: Sequence[str] | None = None, top: int = DEFAULT_TOP,
                           project_label: str | None = None) -> dict[str, Any]:
+        """The month's report over `projects` (None: every project; an empty sequence: none,
+        which is what a caller whose scope holds no project must get)."""
         if year is None or month is None:
             year, month = self.current_month()
         zone = self.zone

@@ -24,8 +24,13 @@ Why it is built this way:
   says `create`; the other way round, repairing an order marks its alarm handled
   (`workorders.handle_alarm_on_repair`, default on), because that is what repairing means.
 
-Bus events: `workorder_created` {workorder}, `workorder_updated` {workorder, actions,
-from_status, to_status, note, user}.
+* Who may do what is decided outside (docs/security.md): the API and the service permission
+  check both ask `assignee_refusal` what a technician below project_admin may do to an
+  order given to them; everything else needs project_admin or above within the project.
+
+Bus events: `workorder_created` {workorder, project}, `workorder_updated` {workorder,
+actions, from_status, to_status, note, user, project}; `project` at the top level so the
+websocket shows each subscriber the orders of its scope only.
 """
 
 from __future__ import annotations
@@ -83,6 +88,13 @@ STATUS_WORDS: dict[str, tuple[str, str]] = {
 
 PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
 SOURCES: tuple[str, ...] = ("manual", "alarm", "automation", "patrol")
+#: What an order's assignee may do to it without being a supervisor (project_admin or above,
+#: docs/security.md): take it, report it repaired, or hand it back; comments and photos too.
+#: Verifying and closing are the supervisor's, because the person who did the work is not
+#: the one to sign it off; so are reassigning and moving the due time.
+ASSIGNEE_MOVES: frozenset[tuple[str, str]] = frozenset(
+    {(DISPATCHED, ACCEPTED), (ACCEPTED, REPAIRED), (ACCEPTED, DISPATCHED)}
+)
 RESOLUTION_REPAIRED = "repaired"
 RESOLUTION_CANCELLED = "cancelled"
 
@@ -130,6 +142,31 @@ def parse_time(value: Any) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+def assignee_refusal(row: dict[str, Any], user: str | None, *, status: str | None = None,
+                     assignee: Any = _UNSET, due_at: Any = _UNSET) -> str | None:
+    """Why `user`, acting below project_admin, may not make this change; None if they may.
+
+    One rule for the API (PATCH, comments, photos) and the `workorder.update` service, so a
+    technician gets the same answer whichever way they ask. A transition the lifecycle itself
+    refuses is let through: the 409 from `async_update` says more than a 403 would.
+    """
+    label = f"Work order {row['id']}"
+    holder = row.get("assignee")
+    if not user or holder != user:
+        who = f"assigned to {holder}" if holder else "not assigned to anyone"
+        return f"{label} is {who}: only its assignee or a project_admin or above may change it"
+    if assignee is not _UNSET and (assignee or None) != holder:
+        return f"{label}: only a project_admin or above may reassign it"
+    if due_at is not _UNSET and due_at != row.get("due_at"):
+        return f"{label}: only a project_admin or above may move its due time"
+    current = row["status"]
+    if (status is not None and status != current and status in TRANSITIONS.get(current, ())
+            and (current, status) not in ASSIGNEE_MOVES):
+        return (f"{label}: as its assignee you may accept, repair or hand it back; "
+                f"{current} → {status} needs a project_admin or above")
+    return None
 
 
 def _iso(value: float | None) -> str | None:
@@ -200,7 +237,8 @@ class WorkOrderStore(Protocol):
     async def any_for_alarm(self, alarm_id: int) -> bool: ...
 
     async def change(self, workorder_id: int, expected_status: str, changes: dict[str, Any],
-                     events: Sequence[dict[str, Any]]) -> bool: ...
+                     events: Sequence[dict[str, Any]],
+                     expected_assignee: str | None = None) -> bool: ...
 
     async def add_event(self, workorder_id: int, event: dict[str, Any], at: float) -> None: ...
 
@@ -342,7 +380,10 @@ class WorkOrderManager:
                 raise
             return self.shown(existing), False
         shown = self.shown(row)
-        self.hub.bus.async_fire(EVENT_WORKORDER_CREATED, {"workorder": shown}, context=context)
+        # `project` at the top: websocket subscribers see the events of their scope only
+        self.hub.bus.async_fire(EVENT_WORKORDER_CREATED,
+                                {"workorder": shown, "project": shown["project"]},
+                                context=context)
         _LOGGER.info("Work order %s opened (%s) by %s", row["id"], source, user or "-")
         return shown, True
 
@@ -364,11 +405,21 @@ class WorkOrderManager:
         note: str | None = None,
         due_at: Any = _UNSET,
         context: Context | None = None,
+        expected_assignee: str | None = None,
     ) -> dict[str, Any]:
-        """Transition, reassign, move the due time and/or comment; 409 with the reason if not."""
+        """Transition, reassign, move the due time and/or comment; 409 with the reason if not.
+
+        `expected_assignee`: the caller acts as the order's assignee (checked against
+        `assignee_refusal` beforehand), so the change only lands while the order is still
+        theirs; given to someone else in between, it is a 409.
+        """
         context = context or Context()
         user = context.user_id
         row = await self.async_get(workorder_id)
+        if expected_assignee is not None and row.get("assignee") != expected_assignee:
+            raise WorkOrderConflict(
+                f"work order {workorder_id} is assigned to {row.get('assignee') or 'nobody'} "
+                "now; reload and try again")
         now = self.clock()
         current = row["status"]
         changes: dict[str, Any] = {}
@@ -433,7 +484,8 @@ class WorkOrderManager:
         if not events:
             return self.shown(row)
         changes["updated_at"] = now
-        if not await self.store.change(workorder_id, current, changes, events):
+        if not await self.store.change(workorder_id, current, changes, events,
+                                       expected_assignee=expected_assignee):
             latest = await self.async_get(workorder_id)
             raise WorkOrderConflict(
                 f"work order {workorder_id} changed meanwhile (now {latest['status']}); "
@@ -443,7 +495,8 @@ class WorkOrderManager:
         self.hub.bus.async_fire(
             EVENT_WORKORDER_UPDATED,
             {"workorder": shown, "actions": actions, "from_status": current,
-             "to_status": row["status"], "note": note, "user": user},
+             "to_status": row["status"], "note": note, "user": user,
+             "project": row.get("project")},
             context=context,
         )
         if transition and status == REPAIRED and row.get("alarm_id") is not None:
@@ -473,7 +526,8 @@ class WorkOrderManager:
         self.hub.bus.async_fire(
             EVENT_WORKORDER_UPDATED,
             {"workorder": self.shown(row), "actions": ["comment"], "from_status": row["status"],
-             "to_status": row["status"], "note": text, "user": context.user_id},
+             "to_status": row["status"], "note": text, "user": context.user_id,
+             "project": row.get("project")},
             context=context,
         )
         return event_dict(entry)
@@ -501,7 +555,8 @@ class WorkOrderManager:
         self.hub.bus.async_fire(
             EVENT_WORKORDER_UPDATED,
             {"workorder": self.shown(order), "actions": ["photo"], "from_status": order["status"],
-             "to_status": order["status"], "note": None, "user": context.user_id},
+             "to_status": order["status"], "note": None, "user": context.user_id,
+             "project": order.get("project")},
             context=context,
         )
         return photo_dict(row)

@@ -43,7 +43,9 @@ from . import (
     alarms_api,
     api,
     auth_api,
+    automations_api,
     metrics,
+    notify_api,
     patrols_api,
     statistics_api,
     tokens,
@@ -92,6 +94,8 @@ def core_routes() -> RouteTable:
     table = RouteTable()
     table.extend(api.routes)
     table.extend(alarms_api.routes)
+    table.extend(automations_api.routes)
+    table.extend(notify_api.routes)
     table.extend(workorders_api.routes)
     table.extend(patrols_api.routes)
     table.extend(statistics_api.routes)

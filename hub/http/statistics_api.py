@@ -1,4 +1,10 @@
-"""GET /api/statistics: the home page's and the monthly report's numbers (hub/core/statistics.py)."""
+"""GET /api/statistics: the home page's and the monthly report's numbers (hub/core/statistics.py).
+
+Scoped (docs/security.md): every role may ask, and every number is computed over the
+caller's projects only (the SQL aggregates filter on them), so a user's home page counts its
+own sites' hazards, never the whole platform's. A `project` outside the scope is a 403 with
+the reason, not a report of zeros.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,8 @@ from typing import Any
 import voluptuous as vol
 from aiohttp import web
 
-from .routes import HUB, QUERY, ApiError, RouteTable, json_response
-from .workorders_api import list_of, project_subtree
+from .routes import HUB, QUERY, SCOPED, ApiError, RouteTable, json_response
+from .workorders_api import list_of, scoped_projects
 
 routes = RouteTable()
 
@@ -59,8 +65,10 @@ RESPONSE_SCHEMA = {
         "Counts of alarm records started in the month (hub time zone) by kind (alarm = "
         "hazard, fault, event), type, project, device (top N) and day; mean time to "
         "acknowledge (alarms and faults) and to repair (work orders created → repaired) in "
-        "seconds; work orders and patrol rounds of the month. See docs/hazards.md."
+        "seconds; work orders and patrol rounds of the month. See docs/hazards.md. Over the "
+        "caller's projects only; a `project` outside them is a 403."
     ),
+    scope=SCOPED,
     query_schema=QUERY_SCHEMA,
     response_schema=RESPONSE_SCHEMA,
     tags=("statistics",),
@@ -72,7 +80,7 @@ async def get_statistics(request: web.Request) -> web.StreamResponse:
         raise ApiError(503, "Statistics are not available")
     query = request[QUERY]
     year, month = query.get("month", (None, None))
-    projects = project_subtree(hub, query["project"]) if "project" in query else []
+    projects = await scoped_projects(request, query.get("project"))
     report = await statistics.async_month(
         year, month, projects, query["top"],
         project_label=",".join(query["project"]) if "project" in query else None)

@@ -3,37 +3,62 @@ move through their lifecycle, comment, and upload / fetch photos.
 
 Every change goes through `hub.workorders` (hub/core/workorders.py), so the API, the
 `workorder.*` services and automations share one set of rules; an illegal transition is a 409
-whose `error` says why ("cannot go from created to repaired ..."). The caller is the token's
-user (its name until users exist), taken in one place: `request_user`.
+whose `error` says why ("cannot go from created to repaired ..."). The caller is the request's
+principal (`hub.http.auth`), recorded as `created_by`, the history's `user`, `uploaded_by`.
+
+Who may do what (docs/security.md), decided here with the same policy as the services:
+
+* reading (list, one order, photos): every role, for the orders of its projects; the list is
+  cut to the scope in SQL, and an order outside it is a 403 (a missing one a 404), as alarms;
+* opening one: `workorder.create` (project_admin and above), for a device, alarm or project
+  inside the scope;
+* changing one (PATCH, comments, photos): `workorder.update`; project_admin and above freely
+  within scope, anyone below only as the order's assignee and only what
+  `hub.core.workorders.assignee_refusal` allows (accept, repair, hand back, comment, photos).
+
+Changes are written to the audit log (`workorder.create`, `workorder.update`,
+`workorder.comment`, `workorder.photo`); refusals are `access.denied`.
 
 Photos are multipart uploads (field `photo`, or any file part), read as a stream and cut off
 at `workorders.max_photo_size`; the type is decided by the bytes (JPEG, PNG, WebP), not by the
-file name or the part's declared type, and served back with that type.
+file name or the part's declared type, and served back with that type. Permission is decided
+before a byte of the upload is read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import unquote
 
 import voluptuous as vol
 from aiohttp import BodyPartReader, web
 
-from hub.core.context import Context
+from hub.auth.permissions import PROJECT_ADMIN
+from hub.auth.principal import Principal
 from hub.core.workorders import (
     CREATE_FIELDS,
     PRIORITIES,
     SOURCES,
     STATUSES,
     UPDATE_FIELDS,
+    assignee_refusal,
     photo_dict,
 )
 from hub.storage.workorder_store import WorkOrderQuery
 
-from .routes import BODY, HUB, QUERY, TOKEN, ApiError, RouteTable, json_response
+from .auth import (
+    auth_manager,
+    context_for,
+    deny,
+    principal,
+    require_device,
+    require_project,
+    visible_projects,
+)
+from .routes import BODY, HUB, QUERY, SCOPED, ApiError, RouteTable, json_response
 
 routes = RouteTable()
 
@@ -41,17 +66,6 @@ MAX_LIMIT = 10_000
 #: multipart framing allowed on top of the photo itself before a Content-Length is refused
 MULTIPART_SLACK = 64 * 1024
 _SPLIT = re.compile(r"\s*,\s*")
-
-
-# -- who is asking: the one place the auth issue swaps for real users -------------------------
-def request_user(request: web.Request) -> str | None:
-    """The user a change is recorded under: the token's user, or its name until users exist."""
-    token = request.get(TOKEN)
-    return token.audit_user if token is not None else None
-
-
-def request_context(request: web.Request) -> Context:
-    return Context(user_id=request_user(request))
 
 
 # -- shared helpers (patrols and statistics use them too) ------------------------------------
@@ -82,7 +96,9 @@ def query_bool(value: Any) -> bool:
 
 
 def project_subtree(hub: Any, wanted: list[str]) -> list[str]:
-    """A project and every project below it in the configured tree."""
+    """A project and every project below it: the configured tree, and the auth layer's tree
+    (which also knows projects that only devices named), so `project=` means the same here
+    as the scope does."""
     out: set[str] = set(wanted)
 
     def walk(items: list[dict[str, Any]], inside: bool) -> None:
@@ -93,7 +109,41 @@ def project_subtree(hub: Any, wanted: list[str]) -> list[str]:
             walk(item.get("children") or [], here)
 
     walk(getattr(hub, "config", {}).get("projects") or [], False)
+    tree = getattr(getattr(hub, "auth", None), "tree", None)
+    if tree is not None:
+        out |= tree.subtree(wanted)
     return sorted(out)
+
+
+async def scoped_projects(request: web.Request, wanted: Iterable[str] | None
+                          ) -> list[str] | None:
+    """The project filter of a list: the `project` parameter with its sub-projects, cut to
+    the caller's scope; None means no filter (an unrestricted caller asking for everything).
+
+    A `project` outside the scope is a 403 with the reason (and an `access.denied` entry),
+    never a silently empty answer (docs/security.md). An empty list means "nothing": the
+    stores filter with SQL `IN`, so a scope with no project sees no row.
+    """
+    wanted = list(wanted or ())
+    for project in wanted:
+        await require_project(request, project)
+    visible = visible_projects(request)
+    if wanted:
+        projects = project_subtree(request.app[HUB], wanted)
+        return projects if visible is None else [p for p in projects if p in visible]
+    return None if visible is None else sorted(visible)
+
+
+async def audit(request: web.Request, action: str, target: Any, project: str | None,
+                detail: dict[str, Any]) -> None:
+    """One audit entry for a change made through this API (as alarms_api does for acks)."""
+    manager_ = auth_manager(request)
+    if manager_ is None:
+        return
+    who = principal(request)
+    await manager_.audit.record(action, "ok", actor=who.name, actor_role=who.role,
+                                ip=request.remote, target=str(target), project=project,
+                                detail=detail)
 
 
 def manager(request: web.Request) -> Any:
@@ -105,6 +155,42 @@ def manager(request: web.Request) -> Any:
 
 def _path_id(request: web.Request, name: str) -> int:
     return int(request.match_info[name])
+
+
+async def scoped_order(request: web.Request, workorder_id: int) -> dict[str, Any]:
+    """The order, if the caller may see it: 404 when there is none, 403 (audited) when it
+    lies outside the caller's scope, the same answers alarms give for their ids."""
+    row = await manager(request).async_get(workorder_id)
+    await require_project(request, row.get("project"), f"Work order {workorder_id}")
+    return row
+
+
+async def _allowed(request: web.Request, service: str) -> Principal:
+    """The role rule of the `workorder.<service>` service, so the API and the service (and a
+    site's `auth.service_roles`) give one answer."""
+    who = principal(request)
+    manager_ = auth_manager(request)
+    if manager_ is not None and not manager_.policy.allows(who.role, "workorder", service):
+        verb = "open" if service == "create" else "change"
+        raise await deny(request, f"Role {who.role} may not {verb} work orders")
+    return who
+
+
+async def _may_change(request: web.Request, row: dict[str, Any], *, status: str | None = None,
+                      **changes: Any) -> str | None:
+    """Whether the caller may make this change to an order it can see.
+
+    project_admin and above: anything the lifecycle allows (None returned). Below: only as the
+    order's assignee and only what `assignee_refusal` allows; the caller's name is returned so
+    the change is made conditional on the order still being theirs.
+    """
+    who = await _allowed(request, "update")
+    if who.at_least(PROJECT_ADMIN):
+        return None
+    reason = assignee_refusal(row, who.name, status=status, **changes)
+    if reason is not None:
+        raise await deny(request, reason, target=str(row["id"]), project=row.get("project"))
+    return who.name
 
 
 # -- schemas ---------------------------------------------------------------------------------
@@ -175,9 +261,11 @@ PHOTO_SCHEMA: dict[str, Any] = {
 # -- routes ----------------------------------------------------------------------------------
 @routes.get(
     "/api/workorders",
-    "Work orders (工单), newest first",
+    "Work orders (工单) of my projects, newest first",
+    scope=SCOPED,
     description="Filters combine with AND. `overdue=true`: still waiting (created, dispatched "
-                "or accepted) past `due_at`.",
+                "or accepted) past `due_at`. Every role sees the orders of its projects; a "
+                "`project` or `device` outside the caller's scope is a 403.",
     query_schema=LIST_SCHEMA,
     response_schema={"type": "array", "items": WORKORDER_SCHEMA},
     tags=("workorders",),
@@ -185,13 +273,15 @@ PHOTO_SCHEMA: dict[str, Any] = {
 async def list_workorders(request: web.Request) -> web.StreamResponse:
     workorders = manager(request)
     query = request[QUERY]
+    projects = await scoped_projects(request, query.get("project"))
+    for device_id in query.get("device", ()):
+        await require_device(request, device_id)
     statuses = list(query.get("status", ()))
     if "open" in statuses:
         statuses = sorted({*statuses, *STATUSES} - {"open", "closed"})
     q = WorkOrderQuery(
         statuses=statuses,
-        projects=project_subtree(request.app[HUB], query["project"]) if "project" in query
-        else (),
+        projects=projects,
         assignees=query.get("assignee", ()),
         devices=query.get("device", ()),
         alarm_id=query.get("alarm_id"),
@@ -205,15 +295,40 @@ async def list_workorders(request: web.Request) -> web.StreamResponse:
     return json_response([workorders.shown(row) for row in rows])
 
 
+async def _require_targets(request: web.Request, body: dict[str, Any]) -> None:
+    """The alarm, device and project a new order names must lie in the caller's scope, and a
+    restricted caller must name one (an order with no project would be invisible to them)."""
+    who = principal(request)
+    alarm_id = body.get("alarm_id")
+    if alarm_id is not None:
+        engine = getattr(request.app[HUB], "alarms", None)
+        store = getattr(engine, "store", None)
+        rows = await store.get_many([alarm_id]) if store is not None else []
+        if not rows:
+            raise ApiError(404, f"Alarm {alarm_id} not found")
+        await require_project(request, rows[0].get("project"), f"Alarm {alarm_id}")
+    if body.get("device_id"):
+        await require_device(request, body["device_id"])
+    if body.get("project"):
+        await require_project(request, body["project"])
+    if not who.scope.unrestricted and not (
+        alarm_id is not None or body.get("device_id") or body.get("project")
+    ):
+        raise await deny(request, f"A work order opened by {who.name} must name a device, "
+                                  "alarm or project inside its scope")
+
+
 @routes.post(
     "/api/workorders",
     "Open a work order, by hand or from an alarm",
+    scope=SCOPED,
     description=(
         "Give `alarm_id` (device, project and title are taken from the alarm) or `device_id`, "
         "or at least a `title`. With an `assignee` the order is dispatched at once. `due` is "
         "the time allowed (e.g. `4h`, default `workorders.default_due`), or `due_at` a time. "
         "An alarm that already has an open order answers that order with 200 and "
-        "`created: false`; a new order is 201."
+        "`created: false`; a new order is 201. Needs the `workorder.create` role "
+        "(project_admin) and an alarm, device or project inside the caller's scope."
     ),
     body_schema=CREATE_SCHEMA,
     responses={201: "Created", 200: "The alarm's open work order already existed"},
@@ -222,36 +337,49 @@ async def list_workorders(request: web.Request) -> web.StreamResponse:
 )
 async def create_workorder(request: web.Request) -> web.StreamResponse:
     body = request[BODY]
+    await _allowed(request, "create")
+    await _require_targets(request, body)
     shown, created = await manager(request).async_create(
         title=body.get("title"), description=body.get("description"),
         alarm_id=body.get("alarm_id"), device_id=body.get("device_id"),
         project=body.get("project"), assignee=body.get("assignee"),
         priority=body.get("priority", "normal"), due_at=body.get("due_at"),
         due_in=body.get("due"), source="manual",
-        context=request_context(request),
+        context=context_for(request),
     )
+    if created:
+        await audit(request, "workorder.create", shown["id"], shown.get("project"), {
+            "title": shown["title"], "alarm_id": shown.get("alarm_id"),
+            "device_id": shown.get("device_id"), "assignee": shown.get("assignee"),
+            "status": shown["status"]})
     return json_response({**shown, "created": created}, status=201 if created else 200)
 
 
 @routes.get(
     "/api/workorders/{workorder_id:\\d+}",
     "One work order with its history (transitions, comments) and photos",
+    scope=SCOPED,
     response_schema=WORKORDER_SCHEMA,
     tags=("workorders",),
 )
 async def get_workorder(request: web.Request) -> web.StreamResponse:
-    return json_response(await manager(request).async_detail(_path_id(request, "workorder_id")))
+    workorder_id = _path_id(request, "workorder_id")
+    await scoped_order(request, workorder_id)
+    return json_response(await manager(request).async_detail(workorder_id))
 
 
 @routes.patch(
     "/api/workorders/{workorder_id:\\d+}",
     "Move a work order on, reassign it, move its due time, or comment",
+    scope=SCOPED,
     description=(
         "`status`: created → dispatched → accepted → repaired → verified → closed; also "
         "accepted → dispatched (handed back), repaired → accepted (rework), repaired → closed, "
         "and closing earlier (a cancellation, `note` required). Anything else is a 409 with "
         "the reason. A new `assignee` dispatches a created or accepted order. `note` is kept "
-        "with the transition, or as a comment."
+        "with the transition, or as a comment. project_admin and above change any order of "
+        "their projects; below that only the order's assignee, to accept, repair, hand back "
+        "or comment (403 otherwise)."
     ),
     body_schema=UPDATE_SCHEMA,
     response_schema=WORKORDER_SCHEMA,
@@ -260,26 +388,46 @@ async def get_workorder(request: web.Request) -> web.StreamResponse:
 )
 async def update_workorder(request: web.Request) -> web.StreamResponse:
     body = request[BODY]
+    workorder_id = _path_id(request, "workorder_id")
+    row = await scoped_order(request, workorder_id)
     kwargs: dict[str, Any] = {}
     for name in ("assignee", "due_at"):
         if name in body:
             kwargs[name] = body[name]
+    as_assignee = await _may_change(request, row, status=body.get("status"), **kwargs)
     shown = await manager(request).async_update(
-        _path_id(request, "workorder_id"), status=body.get("status"), note=body.get("note"),
-        context=request_context(request), **kwargs)
+        workorder_id, status=body.get("status"), note=body.get("note"),
+        context=context_for(request), expected_assignee=as_assignee, **kwargs)
+    detail: dict[str, Any] = {"from_status": row["status"], "to_status": shown["status"],
+                              "note": (body.get("note") or "")[:500] or None}
+    if "assignee" in body:
+        detail["assignee"] = {"from": row.get("assignee"), "to": shown.get("assignee")}
+    if "due_at" in body:
+        detail["due_at"] = shown.get("due_at")
+    if as_assignee is not None:
+        detail["as_assignee"] = True
+    await audit(request, "workorder.update", workorder_id, row.get("project"), detail)
     return json_response(shown)
 
 
 @routes.post(
     "/api/workorders/{workorder_id:\\d+}/comments",
     "Comment on a work order",
+    scope=SCOPED,
+    description="project_admin and above on any order of their projects; below that only the "
+                "order's assignee.",
     body_schema=COMMENT_SCHEMA,
     responses={201: "Created"},
     tags=("workorders",),
 )
 async def comment_workorder(request: web.Request) -> web.StreamResponse:
+    workorder_id = _path_id(request, "workorder_id")
+    row = await scoped_order(request, workorder_id)
+    await _may_change(request, row)
     entry = await manager(request).async_comment(
-        _path_id(request, "workorder_id"), request[BODY]["text"], request_context(request))
+        workorder_id, request[BODY]["text"], context_for(request))
+    await audit(request, "workorder.comment", workorder_id, row.get("project"),
+                {"text": request[BODY]["text"][:500]})
     return json_response(entry, status=201)
 
 
@@ -298,8 +446,10 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         "One JPEG, PNG or WebP image per request, at most `workorders.max_photo_size` "
         "(default 5 MB). The type is read from the file's bytes, not its name: anything else "
         "is a 415, a larger file a 413, each with the reason. Stored under "
-        "`<config>/uploads/workorders/<id>/`."
+        "`<config>/uploads/workorders/<id>/`. project_admin and above on any order of "
+        "their projects; below that only the order's assignee."
     ),
+    scope=SCOPED,
     responses={201: "Stored"},
     response_schema=PHOTO_SCHEMA,
     tags=("workorders",),
@@ -307,6 +457,8 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
 async def upload_workorder_photo(request: web.Request) -> web.StreamResponse:
     workorders = manager(request)
     workorder_id = _path_id(request, "workorder_id")
+    row = await scoped_order(request, workorder_id)
+    await _may_change(request, row)  # before a byte of the upload is read
     await workorders.check_photo_room(workorder_id)
     limit = workorders.photos.max_size
     if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
@@ -331,28 +483,33 @@ async def upload_workorder_photo(request: web.Request) -> web.StreamResponse:
         # Some clients (aiohttp among them) percent-encode a non-ASCII file name.
         name = unquote(part.filename) if part.filename else None
         stored = await workorders.async_add_photo(workorder_id, saved, name,
-                                                  request_context(request))
+                                                  context_for(request))
     if stored is None:
         raise ApiError(400, "no photo in the upload: send a file in the `photo` field")
+    await audit(request, "workorder.photo", workorder_id, row.get("project"), {
+        "photo_id": stored["id"], "content_type": stored["content_type"],
+        "size": stored["size"], "sha256": stored["sha256"]})
     return json_response(stored, status=201)
 
 
 @routes.get(
     "/api/workorders/{workorder_id:\\d+}/photos",
     "The photos of a work order",
+    scope=SCOPED,
     response_schema={"type": "array", "items": PHOTO_SCHEMA},
     tags=("workorders",),
 )
 async def list_workorder_photos(request: web.Request) -> web.StreamResponse:
     workorders = manager(request)
     workorder_id = _path_id(request, "workorder_id")
-    await workorders.async_get(workorder_id)
+    await scoped_order(request, workorder_id)
     return json_response([photo_dict(p) for p in await workorders.store.photos(workorder_id)])
 
 
 @routes.get(
     "/api/workorders/{workorder_id:\\d+}/photos/{photo_id:\\d+}",
     "One photo, with the content type of what is stored",
+    scope=SCOPED,
     response_content_type="image/*",
     tags=("workorders",),
 )
@@ -360,6 +517,7 @@ async def get_workorder_photo(request: web.Request) -> web.StreamResponse:
     workorders = manager(request)
     workorder_id = _path_id(request, "workorder_id")
     photo_id = _path_id(request, "photo_id")
+    await scoped_order(request, workorder_id)
     row = await workorders.store.photo(workorder_id, photo_id)
     if row is None:
         raise ApiError(404, f"Photo {photo_id} of work order {workorder_id} not found")
@@ -375,4 +533,4 @@ async def get_workorder_photo(request: web.Request) -> web.StreamResponse:
     )
 
 
-__all__ = ["list_of", "project_subtree", "query_bool", "request_user", "routes"]
+__all__ = ["audit", "list_of", "project_subtree", "query_bool", "routes", "scoped_projects"]

@@ -24,8 +24,11 @@ INSTANCE_COLUMNS = tuple(c.name for c in patrol_instances.columns)
 
 @dataclass(slots=True)
 class PatrolQuery:
+    """Filters of GET /api/patrols; `projects` None = every project, a sequence (even empty)
+    = only those, so an empty scope yields nothing rather than everything."""
+
     statuses: Sequence[str] = ()
-    projects: Sequence[str] = ()
+    projects: Sequence[str] | None = None
     assignees: Sequence[str] = ()
     template_id: int | None = None
     overdue: bool | None = None
@@ -55,9 +58,10 @@ class SqlPatrolStore:
                                 .where(patrol_templates.c.id == template_id))
         return rows[0] if rows else None
 
-    async def templates(self, projects: Sequence[str] = ()) -> list[dict[str, Any]]:
+    async def templates(self, projects: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Templates of `projects` (None: all; empty: none)."""
         stmt = select(patrol_templates).order_by(patrol_templates.c.id)
-        if projects:
+        if projects is not None:
             stmt = stmt.where(patrol_templates.c.project.in_(list(projects)))
         return await self._rows(stmt)
 
@@ -117,7 +121,7 @@ class SqlPatrolStore:
         where: list[Any] = []
         if q.statuses:
             where.append(patrol_instances.c.status.in_(list(q.statuses)))
-        if q.projects:
+        if q.projects is not None:
             where.append(patrol_instances.c.project.in_(list(q.projects)))
         if q.assignees:
             where.append(patrol_instances.c.assignee.in_(list(q.assignees)))
@@ -137,13 +141,17 @@ class SqlPatrolStore:
         return await self._rows(stmt)
 
     async def complete(self, instance_id: int, at: float, by: str | None,
-                       results: list[dict[str, Any]], failed: int) -> bool:
-        """Complete a pending round; False when it is not pending (any more)."""
+                       results: list[dict[str, Any]], failed: int,
+                       expected_assignee: str | None = None) -> bool:
+        """Complete a pending round; False when it is not pending (any more), or, with
+        `expected_assignee`, no longer assigned to that person (reassigned meanwhile)."""
+        where = [patrol_instances.c.id == instance_id, patrol_instances.c.status == "pending"]
+        if expected_assignee is not None:
+            where.append(patrol_instances.c.assignee == expected_assignee)
         async with self._db.engine.begin() as conn:
             result = await conn.execute(
                 update(patrol_instances)
-                .where(patrol_instances.c.id == instance_id,
-                       patrol_instances.c.status == "pending")
+                .where(*where)
                 .values(status="completed", completed_at=at, completed_by=by,
                         results=results, failed_count=failed))
             return result.rowcount == 1

@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 # Names constraints predictably, so later migrations (and SQLite batch mode) can refer to them.
@@ -460,4 +461,111 @@ audit_log = Table(
     Index("ix_audit_log_actor_ts", "actor", "ts"),
     Index("ix_audit_log_action_ts", "action", "ts"),
     Index("ix_audit_log_project_ts", "project", "ts"),
+)
+
+# -- notifications (hub/core/notify/; migration 0006_notify) ----------------------------------
+# One row per message to one recipient over one channel. A failover to the next channel is a
+# new row pointing at the failed one (`fallback_of`), so the API shows every attempt with its
+# reason. `held` rows wait for a summary (quiet hours, rate limit) until `next_attempt_at`;
+# queued/sending rows are resumed after a restart.
+notify_deliveries = Table(
+    "notify_deliveries",
+    metadata,
+    Column("id", BigIntPK, primary_key=True),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("sent_at", Double, nullable=True),
+    Column("alarm_id", BigInteger, nullable=True),
+    Column("project", String(255), nullable=True),
+    Column("recipient", String(64), nullable=False),
+    Column("user_name", USER_ID, nullable=True),
+    Column("channel", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("reason", String(500), nullable=True),
+    Column("title", String(255), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("language", String(8), nullable=True),
+    Column("severity", String(16), nullable=True),
+    Column("next_attempt_at", Double, nullable=True),
+    Column("fallback_of", BigInteger, nullable=True),
+    Column("reference", String(64), nullable=True),
+    Index("ix_notify_deliveries_status", "status"),
+    Index("ix_notify_deliveries_recipient_sent_at", "recipient", "sent_at"),
+    Index("ix_notify_deliveries_alarm_id", "alarm_id"),
+    Index("ix_notify_deliveries_created_at", "created_at"),
+)
+
+# What a user wants to hear about: projects (empty = the user's whole scope), alarm kinds,
+# the lowest severity, channels (notifier names; empty = all), quiet hours, language.
+notify_subscriptions = Table(
+    "notify_subscriptions",
+    metadata,
+    Column("id", BigIntPK, primary_key=True),
+    Column("user_id", String(26), nullable=False, index=True),
+    Column("projects", JSON, nullable=False, default=list),
+    Column("kinds", JSON, nullable=False, default=list),
+    Column("min_severity", String(16), nullable=False, default="info"),
+    Column("channels", JSON, nullable=False, default=list),
+    Column("quiet_start", String(5), nullable=True),
+    Column("quiet_end", String(5), nullable=True),
+    Column("language", String(8), nullable=True),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", Double, nullable=False),
+    Column("created_by", USER_ID, nullable=True),
+)
+
+# Escalation chains still running: the next level and when it is due. Deleted when the alarm
+# is acknowledged or cleared, or the chain has no level left.
+notify_escalations = Table(
+    "notify_escalations",
+    metadata,
+    Column("alarm_id", BigInteger, primary_key=True),
+    Column("project", String(255), nullable=True),
+    Column("level", Integer, nullable=False),
+    Column("next_at", Double, nullable=False),
+    Column("started_at", Double, nullable=False),
+)
+
+# -- automations (hub/core/automations/; migration 0005_automations) -------------------------
+# Pending deadlines (`for:` timers and delays) that must survive a restart; one row each.
+automation_timers = Table(
+    "automation_timers",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("automation_id", String(128), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # for | delay
+    Column("deadline", Double, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("data", JSON, nullable=True),
+)
+
+# Traces: the store keeps the last N per automation plus the latest of every outcome.
+automation_traces = Table(
+    "automation_traces",
+    metadata,
+    Column("id", BigIntPK, primary_key=True),
+    Column("automation_id", String(128), nullable=False),
+    Column("run_id", String(26), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("finished_at", Double, nullable=True),
+    Column("trace", JSON, nullable=False),
+    Index("ix_automation_traces_automation_id_id", "automation_id", "id"),
+)
+
+# Every edit of an automation (API create/update/delete/rollback): who, when, old and new text.
+automation_versions = Table(
+    "automation_versions",
+    metadata,
+    Column("id", BigIntPK, primary_key=True),
+    Column("automation_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("at", Double, nullable=False),
+    Column("by", String(64), nullable=True),
+    Column("old_text", Text, nullable=True),
+    Column("new_text", Text, nullable=True),
+    UniqueConstraint("automation_id", "version"),
 )

@@ -5,6 +5,9 @@ Everything is computed by the database with GROUP BY and SUM/COUNT over the mont
 of a large site is hundreds of thousands of records, and none of them is loaded into Python.
 Means are returned as (sum, count) so the caller can combine groups exactly.
 
+`projects` None means every project; a sequence (even an empty one) means only those: the
+API passes the caller's scope, and a scope with no project must count nothing, not everything.
+
 Days are local days: the caller passes the local midnights as unix seconds and a CASE
 expression buckets `started_at` by them, which is right across a DST change and the same SQL
 on SQLite and PostgreSQL.
@@ -33,9 +36,9 @@ class SqlStatisticsStore:
             return list((await conn.execute(stmt)).all())
 
     @staticmethod
-    def _alarm_window(since: float, until: float, projects: Sequence[str]) -> list[Any]:
+    def _alarm_window(since: float, until: float, projects: Sequence[str] | None) -> list[Any]:
         where = [alarms.c.started_at >= since, alarms.c.started_at < until]
-        if projects:
+        if projects is not None:
             where.append(alarms.c.project.in_(list(projects)))
         return where
 
@@ -44,7 +47,7 @@ class SqlStatisticsStore:
         return [func.sum(case((alarms.c.kind == kind, 1), else_=0)).label(kind)
                 for kind in KINDS]
 
-    async def alarm_counts(self, since: float, until: float, projects: Sequence[str],
+    async def alarm_counts(self, since: float, until: float, projects: Sequence[str] | None,
                            top: int, day_starts: Sequence[float]) -> dict[str, Any]:
         where = self._alarm_window(since, until, projects)
         by_type = await self._all(
@@ -77,7 +80,7 @@ class SqlStatisticsStore:
         }
 
     async def acknowledge_times(self, since: float, until: float,
-                                projects: Sequence[str]) -> dict[str, tuple[float, int]]:
+                                projects: Sequence[str] | None) -> dict[str, tuple[float, int]]:
         """kind -> (sum of acked_at - started_at, count) over acknowledged alarms and faults."""
         where = [*self._alarm_window(since, until, projects), alarms.c.acked_at.is_not(None),
                  alarms.c.kind.in_(("alarm", "fault"))]
@@ -86,10 +89,10 @@ class SqlStatisticsStore:
                    func.count()).where(*where).group_by(alarms.c.kind))
         return {kind: (float(total or 0.0), int(n)) for kind, total, n in rows}
 
-    async def workorder_counts(self, since: float, until: float, projects: Sequence[str],
+    async def workorder_counts(self, since: float, until: float, projects: Sequence[str] | None,
                                now: float) -> dict[str, Any]:
         created = [workorders.c.created_at >= since, workorders.c.created_at < until]
-        scope = [workorders.c.project.in_(list(projects))] if projects else []
+        scope = [workorders.c.project.in_(list(projects))] if projects is not None else []
         by_status = await self._all(
             select(workorders.c.status, func.count())
             .where(*created, *scope).group_by(workorders.c.status))
@@ -111,9 +114,9 @@ class SqlStatisticsStore:
         }
 
     async def patrol_counts(self, since: float, until: float,
-                            projects: Sequence[str]) -> dict[str, int]:
+                            projects: Sequence[str] | None) -> dict[str, int]:
         where = [patrol_instances.c.scheduled_at >= since, patrol_instances.c.scheduled_at < until]
-        if projects:
+        if projects is not None:
             where.append(patrol_instances.c.project.in_(list(projects)))
         rows = await self._all(
             select(func.count(),

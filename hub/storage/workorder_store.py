@@ -31,10 +31,14 @@ WAITING = ("created", "dispatched", "accepted")
 
 @dataclass(slots=True)
 class WorkOrderQuery:
-    """Filters of GET /api/workorders (all optional; `now` decides what is overdue)."""
+    """Filters of GET /api/workorders (all optional; `now` decides what is overdue).
+
+    `projects` None means every project; a sequence (even an empty one) means only those, so
+    a caller whose scope holds no project gets nothing rather than everything.
+    """
 
     statuses: Sequence[str] = ()
-    projects: Sequence[str] = ()
+    projects: Sequence[str] | None = None
     assignees: Sequence[str] = ()
     devices: Sequence[str] = ()
     alarm_id: int | None = None
@@ -87,15 +91,17 @@ class SqlWorkOrderStore:
             return found.first() is not None
 
     async def change(self, workorder_id: int, expected_status: str, changes: dict[str, Any],
-                     events: Sequence[dict[str, Any]]) -> bool:
-        """Apply `changes` if the order is still in `expected_status`; False when it is not."""
+                     events: Sequence[dict[str, Any]],
+                     expected_assignee: str | None = None) -> bool:
+        """Apply `changes` if the order is still in `expected_status` (and, when given, still
+        assigned to `expected_assignee`: an assignee's own move must not land on an order
+        that was given to someone else meanwhile); False when it is not."""
         values = {name: value for name, value in changes.items() if name in COLUMNS}
+        where = [workorders.c.id == workorder_id, workorders.c.status == expected_status]
+        if expected_assignee is not None:
+            where.append(workorders.c.assignee == expected_assignee)
         async with self._db.engine.begin() as conn:
-            result = await conn.execute(
-                update(workorders)
-                .where(workorders.c.id == workorder_id, workorders.c.status == expected_status)
-                .values(**values)
-            )
+            result = await conn.execute(update(workorders).where(*where).values(**values))
             if result.rowcount != 1:
                 return False
             await self._add_events(conn, workorder_id, events)
@@ -129,7 +135,7 @@ class SqlWorkOrderStore:
         conditions: list[Any] = []
         if q.statuses:
             conditions.append(workorders.c.status.in_(list(q.statuses)))
-        if q.projects:
+        if q.projects is not None:
             conditions.append(workorders.c.project.in_(list(q.projects)))
         if q.assignees:
             conditions.append(workorders.c.assignee.in_(list(q.assignees)))

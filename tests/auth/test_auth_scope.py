@@ -378,15 +378,427 @@ async def _metrics(env: Env, role: str, c: Client) -> None:
     assert (await c.call("GET", "/metrics"))[0] == (200 if role == "super_admin" else 403)
 
 
-# Endpoints developed beside this issue (work orders, patrols, statistics: issue #7) that have
-# not declared their access decision yet. Until they do, the server serves them to
-# super_admin and system tokens only (checked below). Their owner adds `scope=` to each
-# Route and a probe above, then deletes its prefix here: the test fails on a stale entry.
-AWAITING_DECISION = ("/api/workorders", "/api/patrols", "/api/statistics")
+# -- work orders, patrols, statistics (docs/security.md) ---------------------------------------
+# Orders and rounds are made directly (as the hub acting for itself), one inside everyone's
+# scope (arcm-1, school-1-a) and one outside everyone's but root's (arcm-m, market-1); either
+# given to someone else (`李师傅`) or to the prober itself, because the assignee may do what
+# its role alone may not.
+OTHER = "李师傅"
+
+
+def me(role: str) -> str:
+    return USERS[role][0]
+
+
+async def _orders(env: Env, assignee: str | None = OTHER) -> tuple[int, int]:
+    made = []
+    for device in (INSIDE, OUTSIDE):
+        order, _ = await env.hub.workorders.async_create(
+            title=f"probe {device}", device_id=device, assignee=assignee)
+        made.append(order["id"])
+    return made[0], made[1]
+
+
+async def _order(env: Env, order_id: int) -> dict[str, Any]:
+    return await env.hub.workorders.async_get(order_id)
+
+
+@probe("GET", "/api/workorders")
+async def _workorders(env: Env, role: str, c: Client) -> None:
+    inside, outside = await _orders(env)
+    status, body = await c.call("GET", "/api/workorders")
+    assert status == 200, body
+    ids = {o["id"] for o in body}
+    assert inside in ids and (outside in ids) == sees_outside(role)
+    assert all(o["project"] in ("school-1-a", "school-1", "hospital-1", "market-1")
+               for o in body)
+    status, body = await c.call("GET", "/api/workorders?project=school-1-a")
+    assert status == 200 and inside in {o["id"] for o in body}
+    assert outside not in {o["id"] for o in body}
+    for query in ("project=market-1", f"device={OUTSIDE}"):
+        status, body = await c.call("GET", f"/api/workorders?{query}")
+        assert status == (200 if sees_outside(role) else 403), (query, body)
+    status, _ = await c.call("GET", "/api/workorders?project=school-1")
+    assert status == (200 if role != "user" else 403)  # duty's scope is school-1-a only
+
+
+@probe("POST", "/api/workorders")
+async def _create_workorder(env: Env, role: str, c: Client) -> None:
+    may = at_least(role, "project_admin")
+    status, body = await c.call("POST", "/api/workorders",
+                                json={"device_id": INSIDE, "title": f"by {role}"})
+    assert status == (201 if may else 403), body
+    if may:
+        assert body["created_by"] == me(role) and body["project"] == "school-1-a"
+    outside_alarm = await env.alarm(OUTSIDE, "over_temperature")
+    for data in ({"device_id": OUTSIDE, "title": "x"}, {"alarm_id": outside_alarm},
+                 {"title": "no project"},
+                 {"device_id": INSIDE, "project": "market-1", "title": "x"}):
+        before = len(await env.hub.workorders.store.query(_all_orders()))
+        status, body = await c.call("POST", "/api/workorders", json=data)
+        assert status == (201 if sees_outside(role) else 403), (data, body)
+        after = len(await env.hub.workorders.store.query(_all_orders()))
+        assert after == before + (1 if sees_outside(role) else 0), "refused: nothing made"
+    status, _ = await c.call("POST", "/api/workorders", json={"alarm_id": 999999})
+    assert status == (404 if may else 403)
+
+
+def _all_orders() -> Any:
+    from hub.storage.workorder_store import WorkOrderQuery
+
+    return WorkOrderQuery(limit=10_000)
+
+
+@probe("GET", "/api/workorders/{workorder_id:\\d+}")
+async def _workorder(env: Env, role: str, c: Client) -> None:
+    inside, outside = await _orders(env)
+    status, body = await c.call("GET", f"/api/workorders/{inside}")
+    assert status == 200 and body["history"], body
+    assert (await c.call("GET", f"/api/workorders/{outside}"))[0] == (
+        200 if sees_outside(role) else 403)
+    assert (await c.call("GET", "/api/workorders/999999"))[0] == 404
+
+
+@probe("PATCH", "/api/workorders/{workorder_id:\\d+}")
+async def _patch_workorder(env: Env, role: str, c: Client) -> None:
+    may = at_least(role, "project_admin")
+    inside, outside = await _orders(env)
+    status, body = await c.call("PATCH", f"/api/workorders/{inside}", json={"assignee": "王工"})
+    assert status == (200 if may else 403), body
+    assert ((await _order(env, inside))["assignee"] == "王工") == may
+    status, body = await c.call("PATCH", f"/api/workorders/{outside}", json={"assignee": "王工"})
+    assert status == (200 if sees_outside(role) else 403), body
+    assert ((await _order(env, outside))["assignee"] == "王工") == sees_outside(role)
+    # given to the prober: every role may accept and repair its own order inside its scope
+    mine, mine_outside = await _orders(env, assignee=me(role))
+    for step in ("accepted", "repaired"):
+        status, body = await c.call("PATCH", f"/api/workorders/{mine}", json={"status": step})
+        assert status == 200 and body["status"] == step, body
+    status, body = await c.call("PATCH", f"/api/workorders/{mine}", json={"status": "verified"})
+    assert status == (200 if may else 403), body  # signing off is the supervisor's
+    status, _ = await c.call("PATCH", f"/api/workorders/{mine_outside}",
+                             json={"status": "accepted"})
+    assert status == (200 if sees_outside(role) else 403)  # scope beats assignment
+    assert ((await _order(env, mine_outside))["status"] == "accepted") == sees_outside(role)
+
+
+@probe("POST", "/api/workorders/{workorder_id:\\d+}/comments")
+async def _comment_workorder(env: Env, role: str, c: Client) -> None:
+    may = at_least(role, "project_admin")
+    inside, outside = await _orders(env)
+    mine, _ = await _orders(env, assignee=me(role))
+    path = "/api/workorders/{}/comments"
+    assert (await c.call("POST", path.format(inside), json={"text": "看过"}))[0] == (
+        201 if may else 403)
+    assert (await c.call("POST", path.format(mine), json={"text": "到现场"}))[0] == 201
+    assert (await c.call("POST", path.format(outside), json={"text": "x"}))[0] == (
+        201 if sees_outside(role) else 403)
+    history = await env.hub.workorders.store.history(outside)
+    assert any(e["action"] == "comment" for e in history) == sees_outside(role)
+
+
+def _photo_form() -> Any:
+    import aiohttp
+
+    from tests.hazards.conftest import tiny_png
+
+    form = aiohttp.FormData()
+    form.add_field("photo", tiny_png(), filename="现场.png", content_type="image/png")
+    return form
+
+
+@probe("POST", "/api/workorders/{workorder_id:\\d+}/photos")
+async def _upload_photo(env: Env, role: str, c: Client) -> None:
+    may = at_least(role, "project_admin")
+    inside, outside = await _orders(env)
+    mine, _ = await _orders(env, assignee=me(role))
+    path = "/api/workorders/{}/photos"
+    assert (await c.call("POST", path.format(inside), data=_photo_form()))[0] == (
+        201 if may else 403)
+    status, body = await c.call("POST", path.format(mine), data=_photo_form())
+    assert status == 201 and body["uploaded_by"] == me(role), body
+    assert (await c.call("POST", path.format(outside), data=_photo_form()))[0] == (
+        201 if sees_outside(role) else 403)
+    assert (await env.hub.workorders.store.photo_count(outside) == 1) == sees_outside(role)
+
+
+async def _orders_with_photos(env: Env) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(inside order, its photo), (outside order, its photo), uploaded by a system token."""
+    system = await env.system()
+    out = []
+    for order_id in await _orders(env):
+        status, body = await system.call("POST", f"/api/workorders/{order_id}/photos",
+                                         data=_photo_form())
+        assert status == 201, body
+        out.append((order_id, body["id"]))
+    return out[0], out[1]
+
+
+@probe("GET", "/api/workorders/{workorder_id:\\d+}/photos")
+async def _photos(env: Env, role: str, c: Client) -> None:
+    (inside, _), (outside, _) = await _orders_with_photos(env)
+    status, body = await c.call("GET", f"/api/workorders/{inside}/photos")
+    assert status == 200 and len(body) == 1
+    assert (await c.call("GET", f"/api/workorders/{outside}/photos"))[0] == (
+        200 if sees_outside(role) else 403)
+
+
+@probe("GET", "/api/workorders/{workorder_id:\\d+}/photos/{photo_id:\\d+}")
+async def _photo(env: Env, role: str, c: Client) -> None:
+    (inside, inside_photo), (outside, outside_photo) = await _orders_with_photos(env)
+    async with c.request("GET", f"/api/workorders/{inside}/photos/{inside_photo}") as resp:
+        assert resp.status == 200 and resp.content_type == "image/png"
+    async with c.request("GET", f"/api/workorders/{outside}/photos/{outside_photo}") as resp:
+        assert resp.status == (200 if sees_outside(role) else 403)
+        assert (resp.content_type == "image/png") == sees_outside(role)
+
+
+async def _templates(env: Env, assignee: str | None = OTHER) -> tuple[int, int]:
+    made = []
+    for project in ("school-1-a", "market-1"):
+        template = await env.hub.patrols.async_create_template({
+            "name": f"巡检 {project}", "project": project, "items": ["柜门关闭", "灭火器"],
+            "period": "daily", "assignee": assignee})
+        made.append(template["id"])
+    return made[0], made[1]
+
+
+async def _rounds(env: Env, assignee: str | None = OTHER) -> tuple[int, int]:
+    """A pending round in school-1-a and one in market-1 (a template starting now makes its
+    first round at once)."""
+    from hub.storage.patrol_store import PatrolQuery
+
+    rounds = []
+    for template_id in await _templates(env, assignee):
+        found = await env.hub.patrols.store.instances(PatrolQuery(template_id=template_id))
+        assert len(found) == 1
+        rounds.append(found[0]["id"])
+    return rounds[0], rounds[1]
+
+
+@probe("GET", "/api/patrols/templates")
+async def _patrol_templates(env: Env, role: str, c: Client) -> None:
+    inside, outside = await _templates(env)
+    status, body = await c.call("GET", "/api/patrols/templates")
+    assert status == 200, body
+    ids = {t["id"] for t in body}
+    assert inside in ids and (outside in ids) == sees_outside(role)
+    assert (await c.call("GET", "/api/patrols/templates?project=market-1"))[0] == (
+        200 if sees_outside(role) else 403)
+
+
+@probe("POST", "/api/patrols/templates")
+async def _create_patrol_template(env: Env, role: str, c: Client) -> None:
+    may = at_least(role, "project_admin")
+    base = {"name": "配电室巡检", "items": ["柜门关闭"], "period": "weekly"}
+    status, body = await c.call("POST", "/api/patrols/templates",
+                                json={**base, "project": "school-1-a"})
+    assert status == (201 if may else 403), body
+    for data in ({**base, "project": "market-1"}, base,
+                 {**base, "project": "school-1-a",
+                  "items": [{"name": "表计", "device_id": OUTSIDE}]}):
+        before = len(await env.hub.patrols.store.templates())
+        status, body = await c.call("POST", "/api/patrols/templates", json=data)
+        assert status == (201 if sees_outside(role) else 403), (data, body)
+        after = len(await env.hub.patrols.store.templates())
+        assert after == before + (1 if sees_outside(role) else 0)
+
+
+@probe("PATCH", "/api/patrols/templates/{template_id:\\d+}")
+async def _patch_patrol_template(env: Env, role: str, c: Client) -> None:
+    may = at_least(role, "project_admin")
+    inside, outside = await _templates(env)
+    status, _ = await c.call("PATCH", f"/api/patrols/templates/{inside}", json={"name": "新"})
+    assert status == (200 if may else 403)
+    status, _ = await c.call("PATCH", f"/api/patrols/templates/{outside}", json={"name": "新"})
+    assert status == (200 if sees_outside(role) else 403)
+    row = await env.hub.patrols.store.template(outside)
+    assert (row["name"] == "新") == sees_outside(role)
+
+
+@probe("GET", "/api/patrols")
+async def _patrol_rounds(env: Env, role: str, c: Client) -> None:
+    inside, outside = await _rounds(env)
+    status, body = await c.call("GET", "/api/patrols")
+    assert status == 200, body
+    ids = {r["id"] for r in body}
+    assert inside in ids and (outside in ids) == sees_outside(role)
+    assert (await c.call("GET", "/api/patrols?project=market-1"))[0] == (
+        200 if sees_outside(role) else 403)
+
+
+@probe("GET", "/api/patrols/{patrol_id:\\d+}")
+async def _patrol_round(env: Env, role: str, c: Client) -> None:
+    inside, outside = await _rounds(env)
+    assert (await c.call("GET", f"/api/patrols/{inside}"))[0] == 200
+    assert (await c.call("GET", f"/api/patrols/{outside}"))[0] == (
+        200 if sees_outside(role) else 403)
+    assert (await c.call("GET", "/api/patrols/999999"))[0] == 404
+
+
+@probe("PATCH", "/api/patrols/{patrol_id:\\d+}")
+async def _assign_patrol(env: Env, role: str, c: Client) -> None:
+    may = at_least(role, "project_admin")
+    inside, outside = await _rounds(env)
+    status, _ = await c.call("PATCH", f"/api/patrols/{inside}", json={"assignee": "王工"})
+    assert status == (200 if may else 403)
+    status, _ = await c.call("PATCH", f"/api/patrols/{outside}", json={"assignee": "王工"})
+    assert status == (200 if sees_outside(role) else 403)
+    row = await env.hub.patrols.store.instance(outside)
+    assert (row["assignee"] == "王工") == sees_outside(role)
+
+
+@probe("POST", "/api/patrols/{patrol_id:\\d+}/complete")
+async def _complete_patrol(env: Env, role: str, c: Client) -> None:
+    may = at_least(role, "project_admin")
+    results = {"results": [{"item": 0, "ok": True}, {"item": 1, "ok": True}]}
+    inside, outside = await _rounds(env)
+    status, body = await c.call("POST", f"/api/patrols/{inside}/complete", json=results)
+    assert status == (200 if may else 403), body
+    status, body = await c.call("POST", f"/api/patrols/{outside}/complete", json=results)
+    assert status == (200 if sees_outside(role) else 403), body
+    mine, mine_outside = await _rounds(env, assignee=me(role))
+    status, body = await c.call("POST", f"/api/patrols/{mine}/complete", json=results)
+    assert status == 200 and body["completed_by"] == me(role), body
+    status, _ = await c.call("POST", f"/api/patrols/{mine_outside}/complete", json=results)
+    assert status == (200 if sees_outside(role) else 403)
+    row = await env.hub.patrols.store.instance(mine_outside)
+    assert (row["status"] == "completed") == sees_outside(role)
+
+
+@probe("GET", "/api/statistics")
+async def _statistics(env: Env, role: str, c: Client) -> None:
+    await _alarm_ids(env, "over_current")
+    status, body = await c.call("GET", "/api/statistics")
+    assert status == 200, body
+    projects = {row["project"] for row in body["by_project"]}
+    devices = {row["device_id"] for row in body["by_device"]}
+    assert "school-1-a" in projects and INSIDE in devices
+    assert ("market-1" in projects) == sees_outside(role)
+    assert (OUTSIDE in devices) == sees_outside(role)
+    if role == "user":
+        assert projects == {"school-1-a"}
+    assert body["totals"]["total"] == sum(row["total"] for row in body["by_project"])
+    assert (await c.call("GET", "/api/statistics?project=market-1"))[0] == (
+        200 if sees_outside(role) else 403)
+    assert (await c.call("GET", "/api/statistics?project=school-1"))[0] == (
+        200 if role != "user" else 403)
+
+
+from . import notify_scope_probes  # noqa: E402 - notification endpoints (hub/http/notify_api.py)
+
+PROBES.update(notify_scope_probes.PROBES)
+
+# Path prefixes of endpoints developed beside this issue that have not declared their access
+# decision yet (none now: work orders, patrols and statistics have theirs). Until they do, the
+# server serves them to super_admin and system tokens only (checked below). Their owner adds
+# `scope=` to each Route and a probe above, then deletes its prefix here: the test fails on a
+# stale entry.
+AWAITING_DECISION: tuple[str, ...] = ()
 
 
 def _awaiting(path: str) -> bool:
     return path.startswith(AWAITING_DECISION)
+
+
+# -- automations (project_admin and above; an automation's project is its scope) -------------
+async def _automations(env: Env) -> tuple[str, str]:
+    """One automation inside the scope of every role (school-1-a), one outside (market-1)."""
+    from hub.core.automations.schema import validate_one
+    from hub.core.automations.yamlfile import AutomationFile
+
+    engine = env.hub.automations
+    for automation_id, project in (("auto-in", "school-1-a"), ("auto-out", "market-1")):
+        raw = {"id": automation_id, "project": project,
+               "triggers": [{"trigger": "event", "event_type": "never"}],
+               "actions": [{"delay": "1s"}]}
+        checked, _ = validate_one(raw)
+        AutomationFile(env.hub.config_dir / "automations.yaml").put(raw)
+        await engine.async_set(checked)
+    return "auto-in", "auto-out"
+
+
+def _auto_body(project: str) -> dict[str, Any]:
+    return {"project": project, "triggers": [{"trigger": "event", "event_type": "x"}],
+            "actions": [{"delay": "2s"}]}
+
+
+async def _auto_expect(c: Client, role: str, method: str, path: str,
+                       body: Any = None, ok: int = 200) -> None:
+    inside_ok = at_least(role, "project_admin")
+    for which, allowed in (("auto-in", inside_ok), ("auto-out", inside_ok and sees_outside(role))):
+        status, answer = await c.call(method, path.format(id=which), json=body)
+        assert status == (ok if allowed else 403), (which, answer)
+
+
+@probe("GET", "/api/automations")
+async def _automations_list(env: Env, role: str, c: Client) -> None:
+    await _automations(env)
+    status, body = await c.call("GET", "/api/automations")
+    assert status == (200 if at_least(role, "project_admin") else 403)
+    if status == 200:
+        ids = {a["id"] for a in body}
+        assert "auto-in" in ids and ("auto-out" in ids) == sees_outside(role)
+
+
+@probe("POST", "/api/automations")
+async def _automations_create(env: Env, role: str, c: Client) -> None:
+    for project, inside in (("school-1-a", True), ("market-1", False)):
+        body = {"id": f"new-{role}-{project}", **_auto_body(project)}
+        status, answer = await c.call("POST", "/api/automations", json=body)
+        allowed = at_least(role, "project_admin") and (inside or sees_outside(role))
+        assert status == (201 if allowed else 403), answer
+
+
+@probe("GET", "/api/automations/{automation_id}")
+async def _automation_get(env: Env, role: str, c: Client) -> None:
+    await _automations(env)
+    await _auto_expect(c, role, "GET", "/api/automations/{id}")
+
+
+@probe("PUT", "/api/automations/{automation_id}")
+async def _automation_put(env: Env, role: str, c: Client) -> None:
+    await _automations(env)
+    inside_ok = at_least(role, "project_admin")
+    status, _ = await c.call("PUT", "/api/automations/auto-in", json=_auto_body("school-1-a"))
+    assert status == (200 if inside_ok else 403)
+    status, _ = await c.call("PUT", "/api/automations/auto-out", json=_auto_body("market-1"))
+    assert status == (200 if inside_ok and sees_outside(role) else 403)
+
+
+@probe("DELETE", "/api/automations/{automation_id}")
+async def _automation_delete(env: Env, role: str, c: Client) -> None:
+    await _automations(env)
+    await _auto_expect(c, role, "DELETE", "/api/automations/{id}")
+
+
+@probe("GET", "/api/automations/{automation_id}/traces")
+async def _automation_traces(env: Env, role: str, c: Client) -> None:
+    await _automations(env)
+    await _auto_expect(c, role, "GET", "/api/automations/{id}/traces")
+
+
+@probe("GET", "/api/automations/{automation_id}/versions")
+async def _automation_versions(env: Env, role: str, c: Client) -> None:
+    await _automations(env)
+    await _auto_expect(c, role, "GET", "/api/automations/{id}/versions")
+
+
+@probe("POST", "/api/automations/{automation_id}/rollback")
+async def _automation_rollback(env: Env, role: str, c: Client) -> None:
+    await _automations(env)
+    inside_ok = at_least(role, "project_admin")
+    for which, allowed in (("auto-in", inside_ok), ("auto-out", inside_ok and sees_outside(role))):
+        status, _ = await c.call("POST", f"/api/automations/{which}/rollback",
+                                 json={"version": 999})
+        assert status == (404 if allowed else 403), which
+
+
+@probe("POST", "/api/automations/{automation_id}/dry_run")
+async def _automation_dry_run(env: Env, role: str, c: Client) -> None:
+    await _automations(env)
+    await _auto_expect(c, role, "POST", "/api/automations/{id}/dry_run",
+                       body={"start": 1, "end": 2})
 
 
 def test_every_route_has_a_decision_and_a_probe() -> None:

@@ -1,0 +1,114 @@
+"""Editing automations.yaml one automation at a time, keeping everything else byte for byte.
+
+Why not dump the whole file: a YAML library that re-emits the document changes quoting,
+indentation and comments of automations nobody touched, and a site admin's notes are lost (the
+HA editor's well-known flaw). Here the file is parsed only to learn where each automation
+starts (hub/core/yaml_loader.py records the line of every list item); an edit replaces exactly
+the lines of that one automation with a fresh dump of it, appends a new one at the end, or
+removes one. Comment lines directly above an automation belong to it in the reader's eye and
+stay; comments inside the edited automation itself are not kept (its new text is what the
+editor sent). Everything outside the edited span is left untouched, byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..yaml_loader import NodeList, load_yaml
+
+
+class AutomationFileError(Exception):
+    pass
+
+
+def dump_one(conf: dict[str, Any]) -> str:
+    """One automation as a YAML list item (`- id: ...`), keys in the order given."""
+    return yaml.safe_dump([_plain(conf)], allow_unicode=True, sort_keys=False,
+                          default_flow_style=False, width=100)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        # YAML 1.1 read `on:` as True; write it back as the key it was meant to be
+        return {("on" if k is True else str(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class AutomationFile:
+    """DIR/automations.yaml."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8") if self.path.exists() else ""
+
+    def _spans(self, text: str) -> dict[str, tuple[int, int]]:
+        """id -> (first line index, end line index exclusive) of each automation."""
+        if not text.strip():
+            return {}
+        data = load_yaml(self.path)
+        if not isinstance(data, NodeList):
+            raise AutomationFileError(f"{self.path.name} must be a list of automations")
+        lines = text.splitlines(keepends=True)
+        starts = [line - 1 for line in data.item_lines]
+        spans: dict[str, tuple[int, int]] = {}
+        for number, item in enumerate(data):
+            start = starts[number]
+            end = starts[number + 1] if number + 1 < len(starts) else len(lines)
+            while end > start + 1 and (not lines[end - 1].strip()
+                                       or lines[end - 1].lstrip().startswith("#")):
+                end -= 1
+            if isinstance(item, dict) and "id" in item:
+                spans[str(item["id"])] = (start, end)
+        return spans
+
+    def item_text(self, automation_id: str) -> str | None:
+        text = self.text()
+        span = self._spans(text).get(automation_id)
+        if span is None:
+            return None
+        return "".join(text.splitlines(keepends=True)[span[0]:span[1]])
+
+    def _write(self, text: str) -> None:
+        tmp = self.path.with_suffix(".yaml.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.path)  # a crash mid-write never leaves half a file
+
+    def put(self, conf: dict[str, Any]) -> tuple[str | None, str]:
+        """Replace (or append) one automation; returns (old text, new text) of its span."""
+        text = self.text()
+        new = dump_one(conf)
+        span = self._spans(text).get(str(conf["id"]))
+        lines = text.splitlines(keepends=True)
+        if span is None:
+            if text and not text.endswith("\n"):
+                text += "\n"
+            self._write(text + new)
+            return None, new
+        old = "".join(lines[span[0]:span[1]])
+        self._write("".join(lines[:span[0]]) + new + "".join(lines[span[1]:]))
+        return old, new
+
+    def remove(self, automation_id: str) -> str | None:
+        text = self.text()
+        span = self._spans(text).get(automation_id)
+        if span is None:
+            return None
+        lines = text.splitlines(keepends=True)
+        self._write("".join(lines[:span[0]]) + "".join(lines[span[1]:]))
+        return "".join(lines[span[0]:span[1]])
+
+
+def parse_item(text: str) -> Any:
+    """The automation in a version's text (a one-item list)."""
+    data = yaml.safe_load(text)
+    if isinstance(data, list) and len(data) == 1:
+        return data[0]
+    raise AutomationFileError("a version holds exactly one automation")

@@ -1,0 +1,554 @@
+"""`hub.notify`: notifiers, their queues, delivery records, retries and failover.
+
+Why it is built this way:
+
+* **One queue and one worker per notifier.** A modem that takes 5 s per message, or hangs,
+  delays only its own queue; the HTTP gateway's worker goes on. (Home Assistant's notify
+  group awaits its members in turn, so one slow member delays the rest.)
+* **A failure is never silent.** Every message is a delivery record before it is sent; each
+  attempt updates it (attempts, reason). When retries on a channel are used up, or the
+  channel is gone (`Notifier.available` False, `DeliveryError(unavailable=True)`), a new
+  record goes to the next channel of the chain (`fallback:` or the next `notify:` entry) and
+  points back at the failed one. When no channel is left the record stays `failed` with its
+  reason and an error is logged; the alarm itself is in the alarm table regardless.
+* **Restart-safe.** Queued and sending records are resumed at start (at-least-once: an SMS
+  the modem took just before a crash may go twice, which beats losing it). Held messages
+  (quiet hours, rate limit) are rows too, summarised when due; escalation chains are rows.
+* **Time is injectable.** Summaries and escalations run off `clock` and `run_due()`, so tests
+  move a fake clock instead of sleeping; retries use the loop's timer with the configured
+  backoff (a small one in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import voluptuous as vol
+
+from ..context import Context
+from ..events import Event, callback
+from ..states import iso
+from .base import (
+    EVENT_NOTIFICATION,
+    EVENT_NOTIFY_REPLY,
+    KIND_MANUAL,
+    STATUS_DELIVERED,
+    STATUS_FAILED,
+    STATUS_HELD,
+    STATUS_QUEUED,
+    STATUS_SENDING,
+    STATUS_SENT,
+    DeliveryError,
+    Notifier,
+    OutgoingMessage,
+)
+from .templates import Templates
+
+_LOGGER = logging.getLogger(__name__)
+
+#: The manager's default time source; tests pass their own `clock`.
+CLOCK: Callable[[], float] = time.time
+_DIGITS = re.compile(r"\D")
+
+
+def phone_forms(number: str) -> list[str]:
+    """The spellings one phone number is stored under: `+8613800138000`, `13800138000`, …
+
+    Replies arrive in international form (`+86…`) while users type numbers either way, so a
+    reply is matched against every form.
+    """
+    digits = _DIGITS.sub("", number or "")
+    forms = {number, digits, f"+{digits}"}
+    if digits.startswith("86") and len(digits) == 13:
+        forms |= {digits[2:], f"+{digits}"}
+    if len(digits) == 11 and digits.startswith("1"):
+        forms |= {f"+86{digits}", f"86{digits}"}
+    return sorted(f for f in forms if f and f != "+")
+
+
+def delivery_dict(row: dict[str, Any]) -> dict[str, Any]:
+    """A delivery record as the API and the bus show it (times ISO 8601 UTC)."""
+    out = {k: row.get(k) for k in (
+        "id", "alarm_id", "project", "recipient", "user_name", "channel", "kind", "status",
+        "attempts", "reason", "title", "message", "language", "severity", "fallback_of",
+        "reference")}
+    for key in ("created_at", "updated_at", "sent_at", "next_attempt_at"):
+        value = row.get(key)
+        out[key] = iso(value) if value is not None else None
+    return out
+
+
+class NotifyManager:
+    """See the module docstring."""
+
+    def __init__(self, hub: Any, settings: dict[str, Any], notify: list[dict[str, Any]],
+                 store: Any, clock: Callable[[], float] | None = None) -> None:
+        self.hub = hub
+        self.settings = settings or {}
+        self.notify_config = notify or []
+        self.store = store
+        self.clock: Callable[[], float] = clock or CLOCK
+        self.templates = Templates(getattr(hub, "config_dir", None) and
+                                   hub.config_dir / "notify_templates")
+        self.notifiers: dict[str, Notifier] = {}
+        self.order: list[str] = [entry["name"] for entry in self.notify_config]
+        self._conf: dict[str, dict[str, Any]] = {e["name"]: e for e in self.notify_config}
+        self._queues: dict[str, asyncio.Queue[int]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._pending: dict[int, dict[str, Any]] = {}
+        self._retry_handles: dict[int, asyncio.TimerHandle] = {}
+        self._timers: list[tuple[float, int, str, Any]] = []
+        self._timer_seq = 0
+        self._timer_handle: asyncio.TimerHandle | None = None
+        self._unsubs: list[Callable[[], None]] = []
+        self._running = False
+        self._due_lock = asyncio.Lock()
+        self.router: Any = None
+        self.escalation: Any = None
+        self.sent_total = 0
+        self.failed_total = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def async_start(self) -> None:
+        """Create and start every configured notifier, resume open deliveries, listen."""
+        platforms = self.hub.plugins.merged_dict("voltwatch_notifiers")
+        for entry in self.notify_config:
+            found = platforms.get(entry["platform"])
+            if found is None:
+                _LOGGER.error("Notifier %s: platform %s is not installed", entry["name"],
+                              entry["platform"])
+                continue
+            try:
+                notifier = found[1](self.hub, entry)
+                await notifier.async_start()
+            except Exception:
+                _LOGGER.exception("Notifier %s failed to start", entry["name"])
+                continue
+            self.notifiers[entry["name"]] = notifier
+        loop = asyncio.get_running_loop()
+        for name in self.order:
+            self._queues[name] = asyncio.Queue()
+            self._workers.append(loop.create_task(self._worker(name), name=f"notify {name}"))
+        self._running = True
+        from .escalation import Escalation
+        from .router import Router
+
+        self.router = Router(self)
+        self.escalation = Escalation(self, self.settings.get("escalation") or {})
+        if self.store is not None:
+            for row in await self.store.open_deliveries():
+                row["status"] = STATUS_QUEUED
+                self._pending[int(row["id"])] = row
+                self._enqueue(row)
+            for row in await self.store.held():
+                self.schedule(float(row["next_attempt_at"] or self.clock()), "summary",
+                              row["recipient"])
+            await self.escalation.async_load()
+        bus = self.hub.bus
+        self._unsubs = [
+            bus.listen("alarm_raised", self._on_alarm_raised),
+            bus.listen("alarm_acknowledged", self._on_alarm_done),
+            bus.listen("alarm_cleared", self._on_alarm_done),
+        ]
+        self._register_services()
+        self._arm()
+
+    async def async_stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        for unsub in self._unsubs:
+            unsub()
+        self._unsubs = []
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+        for handle in self._retry_handles.values():
+            handle.cancel()
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 - stopping: a worker's end is not news
+                pass
+        self._workers = []
+        for name, notifier in self.notifiers.items():
+            try:
+                await notifier.async_stop()
+            except Exception:
+                _LOGGER.exception("Notifier %s failed to stop", name)
+        for service in list(self.hub.services.services().get("notify", {})):
+            self.hub.services.remove("notify", service)
+
+    # -- chains -----------------------------------------------------------------------------
+    def next_channel(self, name: str, tried: Iterable[str]) -> str | None:
+        """The channel after `name`: its `fallback:`, else the next entry of `notify:`."""
+        tried = set(tried) | {name}
+        conf = self._conf.get(name, {})
+        fallback = conf.get("fallback")
+        if fallback and fallback not in tried:
+            return str(fallback)
+        if fallback is None and "fallback" in conf:
+            return None  # `fallback: null` ends the chain here
+        if name in self.order:
+            for candidate in self.order[self.order.index(name) + 1:]:
+                if candidate not in tried:
+                    return candidate
+        return None
+
+    def first_channel(self, wanted: Iterable[str] | None = None) -> str | None:
+        wanted = [w for w in (wanted or []) if w in self._conf]
+        if wanted:
+            return wanted[0]
+        return self.order[0] if self.order else None
+
+    # -- sending ----------------------------------------------------------------------------
+    async def async_send(self, recipient: str, text: str, *, channel: str | None = None,
+                         kind: str = KIND_MANUAL, alarm_id: int | None = None,
+                         project: str | None = None, user_name: str | None = None,
+                         language: str | None = None, severity: str | None = None,
+                         title: str | None = None, hold_until: float | None = None,
+                         fallback_of: int | None = None,
+                         reason: str | None = None) -> dict[str, Any]:
+        """Record one message and queue it (or hold it until `hold_until` for a summary)."""
+        channel = channel or self.first_channel()
+        if channel is None:
+            raise DeliveryError("no notifier is configured", retryable=False)
+        now = self.clock()
+        row: dict[str, Any] = {
+            "created_at": now, "updated_at": now, "sent_at": None, "alarm_id": alarm_id,
+            "project": project, "recipient": recipient, "user_name": user_name,
+            "channel": channel, "kind": kind,
+            "status": STATUS_HELD if hold_until is not None else STATUS_QUEUED,
+            "attempts": 0, "reason": reason, "title": title, "message": text,
+            "language": language or self.hub.language, "severity": severity,
+            "next_attempt_at": hold_until, "fallback_of": fallback_of, "reference": None,
+        }
+        row["id"] = await self.store.insert_delivery(row)
+        self._fire(row)
+        if hold_until is not None:
+            self.schedule(hold_until, "summary", recipient)
+        else:
+            self._pending[row["id"]] = row
+            self._enqueue(row)
+        return row
+
+    def _enqueue(self, row: dict[str, Any]) -> None:
+        queue = self._queues.get(row["channel"])
+        if queue is None:
+            # a channel removed from the configuration since: hand it on, never drop it
+            self._queues[row["channel"]] = queue = asyncio.Queue()
+            asyncio.get_running_loop().create_task(self._orphan(row), name="notify orphan")
+            return
+        queue.put_nowait(int(row["id"]))
+
+    async def _orphan(self, row: dict[str, Any]) -> None:
+        await self._fail(row, f"notifier {row['channel']} is not configured", failover=True)
+
+    async def _worker(self, name: str) -> None:
+        queue = self._queues[name]
+        while True:
+            delivery_id = await queue.get()
+            row = self._pending.get(delivery_id)
+            if row is None or row["status"] != STATUS_QUEUED:
+                continue
+            try:
+                await self._attempt(name, row)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _LOGGER.exception("Notifier %s: delivery %s crashed", name, delivery_id)
+
+    async def _attempt(self, name: str, row: dict[str, Any]) -> None:
+        notifier = self.notifiers.get(name)
+        if notifier is None:
+            await self._fail(row, f"notifier {name} did not start", failover=True)
+            return
+        if not notifier.available:
+            row["attempts"] += 1
+            await self._fail(row, f"{name} unavailable", failover=True)
+            return
+        row["status"] = STATUS_SENDING
+        row["attempts"] += 1
+        row["updated_at"] = self.clock()
+        await self.store.update_delivery(row["id"], {"status": STATUS_SENDING,
+                                                     "attempts": row["attempts"],
+                                                     "updated_at": row["updated_at"]})
+        message = OutgoingMessage(recipient=row["recipient"], text=row["message"],
+                                  title=row.get("title"), delivery_id=row["id"],
+                                  alarm_id=row.get("alarm_id"),
+                                  language=row.get("language") or "zh-CN",
+                                  severity=row.get("severity"))
+        timeout = float(self._conf.get(name, {}).get("timeout", 30.0))
+        try:
+            result = await asyncio.wait_for(notifier.async_send(message), timeout)
+        except DeliveryError as err:
+            await self._failed_attempt(name, row, err.reason, err.retryable, err.unavailable)
+            return
+        except TimeoutError:
+            await self._failed_attempt(name, row, f"no answer within {timeout:g} s", True, False)
+            return
+        except Exception as err:  # noqa: BLE001 - a notifier bug is a failed attempt, not a loss
+            await self._failed_attempt(name, row, f"{type(err).__name__}: {err}", True, False)
+            return
+        now = self.clock()
+        row.update(status=STATUS_DELIVERED if result.delivered else STATUS_SENT, sent_at=now,
+                   updated_at=now, reference=result.reference, reason=None)
+        await self.store.update_delivery(row["id"], {
+            "status": row["status"], "sent_at": now, "updated_at": now,
+            "reference": result.reference, "reason": None})
+        self._pending.pop(row["id"], None)
+        self.sent_total += 1
+        self._fire(row)
+
+    async def _failed_attempt(self, name: str, row: dict[str, Any], reason: str,
+                              retryable: bool, unavailable: bool) -> None:
+        conf = self._conf.get(name, {})
+        retries = int(conf.get("retries", 2))
+        if retryable and not unavailable and row["attempts"] <= retries and self._running:
+            backoff = float(conf.get("retry_backoff", 2.0)) * (2 ** (row["attempts"] - 1))
+            row.update(status=STATUS_QUEUED, reason=reason, updated_at=self.clock(),
+                       next_attempt_at=self.clock() + backoff)
+            await self.store.update_delivery(row["id"], {
+                "status": STATUS_QUEUED, "reason": reason[:500], "updated_at": row["updated_at"],
+                "next_attempt_at": row["next_attempt_at"]})
+            self._fire(row)
+            loop = asyncio.get_running_loop()
+            self._retry_handles[row["id"]] = loop.call_later(backoff, self._retry, row["id"])
+            return
+        await self._fail(row, reason, failover=True)
+
+    def _retry(self, delivery_id: int) -> None:
+        self._retry_handles.pop(delivery_id, None)
+        row = self._pending.get(delivery_id)
+        if row is not None and self._running:
+            self._enqueue(row)
+
+    async def _fail(self, row: dict[str, Any], reason: str, failover: bool) -> None:
+        now = self.clock()
+        row.update(status=STATUS_FAILED, reason=reason, updated_at=now, next_attempt_at=None)
+        await self.store.update_delivery(row["id"], {
+            "status": STATUS_FAILED, "reason": reason[:500], "updated_at": now,
+            "attempts": row["attempts"], "next_attempt_at": None})
+        self._pending.pop(row["id"], None)
+        self.failed_total += 1
+        self._fire(row)
+        if not failover:
+            return
+        tried = await self._tried_channels(row)
+        nxt = self.next_channel(row["channel"], tried)
+        if nxt is None:
+            _LOGGER.error("Notification %s to %s failed on every channel (%s): %s", row["id"],
+                          row["recipient"], ", ".join(sorted(tried)), reason)
+            return
+        _LOGGER.warning("Notification %s: %s failed (%s); trying %s", row["id"], row["channel"],
+                        reason, nxt)
+        await self.async_send(row["recipient"], row["message"], channel=nxt, kind=row["kind"],
+                              alarm_id=row.get("alarm_id"), project=row.get("project"),
+                              user_name=row.get("user_name"), language=row.get("language"),
+                              severity=row.get("severity"), title=row.get("title"),
+                              fallback_of=row["id"])
+
+    async def _tried_channels(self, row: dict[str, Any]) -> set[str]:
+        tried = {row["channel"]}
+        parent = row.get("fallback_of")
+        while parent is not None and len(tried) < 64:
+            found = await self.store.get_delivery(int(parent))
+            if found is None:
+                break
+            tried.add(found["channel"])
+            parent = found.get("fallback_of")
+        return tried
+
+    async def async_mark_delivered(self, channel: str, reference: str) -> None:
+        """A channel's delivery report: the handset has the message."""
+        rows = await self.store.list_deliveries(projects=None, status=[STATUS_SENT],
+                                                alarm_id=None, recipient=None, limit=200,
+                                                offset=0)
+        for row in rows:
+            if row["channel"] == channel and row["reference"] == reference:
+                now = self.clock()
+                row.update(status=STATUS_DELIVERED, updated_at=now)
+                await self.store.update_delivery(row["id"], {"status": STATUS_DELIVERED,
+                                                             "updated_at": now})
+                self._fire(row)
+                return
+
+    def _fire(self, row: dict[str, Any]) -> None:
+        self.hub.bus.async_fire(EVENT_NOTIFICATION, delivery_dict(row))
+
+    # -- replies ----------------------------------------------------------------------------
+    async def async_reply(self, sender: str, text: str, channel: str | None = None
+                          ) -> dict[str, Any]:
+        """An incoming message: "1" or "确认" acknowledges the alarm last sent to `sender`.
+
+        The sender is recorded in the audit log whatever the outcome, so an acknowledgement by
+        SMS is as traceable as one in the web UI.
+        """
+        words = {w.strip().lower() for w in self.settings.get("ack_words", ["1", "确认"])}
+        body = (text or "").strip()
+        forms = phone_forms(sender)
+        user = await self._user_by_phone(forms)
+        actor = user.name if user is not None else f"sms:{sender}"
+        result: dict[str, Any] = {"sender": sender, "text": body, "channel": channel,
+                                  "alarm_id": None, "action": "ignored", "user": actor}
+        audit = getattr(getattr(self.hub, "auth", None), "audit", None)
+        if body.lower() not in words:
+            if audit is not None:
+                await audit.record("notify.reply", "ignored", actor=actor,
+                                   actor_role=getattr(user, "role", None),
+                                   detail={"sender": sender, "text": body[:200],
+                                           "channel": channel})
+            self.hub.bus.async_fire(EVENT_NOTIFY_REPLY, result)
+            return result
+        last = await self.store.latest_alarm_sent_to(forms)
+        if last is None:
+            result["action"] = "no_alarm"
+            if audit is not None:
+                await audit.record("notify.reply", "failed", actor=actor,
+                                   detail={"sender": sender, "text": body[:200],
+                                           "reason": "no alarm was sent to this number",
+                                           "channel": channel})
+            self.hub.bus.async_fire(EVENT_NOTIFY_REPLY, result)
+            return result
+        alarm_id = int(last["alarm_id"])
+        result["alarm_id"] = alarm_id
+        context = Context(user_id=actor)
+        answer = await self.hub.alarms.async_acknowledge(
+            [alarm_id], note=f"SMS reply from {sender}", context=context)
+        result["action"] = "acknowledged" if answer["done"] else "already_acknowledged"
+        if audit is not None:
+            await audit.record("notify.reply_ack", "ok" if answer["done"] else "unchanged",
+                               actor=actor, actor_role=getattr(user, "role", None),
+                               target=f"alarm {alarm_id}", project=last.get("project"),
+                               detail={"sender": sender, "text": body[:200], "channel": channel,
+                                       "delivery_id": last["id"]},
+                               context_id=context.id)
+        self.hub.bus.async_fire(EVENT_NOTIFY_REPLY, result)
+        return result
+
+    async def _user_by_phone(self, forms: list[str]) -> Any:
+        auth = getattr(self.hub, "auth", None)
+        if auth is None:
+            return None
+        wanted = {_DIGITS.sub("", f)[-11:] for f in forms}
+        for user in await auth.users.list():
+            if user.phone and _DIGITS.sub("", user.phone)[-11:] in wanted and not user.disabled:
+                return user
+        return None
+
+    # -- alarms -----------------------------------------------------------------------------
+    @callback
+    def _on_alarm_raised(self, event: Event) -> None:
+        if not self._running:
+            return
+        data = dict(event.data)
+        asyncio.get_running_loop().create_task(self._alarm_raised(data),
+                                               name=f"notify alarm {data.get('id')}")
+
+    async def _alarm_raised(self, alarm: dict[str, Any]) -> None:
+        try:
+            await self.router.async_route(alarm)
+            await self.escalation.async_begin(alarm)
+        except Exception:
+            _LOGGER.exception("Notifications for alarm %s failed", alarm.get("id"))
+
+    @callback
+    def _on_alarm_done(self, event: Event) -> None:
+        alarm_id = event.data.get("id")
+        if alarm_id is not None and self.escalation is not None and self._running:
+            asyncio.get_running_loop().create_task(self.escalation.async_stop_chain(int(alarm_id)),
+                                                   name=f"notify escalation stop {alarm_id}")
+
+    # -- timers (summaries, escalations) ----------------------------------------------------
+    def schedule(self, due: float, what: str, arg: Any) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (due, self._timer_seq, what, arg))
+        if self._running:
+            self._arm()
+
+    def _arm(self) -> None:
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+            self._timer_handle = None
+        if not self._timers or not self._running:
+            return
+        delay = max(0.0, self._timers[0][0] - self.clock())
+        loop = asyncio.get_running_loop()
+        self._timer_handle = loop.call_later(
+            min(delay, 3600.0),
+            lambda: loop.create_task(self.run_due(), name="notify timers"))
+
+    async def run_due(self) -> None:
+        """Run every summary and escalation step due by `clock()` (tests call it directly)."""
+        async with self._due_lock:
+            now = self.clock()
+            due: list[tuple[str, Any]] = []
+            while self._timers and self._timers[0][0] <= now:
+                _when, _seq, what, arg = heapq.heappop(self._timers)
+                due.append((what, arg))
+            for what, arg in due:
+                try:
+                    if what == "summary":
+                        await self.router.async_summarise(arg, now)
+                    elif what == "escalate":
+                        await self.escalation.async_step(int(arg), now)
+                except Exception:
+                    _LOGGER.exception("Notification timer %s %s failed", what, arg)
+            self._arm()
+
+    # -- services ---------------------------------------------------------------------------
+    def _register_services(self) -> None:
+        schema = vol.Schema({
+            vol.Required("target"): vol.All(vol.Any(str, [str]), lambda v: [v] if isinstance(v, str) else v,
+                                            vol.Length(min=1, max=100)),
+            vol.Required("message"): vol.All(str, vol.Length(min=1, max=2000)),
+            vol.Optional("title"): vol.All(str, vol.Length(max=255)),
+            vol.Optional("channel"): str,
+        })
+
+        def handler(channel: str | None) -> Callable[[Any], Any]:
+            async def send(call: Any) -> dict[str, Any]:
+                rows = []
+                for target in call.data["target"]:
+                    row = await self.async_send(
+                        target, call.data["message"], title=call.data.get("title"),
+                        channel=channel or call.data.get("channel"),
+                        user_name=call.context.user_id)
+                    rows.append(delivery_dict(row))
+                return {"deliveries": rows}
+
+            return send
+
+        for name in self.order:
+            self.hub.services.register("notify", name, handler(name), schema=schema,
+                                       supports_response=True,
+                                       description=f"Send a message through {name}")
+        self.hub.services.register("notify", "send", handler(None), schema=schema,
+                                   supports_response=True,
+                                   description="Send a message through the first channel, "
+                                               "failing over down the chain")
+
+    # -- what others read -------------------------------------------------------------------
+    def metrics(self) -> dict[str, float]:
+        return {"notify_sent_total": float(self.sent_total),
+                "notify_failed_total": float(self.failed_total),
+                "notify_pending": float(len(self._pending))}
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.order:
+            notifier = self.notifiers.get(name)
+            info = notifier.status() if notifier is not None else {
+                "name": name, "platform": self._conf[name]["platform"], "available": False,
+                "error": "did not start"}
+            info["queued"] = self._queues[name].qsize() if name in self._queues else 0
+            info["fallback"] = self.next_channel(name, ())
+            out.append(info)
+        return out

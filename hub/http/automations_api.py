@@ -1,0 +1,226 @@
+"""Automations over HTTP (CONTRACTS §5): list, read, create, update, delete, traces, versions,
+rollback, dry run. project_admin and above.
+
+Every change is written to automations.yaml (only the edited automation's lines change, see
+hub/core/automations/yamlfile.py), versioned in the database with who and when and the old and
+new text, applied to the running engine, and audited (`automation.create|update|delete|
+rollback`). A validation error is a 400 whose details name the path inside the automation.
+
+Scope: an automation with a `project` is visible to whoever can see that project; one without
+a project acts hub-wide and needs an unrestricted principal (super_admin, system tokens).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import voluptuous as vol
+from aiohttp import web
+
+from hub.core.automations.schema import validate_one
+from hub.core.automations.yamlfile import AutomationFile, parse_item
+
+from .auth import deny, principal
+from .routes import BODY, HUB, ApiError, RouteTable, json_response
+
+routes = RouteTable()
+ROLE = "project_admin"
+
+
+def _engine(request: web.Request) -> Any:
+    engine = getattr(request.app[HUB], "automations", None)
+    if engine is None:
+        raise ApiError(503, "The automation engine is not running")
+    return engine
+
+
+def _file(request: web.Request) -> AutomationFile:
+    return AutomationFile(request.app[HUB].config_dir / "automations.yaml")
+
+
+def _visible(request: web.Request, conf: dict[str, Any]) -> bool:
+    who = principal(request)
+    project = conf.get("project")
+    return who.scope.unrestricted if not project else who.scope.can_see(project)
+
+
+async def _require(request: web.Request, conf: dict[str, Any]) -> None:
+    if not _visible(request, conf):
+        raise await deny(request, f"Automation {conf['id']} is outside the scope of "
+                                  f"{principal(request).name}", target=conf["id"],
+                         project=conf.get("project"))
+
+
+def _existing(request: web.Request) -> dict[str, Any]:
+    automation_id = request.match_info["automation_id"]
+    automation = _engine(request).automations.get(automation_id)
+    if automation is None:
+        raise ApiError(404, f"Automation {automation_id} not found")
+    return automation.conf
+
+
+def _shown(engine: Any, conf: dict[str, Any]) -> dict[str, Any]:
+    automation = engine.automations.get(conf["id"])
+    return {"id": conf["id"], "alias": conf.get("alias"), "enabled": conf.get("enabled", True),
+            "mode": conf.get("mode"), "project": conf.get("project"),
+            "last_triggered": getattr(automation, "last_triggered", None), "config": conf}
+
+
+def _validate(body: Any, automation_id: str | None = None) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "expected an automation object")
+    if automation_id is not None:
+        if body.get("id", automation_id) != automation_id:
+            raise ApiError(400, "the id in the body differs from the id in the path")
+        body = {**body, "id": automation_id}
+    checked, issues = validate_one(body)
+    if issues:
+        raise ApiError(400, issues[0].reason, details=[
+            {"path": issue.key, "reason": issue.reason} for issue in issues])
+    assert checked is not None
+    return checked
+
+
+async def _save(request: web.Request, raw: dict[str, Any], checked: dict[str, Any],
+                action: str) -> dict[str, Any]:
+    engine = _engine(request)
+    who = principal(request)
+    old, new = _file(request).put(raw)
+    version = await engine.store.add_version(checked["id"], action, who.name, old, new)
+    await engine.async_set(checked)
+    await _audit(request, f"automation.{action}", checked, {"version": version})
+    return {**_shown(engine, checked), "version": version}
+
+
+async def _audit(request: web.Request, action: str, conf: dict[str, Any],
+                 detail: dict[str, Any]) -> None:
+    manager = getattr(request.app[HUB], "auth", None)
+    if manager is None:
+        return
+    who = principal(request)
+    await manager.audit.record(action, "ok", actor=who.name, actor_role=who.role,
+                               ip=request.remote, target=f"automation {conf['id']}",
+                               project=conf.get("project"), detail=detail)
+
+
+@routes.get("/api/automations", "Automations (in my scope)", scope=ROLE, tags=("automations",))
+async def list_automations(request: web.Request) -> web.StreamResponse:
+    engine = _engine(request)
+    return json_response([_shown(engine, a.conf) for a in engine.automations.values()
+                          if _visible(request, a.conf)])
+
+
+@routes.post("/api/automations", "Create an automation (written to automations.yaml)",
+             scope=ROLE, body_schema=vol.Schema(dict), responses={201: "Created"},
+             tags=("automations",))
+async def create_automation(request: web.Request) -> web.StreamResponse:
+    raw = request[BODY]
+    checked = _validate(raw)
+    if checked["id"] in _engine(request).automations:
+        raise ApiError(409, f"Automation {checked['id']} exists (use PUT to change it)")
+    await _require(request, checked)
+    return json_response(await _save(request, raw, checked, "create"), status=201)
+
+
+@routes.get("/api/automations/{automation_id}", "One automation", scope=ROLE,
+            tags=("automations",))
+async def get_automation(request: web.Request) -> web.StreamResponse:
+    conf = _existing(request)
+    await _require(request, conf)
+    return json_response(_shown(_engine(request), conf))
+
+
+@routes.put("/api/automations/{automation_id}", "Replace an automation", scope=ROLE,
+            body_schema=vol.Schema(dict), tags=("automations",))
+async def update_automation(request: web.Request) -> web.StreamResponse:
+    conf = _existing(request)
+    await _require(request, conf)
+    raw = {**request[BODY], "id": conf["id"]}
+    checked = _validate(raw, conf["id"])
+    await _require(request, checked)
+    return json_response(await _save(request, raw, checked, "update"))
+
+
+@routes.delete("/api/automations/{automation_id}", "Delete an automation", scope=ROLE,
+               tags=("automations",))
+async def delete_automation(request: web.Request) -> web.StreamResponse:
+    conf = _existing(request)
+    await _require(request, conf)
+    engine = _engine(request)
+    old = _file(request).remove(conf["id"])
+    version = await engine.store.add_version(conf["id"], "delete", principal(request).name,
+                                             old, None)
+    await engine.async_remove(conf["id"])
+    await _audit(request, "automation.delete", conf, {"version": version})
+    return json_response({"id": conf["id"], "deleted": True, "version": version})
+
+
+@routes.get("/api/automations/{automation_id}/traces",
+            "Stored runs: the last N and the latest of each outcome, newest first",
+            scope=ROLE, tags=("automations",))
+async def automation_traces(request: web.Request) -> web.StreamResponse:
+    conf = _existing(request)
+    await _require(request, conf)
+    engine = _engine(request)
+    await engine.async_flush()
+    return json_response(await engine.store.traces(conf["id"]))
+
+
+@routes.get("/api/automations/{automation_id}/versions",
+            "Every edit: version, action, who, when, old and new text", scope=ROLE,
+            tags=("automations",))
+async def automation_versions(request: web.Request) -> web.StreamResponse:
+    automation_id = request.match_info["automation_id"]
+    engine = _engine(request)
+    rows = await engine.store.versions(automation_id)
+    if not rows and automation_id not in engine.automations:
+        raise ApiError(404, f"Automation {automation_id} not found")
+    current = engine.automations.get(automation_id)
+    if current is not None:
+        await _require(request, current.conf)
+    elif not principal(request).scope.unrestricted:
+        raise await deny(request, "A deleted automation's history needs an unrestricted scope")
+    return json_response(rows)
+
+
+@routes.post("/api/automations/{automation_id}/rollback",
+             "Restore the text of an earlier version (recorded as a new version)", scope=ROLE,
+             body_schema=vol.Schema({vol.Required("version"): vol.All(int, vol.Range(min=1))}),
+             tags=("automations",))
+async def rollback_automation(request: web.Request) -> web.StreamResponse:
+    automation_id = request.match_info["automation_id"]
+    engine = _engine(request)
+    current = engine.automations.get(automation_id)
+    if current is not None:
+        await _require(request, current.conf)
+    row = await engine.store.version(automation_id, request[BODY]["version"])
+    if row is None:
+        raise ApiError(404, f"Automation {automation_id} has no version {request[BODY]['version']}")
+    if not row["new_text"]:
+        raise ApiError(400, "That version is a deletion; roll back to one before it")
+    raw = parse_item(row["new_text"])
+    checked = _validate(raw, automation_id)
+    await _require(request, checked)
+    return json_response(await _save(request, raw, checked, "rollback"))
+
+
+@routes.post("/api/automations/{automation_id}/dry_run",
+             "Replay recorded history through the triggers and conditions; nothing is called",
+             scope=ROLE,
+             body_schema=vol.Schema({vol.Required("start"): vol.Any(str, int, float),
+                                     vol.Required("end"): vol.Any(str, int, float)}),
+             tags=("automations",))
+async def dry_run_automation(request: web.Request) -> web.StreamResponse:
+    from hub.core.automations.dryrun import async_dry_run
+
+    from .alarms_api import _timestamp
+
+    conf = _existing(request)
+    await _require(request, conf)
+    try:
+        start, end = _timestamp(request[BODY]["start"]), _timestamp(request[BODY]["end"])
+    except vol.Invalid as err:
+        raise ApiError(400, str(err)) from None
+    if end <= start:
+        raise ApiError(400, "end must be after start")
+    return json_response(await async_dry_run(request.app[HUB], conf, start, end))

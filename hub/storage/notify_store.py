@@ -1,0 +1,135 @@
+"""Persistence of notifications: delivery records, subscriptions, running escalations.
+
+Every change of a delivery's status is one short transaction: the record is what the API
+shows and what a restart resumes, so it must be written before the next step is taken (a
+message marked `sending` that the hub never saw come back is resumed as queued: SMS is
+at-least-once, a duplicate beats a lost alarm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, desc, func, insert, select, update
+
+from .database import Database
+from .schema import notify_deliveries, notify_escalations, notify_subscriptions
+
+OPEN_STATUSES = ("queued", "sending")
+
+
+class SqlNotifyStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def _rows(self, stmt: Any) -> list[dict[str, Any]]:
+        async with self._db.engine.connect() as conn:
+            return [dict(row) for row in (await conn.execute(stmt)).mappings()]
+
+    # -- deliveries -------------------------------------------------------------------------
+    async def insert_delivery(self, row: dict[str, Any]) -> int:
+        values = {k: v for k, v in row.items() if k != "id"}
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(insert(notify_deliveries).values(**values))
+            return int(result.inserted_primary_key[0])
+
+    async def update_delivery(self, delivery_id: int, changes: dict[str, Any]) -> None:
+        async with self._db.engine.begin() as conn:
+            await conn.execute(update(notify_deliveries)
+                               .where(notify_deliveries.c.id == delivery_id).values(**changes))
+
+    async def update_many(self, ids: Sequence[int], changes: dict[str, Any]) -> None:
+        if not ids:
+            return
+        async with self._db.engine.begin() as conn:
+            await conn.execute(update(notify_deliveries)
+                               .where(notify_deliveries.c.id.in_(list(ids))).values(**changes))
+
+    async def open_deliveries(self) -> list[dict[str, Any]]:
+        t = notify_deliveries
+        return await self._rows(select(t).where(t.c.status.in_(OPEN_STATUSES)).order_by(t.c.id))
+
+    async def held(self, recipient: str | None = None,
+                   due_before: float | None = None) -> list[dict[str, Any]]:
+        t = notify_deliveries
+        stmt = select(t).where(t.c.status == "held")
+        if recipient is not None:
+            stmt = stmt.where(t.c.recipient == recipient)
+        if due_before is not None:
+            stmt = stmt.where(t.c.next_attempt_at <= due_before)
+        return await self._rows(stmt.order_by(t.c.id))
+
+    async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        rows = await self._rows(select(notify_deliveries)
+                                .where(notify_deliveries.c.id == delivery_id))
+        return rows[0] if rows else None
+
+    async def list_deliveries(self, *, projects: frozenset[str] | None, status: list[str] | None,
+                              alarm_id: int | None, recipient: str | None, limit: int,
+                              offset: int) -> list[dict[str, Any]]:
+        """Newest first; `projects` None = every row, else only rows of those projects."""
+        t = notify_deliveries
+        stmt = select(t)
+        if projects is not None:
+            stmt = stmt.where(t.c.project.in_(sorted(projects)))
+        if status:
+            stmt = stmt.where(t.c.status.in_(status))
+        if alarm_id is not None:
+            stmt = stmt.where(t.c.alarm_id == alarm_id)
+        if recipient is not None:
+            stmt = stmt.where(t.c.recipient == recipient)
+        return await self._rows(stmt.order_by(desc(t.c.id)).limit(limit).offset(offset))
+
+    async def latest_alarm_sent_to(self, recipients: Sequence[str]) -> dict[str, Any] | None:
+        """The newest alarm message handed to a modem/gateway for any of these numbers."""
+        t = notify_deliveries
+        rows = await self._rows(
+            select(t).where(t.c.recipient.in_(list(recipients)), t.c.alarm_id.is_not(None),
+                            t.c.status.in_(("sent", "delivered")))
+            .order_by(desc(t.c.sent_at), desc(t.c.id)).limit(1)
+        )
+        return rows[0] if rows else None
+
+    async def count_by_status(self) -> dict[str, int]:
+        t = notify_deliveries
+        rows = await self._rows(select(t.c.status, func.count()).group_by(t.c.status))
+        return {row["status"]: int(row["count"]) for row in rows}
+
+    # -- subscriptions ----------------------------------------------------------------------
+    async def subscriptions(self, user_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        t = notify_subscriptions
+        stmt = select(t)
+        if user_ids is not None:
+            stmt = stmt.where(t.c.user_id.in_(list(user_ids)))
+        return await self._rows(stmt.order_by(t.c.id))
+
+    async def get_subscription(self, sub_id: int) -> dict[str, Any] | None:
+        rows = await self._rows(select(notify_subscriptions)
+                                .where(notify_subscriptions.c.id == sub_id))
+        return rows[0] if rows else None
+
+    async def insert_subscription(self, row: dict[str, Any]) -> int:
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(insert(notify_subscriptions).values(**row))
+            return int(result.inserted_primary_key[0])
+
+    async def delete_subscription(self, sub_id: int) -> None:
+        async with self._db.engine.begin() as conn:
+            await conn.execute(delete(notify_subscriptions)
+                               .where(notify_subscriptions.c.id == sub_id))
+
+    # -- escalations ------------------------------------------------------------------------
+    async def escalations(self) -> list[dict[str, Any]]:
+        return await self._rows(select(notify_escalations))
+
+    async def save_escalation(self, row: dict[str, Any]) -> None:
+        async with self._db.engine.begin() as conn:
+            await conn.execute(delete(notify_escalations)
+                               .where(notify_escalations.c.alarm_id == row["alarm_id"]))
+            await conn.execute(insert(notify_escalations).values(**row))
+
+    async def delete_escalation(self, alarm_id: int) -> None:
+        async with self._db.engine.begin() as conn:
+            await conn.execute(delete(notify_escalations)
+                               .where(notify_escalations.c.alarm_id == alarm_id))

@@ -1,0 +1,316 @@
+"""An AT-command GSM modem on a serial port (CONTRACTS §10), over pyserial-asyncio.
+
+One command at a time: a modem interleaves nothing, so every command takes the lock, writes,
+and reads lines until its final result (`OK`, `ERROR`, `+CMS ERROR: n`, `+CME ERROR: n`) or
+its timeout. Unsolicited lines (`+CMTI: "SM",3` for a new SMS) can arrive at any moment,
+also in the middle of another command's answer; the reader takes them out of the stream and
+handles them after the current command (read with `AT+CMGR`, then delete with `AT+CMGD`).
+
+The port can vanish (USB modem unplugged, pty closed): the reader sees EOF or an error, the
+modem is marked unavailable at once (so the core fails over without waiting for a send to
+time out), and a supervisor reopens it with backoff. A health check (`AT`) every
+`health_interval` catches a modem that is present but hung.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import serial_asyncio
+
+from . import pdu
+
+_LOGGER = logging.getLogger(__name__)
+
+_FINAL = re.compile(r"^(OK|ERROR|\+CMS ERROR: ?(\d+)|\+CME ERROR: ?(.+)|NO CARRIER)$")
+_CMTI = re.compile(r'^\+CMTI: ?"?([A-Z]+)"?, ?(\d+)$')
+CTRL_Z = b"\x1a"
+ESCAPE = b"\x1b"
+
+IncomingHandler = Callable[[str, str], Awaitable[None]]
+
+
+class ModemError(Exception):
+    """The modem answered ERROR / +CMS ERROR, or did not answer in time, or is gone."""
+
+    def __init__(self, reason: str, code: int | None = None, gone: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.gone = gone
+
+
+class Modem:
+    def __init__(self, port: str, baudrate: int = 115200, *, command_timeout: float = 10.0,
+                 send_timeout: float = 60.0, health_interval: float = 30.0,
+                 reconnect_max: float = 30.0, mode: str = "pdu",
+                 on_incoming: IncomingHandler | None = None) -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self.command_timeout = command_timeout
+        self.send_timeout = send_timeout
+        self.health_interval = health_interval
+        self.reconnect_max = reconnect_max
+        self.mode = mode
+        self.on_incoming = on_incoming
+        self.connected = False
+        self.last_error: str | None = "not opened yet"
+        self.sent_segments = 0
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self._prompt = asyncio.Event()
+        self._read_task: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._incoming: list[int] = []
+        self._incoming_wake = asyncio.Event()
+        self._incoming_task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self.connected_event = asyncio.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._supervisor = loop.create_task(self._supervise(), name=f"modem {self.port}")
+        self._incoming_task = loop.create_task(self._incoming_loop(),
+                                               name=f"modem {self.port} incoming")
+
+    async def stop(self) -> None:
+        for task in (self._supervisor, self._incoming_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self._close()
+
+    async def _supervise(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                await self._open()
+                backoff = 0.2
+            except Exception as err:  # noqa: BLE001 - absent port: keep trying
+                self.last_error = f"cannot open {self.port}: {err}"
+                _LOGGER.warning("Modem %s", self.last_error)
+                await self._close()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.reconnect_max)
+                continue
+            # healthy: check now and then until the port goes away or stops answering
+            while self.connected:
+                try:
+                    await asyncio.wait_for(self._lost.wait(), self.health_interval)
+                except TimeoutError:
+                    try:
+                        await self.command("AT")
+                    except ModemError as err:
+                        self.last_error = f"health check failed: {err.reason}"
+                        _LOGGER.warning("Modem %s: %s", self.port, self.last_error)
+                        break
+            await self._close()
+            await asyncio.sleep(backoff)
+
+    async def _open(self) -> None:
+        self._lost.clear()
+        self._lines = asyncio.Queue()
+        self._reader, self._writer = await serial_asyncio.open_serial_connection(
+            url=self.port, baudrate=self.baudrate)
+        self._read_task = asyncio.get_running_loop().create_task(
+            self._read_loop(self._reader), name=f"modem {self.port} reader")
+        self.connected = True  # the init commands below need the reader
+        try:
+            await self.command("AT")
+            await self.command("ATE0")
+            if self.mode == "pdu":
+                try:
+                    await self.command("AT+CMGF=0")
+                except ModemError:
+                    _LOGGER.warning("Modem %s refuses PDU mode; using text mode", self.port)
+                    self.mode = "text"
+            if self.mode == "text":
+                await self.command("AT+CMGF=1")
+            await self.command("AT+CNMI=2,1,0,0,0")
+        except ModemError:
+            self.connected = False
+            raise
+        self.last_error = None
+        self.connected_event.set()
+        _LOGGER.info("Modem %s ready (%s mode)", self.port, self.mode)
+
+    async def _close(self) -> None:
+        self.connected = False
+        self.connected_event.clear()
+        if self._read_task is not None:
+            self._read_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._read_task
+            self._read_task = None
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        self._lines.put_nowait(None)
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        buffer = b""
+        try:
+            while True:
+                chunk = await reader.read(1024)
+                if not chunk:
+                    raise ConnectionError("port closed")
+                buffer += chunk
+                while True:
+                    stripped = buffer.lstrip(b"\r\n")
+                    if stripped.startswith(b">"):
+                        self._prompt.set()
+                        buffer = stripped[1:].lstrip(b" ")
+                        continue
+                    end = buffer.find(b"\r\n")
+                    if end < 0:
+                        break
+                    line = buffer[:end].decode("utf-8", errors="replace").strip()
+                    buffer = buffer[end + 2:]
+                    if line:
+                        self._line(line)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the port vanished
+            self.last_error = f"port lost: {type(err).__name__}: {err}"
+            _LOGGER.warning("Modem %s %s", self.port, self.last_error)
+            self.connected = False
+            self.connected_event.clear()
+            self._lines.put_nowait(None)
+            self._lost.set()
+
+    def _line(self, line: str) -> None:
+        match = _CMTI.match(line)
+        if match:
+            self._incoming.append(int(match.group(2)))
+            self._incoming_wake.set()
+            return
+        self._lines.put_nowait(line)
+
+    # -- commands ---------------------------------------------------------------------------
+    async def command(self, cmd: str, timeout: float | None = None) -> list[str]:
+        async with self._lock:
+            return await self._command(cmd, timeout)
+
+    async def _command(self, cmd: str, timeout: float | None = None,
+                       payload: bytes | None = None) -> list[str]:
+        if not self.connected or self._writer is None:
+            raise ModemError(f"modem unavailable ({self.last_error})", gone=True)
+        while not self._lines.empty():  # stale lines of an earlier, timed-out command
+            self._lines.get_nowait()
+        self._prompt.clear()
+        self._writer.write(cmd.encode("ascii") + b"\r")
+        wait = timeout or self.command_timeout
+        if payload is not None:
+            try:
+                await asyncio.wait_for(self._prompt.wait(), wait)
+            except TimeoutError:
+                self._writer.write(ESCAPE)
+                raise ModemError(f"no '>' prompt for {cmd} within {wait:g} s") from None
+            self._writer.write(payload + CTRL_Z)
+            wait = self.send_timeout if timeout is None else timeout
+        lines: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ModemError(f"no answer to {cmd.split('=')[0]} within {wait:g} s")
+            try:
+                line = await asyncio.wait_for(self._lines.get(), remaining)
+            except TimeoutError:
+                raise ModemError(f"no answer to {cmd.split('=')[0]} within {wait:g} s") from None
+            if line is None:
+                raise ModemError(f"modem unavailable ({self.last_error})", gone=True)
+            if line == cmd:  # echo (before ATE0 took effect)
+                continue
+            final = _FINAL.match(line)
+            if final is None:
+                lines.append(line)
+                continue
+            if line == "OK":
+                return lines
+            code = int(final.group(2)) if final.group(2) else None
+            raise ModemError(line, code=code)
+
+    async def send_sms(self, number: str, text: str) -> list[int]:
+        """Send one text (all its segments, in order); the message references."""
+        refs = []
+        if self.mode == "pdu":
+            for part in pdu.encode_submit(number, text):
+                async with self._lock:
+                    lines = await self._command(f"AT+CMGS={part.tpdu_length}",
+                                                payload=part.hex.encode("ascii"))
+                refs.append(_reference(lines))
+                self.sent_segments += 1
+            return refs
+        # text mode: UCS2 hex for anything outside ASCII, no concatenation header
+        async with self._lock:
+            if all(ord(c) < 128 for c in text):
+                await self._command('AT+CSCS="GSM"')
+                body, dest = text.encode("ascii"), number
+            else:
+                await self._command('AT+CSCS="UCS2"')
+                body = text.encode("utf-16-be").hex().upper().encode("ascii")
+                dest = number.encode("utf-16-be").hex().upper()
+            lines = await self._command(f'AT+CMGS="{dest}"', payload=body)
+        self.sent_segments += 1
+        return [_reference(lines)]
+
+    # -- incoming ---------------------------------------------------------------------------
+    async def _incoming_loop(self) -> None:
+        while True:
+            await self._incoming_wake.wait()
+            self._incoming_wake.clear()
+            while self._incoming:
+                index = self._incoming.pop(0)
+                try:
+                    await self._read_incoming(index)
+                except ModemError as err:
+                    _LOGGER.warning("Modem %s: reading SMS %d failed: %s", self.port, index,
+                                    err.reason)
+                except Exception:
+                    _LOGGER.exception("Modem %s: incoming SMS %d", self.port, index)
+
+    async def _read_incoming(self, index: int) -> None:
+        async with self._lock:
+            lines = await self._command(f"AT+CMGR={index}")
+            with contextlib.suppress(ModemError):
+                await self._command(f"AT+CMGD={index}")
+        sender, text = parse_cmgr(lines, self.mode)
+        _LOGGER.info("SMS from %s: %r", sender, text[:60])
+        if self.on_incoming is not None:
+            await self.on_incoming(sender, text)
+
+    def status(self) -> dict[str, Any]:
+        return {"port": self.port, "connected": self.connected, "mode": self.mode,
+                "last_error": self.last_error, "sent_segments": self.sent_segments}
+
+
+def _reference(lines: list[str]) -> int:
+    for line in lines:
+        if line.startswith("+CMGS:"):
+            return int(line.split(":", 1)[1].strip().split(",")[0])
+    raise ModemError("no +CMGS reference in the answer")
+
+
+def parse_cmgr(lines: list[str], mode: str) -> tuple[str, str]:
+    """(sender, text) of an `AT+CMGR` answer in PDU or text mode."""
+    header = next((i for i, line in enumerate(lines) if line.startswith("+CMGR:")), None)
+    if header is None or header + 1 >= len(lines):
+        raise ModemError(f"unexpected +CMGR answer: {lines!r}")
+    if mode == "pdu":
+        message = pdu.decode_deliver(lines[header + 1])
+        return message.sender, message.text
+    fields = [f.strip('"') for f in lines[header].split(":", 1)[1].split(",")]
+    sender = fields[1] if len(fields) > 1 else ""
+    return sender, "\n".join(lines[header + 1:])
