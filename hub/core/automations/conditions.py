@@ -124,10 +124,13 @@ async def check(conf: Mapping[str, Any], ctx: EvalContext, path: str) -> bool:
                                       ctx.time_limit, ctx.now)
         result = truthy(rendered.text)
     elif kind == "project":
-        device = conf.get("device_id") or _trigger_device(ctx)
-        trigger = ctx.variables.get("trigger") or {}
-        project = (trigger.get("alarm") or {}).get("project") or (
-            ctx.device_project(device) if device else None)
+        if conf.get("device_id"):  # the device named here, whatever triggered the run
+            project = ctx.device_project(conf["device_id"])
+        else:
+            device = _trigger_device(ctx)
+            trigger = ctx.variables.get("trigger") or {}
+            project = (trigger.get("alarm") or {}).get("project") or (
+                ctx.device_project(device) if device else None)
         result = project in conf["project"]
     else:  # pragma: no cover - the schema admits no other kind
         raise ValueError(f"unknown condition {kind}")

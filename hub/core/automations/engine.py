@@ -388,6 +388,12 @@ class AutomationEngine:
         except TemplateError as err:
             _LOGGER.warning("Template trigger of %s failed: %s", watch.automation.id, err)
             return
+        # index what this render read too: a template that short-circuited at start (`a and
+        # b` with `a` false) reads `b` only now, and a change of `b` must re-evaluate it
+        for entity_id in result.entities:
+            watches = self._state_index.setdefault(entity_id, [])
+            if not any(w is watch for w in watches):
+                watches.append(watch)
         now_true = truthy(result.text)
         was, watch.last = watch.last, now_true
         key = for_key(watch.automation.id, watch.index, "template")
@@ -426,9 +432,9 @@ class AutomationEngine:
 
         return on_alarm
 
-    def _schedule_time(self, watch: _Watch) -> None:
+    def _schedule_time(self, watch: _Watch, after: float | None = None) -> None:
         now = self.clock()
-        when = next_fire(watch.conf, now, self.zone)
+        when = next_fire(watch.conf, now if after is None else max(now, after), self.zone)
         if when is None:
             return
         loop = asyncio.get_running_loop()
@@ -440,7 +446,10 @@ class AutomationEngine:
             watch.automation.trigger({"platform": watch.conf["trigger"], "idx": watch.index,
                                       "id": watch.conf.get("id", str(watch.index)),
                                       "now": when}, None)
-            self._schedule_time(watch)
+            # the next slot after this one: the loop's timer is monotonic, so the wall clock
+            # may read a hair (or, after an NTP step, more) before `when`, and "the next slot
+            # after now" would be this slot again, firing twice
+            self._schedule_time(watch, after=when)
 
         handle = loop.call_later(max(0.0, when - now), fire)
         watch.automation.handles.append(handle)

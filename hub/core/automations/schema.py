@@ -50,10 +50,15 @@ def entity_ids(value: Any) -> list[str]:
 
 
 def time_of_day(value: Any) -> int:
-    """`HH:MM[:SS]` -> seconds after midnight (YAML 1.1 may hand `08:30` over as an int)."""
+    """`HH:MM[:SS]` -> seconds after midnight (YAML 1.1 may hand an unquoted `18:30` over as an int)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        # YAML 1.1 sexagesimal: 08:30 -> 510 (minutes as seconds); take it as HH:MM.
-        return value * 60
+        # YAML 1.1 sexagesimal (unquoted, no leading zero): 18:30 -> 1110 (H*60+M) and
+        # 18:30:15 -> 66615 (H*3600+M*60+S); a two-part time is below 24*60, a three-part one
+        # (hours >= 1) at least 3600. `08:30` (leading zero) stays a string.
+        seconds = value if value >= 3600 else value * 60
+        if not 0 <= seconds < 86400:
+            raise vol.Invalid(f"expected a time of day such as 08:30 or 22:00:05, got {value!r}")
+        return seconds
     match = _TIME.match(str(value).strip())
     if not match:
         raise vol.Invalid(f"expected a time of day such as 08:30 or 22:00:05, got {value!r}")
