@@ -73,7 +73,8 @@ class Run:
     def eval_context(self) -> EvalContext:
         engine = self.engine
         return EvalContext(engine.get_state, engine.clock(), self.variables, engine.zone,
-                           engine.device_project, engine.time_limit)
+                           engine.device_project, engine.time_limit,
+                           project_lineage=engine.project_lineage)
 
     async def render(self, value: Any) -> Any:
         return await async_render_data(value, self.engine.get_state, self.variables,

@@ -7,7 +7,7 @@ ones and "now" is the simulated time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,6 +28,8 @@ class EvalContext:
     #: device id -> project id (for the `project` condition)
     device_project: Callable[[str], str | None] = lambda _device: None
     time_limit: float = DEFAULT_TIME_LIMIT
+    #: project id -> itself and its ancestors, so `project: school-1` covers `school-1-a`
+    project_lineage: Callable[[str], Iterable[str]] = lambda project: (project,)
     #: filled as conditions run: (path, result) for the trace
     results: list[dict[str, Any]] = field(default_factory=list)
 
@@ -131,7 +133,8 @@ async def check(conf: Mapping[str, Any], ctx: EvalContext, path: str) -> bool:
             trigger = ctx.variables.get("trigger") or {}
             project = (trigger.get("alarm") or {}).get("project") or (
                 ctx.device_project(device) if device else None)
-        result = project in conf["project"]
+        result = project is not None and any(
+            candidate in conf["project"] for candidate in ctx.project_lineage(project))
     else:  # pragma: no cover - the schema admits no other kind
         raise ValueError(f"unknown condition {kind}")
     ctx.results.append({"path": path, "result": result})

@@ -78,8 +78,11 @@ async def async_dry_run(hub: Any, conf: dict[str, Any], start: float,
 
     async def would_fire(trigger: dict[str, Any], when: float) -> None:
         variables = {**conf.get("variables", {}), "trigger": trigger}
-        ctx = EvalContext(get_state, when, variables, zone, hub.automations.device_project
-                          if hub.automations else (lambda _d: None))
+        engine = hub.automations
+        ctx = EvalContext(get_state, when, variables, zone,
+                          engine.device_project if engine else (lambda _d: None))
+        if engine:
+            ctx.project_lineage = engine.project_lineage
         ok = await check_all(conf["conditions"], ctx, "conditions")
         entry: dict[str, Any] = {"at": when, "trigger": trigger, "conditions": ctx.results,
                                  "would_fire": ok}

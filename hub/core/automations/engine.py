@@ -173,6 +173,8 @@ class AutomationEngine:
         self.automations: dict[str, Automation] = {}
         self._state_index: dict[str, list[_Watch]] = {}
         self._pending: dict[str, _Pending] = {}
+        self._parents: dict[str, str | None] = {}
+        self._parents_of: Any = None  # the `projects` list the parent map was built from
         self._writes: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._unsub_state: Callable[[], None] | None = None
@@ -232,6 +234,30 @@ class AutomationEngine:
     def device_project(self, device_id: str) -> str | None:
         device = self.hub.devices.get(device_id) if hasattr(self.hub.devices, "get") else None
         return getattr(device, "project", None)
+
+    def project_lineage(self, project_id: str) -> list[str]:
+        """The project and its ancestors in the configured tree (a cycle cannot hang it)."""
+        parents = self._project_parents()
+        lineage: list[str] = []
+        current: str | None = project_id
+        while current is not None and current not in lineage:
+            lineage.append(current)
+            current = parents.get(current)
+        return lineage
+
+    def _project_parents(self) -> dict[str, str | None]:
+        projects = self.hub.config.get("projects") or []
+        if self._parents_of is not projects:  # the tree is rebuilt only when config changes
+            parents: dict[str, str | None] = {}
+
+            def walk(items: list[dict[str, Any]], parent: str | None) -> None:
+                for item in items:
+                    parents[item["id"]] = parent
+                    walk(item.get("children") or [], item["id"])
+
+            walk(projects, None)
+            self._parents, self._parents_of = parents, projects
+        return self._parents
 
     def save_trace(self, automation: Automation, trace: Trace) -> None:
         keep = automation.conf.get("trace", {}).get("stored_traces", 20)
