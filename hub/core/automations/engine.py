@@ -67,6 +67,8 @@ class _Watch:
     conf: Mapping[str, Any]
     #: template triggers: last truth, to fire on false -> true only
     last: bool = False
+    #: template triggers: renders run in worker threads; one at a time keeps `last` in order
+    render_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -408,6 +410,10 @@ class AutomationEngine:
             self._state_index.setdefault(entity_id, []).append(watch)
 
     async def _eval_template(self, watch: _Watch, context: Context | None) -> None:
+        async with watch.render_lock:
+            await self._eval_template_locked(watch, context)
+
+    async def _eval_template_locked(self, watch: _Watch, context: Context | None) -> None:
         try:
             result = await async_render(watch.conf["value_template"], self.get_state, {},
                                         self.time_limit, self.clock())
