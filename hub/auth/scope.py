@@ -106,8 +106,12 @@ class Scope:
             return True
         if not project_id:
             return False
-        allowed = self.allowed()
-        return allowed is not None and project_id in allowed
+        if self._allowed is not None and self._version == self._tree.version:
+            return project_id in self._allowed
+        # One project's ancestors, not the whole subtree: routing an alarm asks this once per
+        # subscriber with a fresh Scope, and building every subtree made that O(users x tree).
+        # A project the tree does not know counts as a root of its own (as `subtree` does).
+        return any(p in self.roots for p in self._tree.ancestors_or_self(project_id))
 
     def covers(self, project_ids: Iterable[str]) -> bool:
         return all(self.can_see(p) for p in project_ids)
