@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bench.common import Result, Timer
+from common import Result, Timer  # bench/run.py puts bench/ on sys.path
 
 WRITES = 200_000
 
