@@ -41,6 +41,7 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 test: install $(TEST_STAMP) system-deps
+	$(VENV)/bin/ruff check hub plugins tests bench
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install

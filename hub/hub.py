@@ -208,7 +208,7 @@ class Hub:
             if asyncio.iscoroutine(result):
                 try:
                     await result
-                except Exception as err:  # noqa: BLE001 - one plugin must not stop the hub
+                except Exception as err:
                     _LOGGER.exception("Plugin %s failed to set up", name)
                     self.plugins.fail(name, "setup", f"{type(err).__name__}: {err}")
 
@@ -224,7 +224,7 @@ class Hub:
             if asyncio.iscoroutine(result):
                 try:
                     await result
-                except Exception:  # noqa: BLE001
+                except Exception:
                     _LOGGER.exception("Plugin %s failed to shut down cleanly", name)
         if self.notify is not None:
             await self.notify.async_stop()

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import voluptuous as vol
-
-from .context import Context
 from voluptuous.humanize import humanize_error
 
+from .context import Context
 from .events import EVENT_CALL_SERVICE, EVENT_SERVICE_REGISTERED, EventBus, Job, JobType
 
 _LOGGER = logging.getLogger(__name__)

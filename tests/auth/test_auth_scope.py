@@ -685,7 +685,7 @@ async def _statistics(env: Env, role: str, c: Client) -> None:
         200 if role != "user" else 403)
 
 
-from . import notify_scope_probes  # noqa: E402 - notification endpoints (hub/http/notify_api.py)
+from . import notify_scope_probes
 
 PROBES.update(notify_scope_probes.PROBES)
 

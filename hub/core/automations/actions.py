@@ -279,10 +279,9 @@ class Run:
         try:
             await asyncio.sleep(seconds)
         finally:
-            if key is not None:
-                # cancelled by hub stop: keep the row so the next start resumes the run
-                if not self.engine.stopping:
-                    await self.engine.timers.delete(key)
+            # cancelled by hub stop: keep the row so the next start resumes the run
+            if key is not None and not self.engine.stopping:
+                await self.engine.timers.delete(key)
 
 
 def _json_safe(value: Any) -> Any:

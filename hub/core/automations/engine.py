@@ -176,6 +176,8 @@ class AutomationEngine:
         self._state_index: dict[str, list[_Watch]] = {}
         self._pending: dict[str, _Pending] = {}
         self._parents: dict[str, str | None] = {}
+        #: template renders in flight (a reference keeps each task alive until it is done)
+        self._tasks_hold: set[asyncio.Task[Any]] = set()
         self._parents_of: Any = None  # the `projects` list the parent map was built from
         self._writes: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -607,8 +609,6 @@ class AutomationEngine:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks_hold.add(task)
         task.add_done_callback(self._tasks_hold.discard)
-
-    _tasks_hold: set[asyncio.Task[Any]] = set()
 
 
 def _filter_of(fn: Callable[[Event], Any]) -> Callable[[Event], Any]:

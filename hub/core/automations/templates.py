@@ -20,6 +20,7 @@ recorded, so a template trigger is indexed by exactly the entities its template 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import operator
 import threading
@@ -59,12 +60,11 @@ class _BoundedSandbox(SandboxedEnvironment):
             ):
                 raise TemplateError(f"exponent {right} is too large")
             return operator.pow(left, right)
-        if isinstance(left, str | list | tuple) and isinstance(right, int):
-            if len(left) * right > MAX_RESULT:
-                raise TemplateError("result of * is too large")
-        if isinstance(right, str | list | tuple) and isinstance(left, int):
-            if len(right) * left > MAX_RESULT:
-                raise TemplateError("result of * is too large")
+        if (isinstance(left, str | list | tuple) and isinstance(right, int)
+                and len(left) * right > MAX_RESULT) or (
+                isinstance(right, str | list | tuple) and isinstance(left, int)
+                and len(right) * left > MAX_RESULT):
+            raise TemplateError("result of * is too large")
         return operator.mul(left, right)
 
 
@@ -171,10 +171,8 @@ async def async_render(text: str, getter: StateGetter, variables: Mapping[str, A
     except TimeoutError:
         if ident.done():
             _raise_in(ident.result())
-        try:
+        with contextlib.suppress(BaseException):  # TemplateTimeout, expected
             await future  # the thread stops at its next bytecode
-        except BaseException:  # noqa: BLE001 - TemplateTimeout, expected
-            pass
         raise TemplateTimeout(
             f"template took longer than {time_limit:g} s and was stopped"
         ) from None

@@ -51,7 +51,6 @@ from hub.core.states import (
 
 from .profile import Bit, BitField, Profile, Register
 
-
 SOURCE = "arcm"  # the `source` of every condition this plugin fires
 _LOGGER = logging.getLogger(__name__)
 
