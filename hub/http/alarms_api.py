@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
-import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,57 +28,12 @@ from hub.core.context import Context
 from hub.storage.alarm_store import AlarmQuery
 
 from .auth import auth_manager, context_for, deny, principal
+from .query import query_bool, query_list, query_time
 from .routes import BODY, HUB, QUERY, SCOPED, ApiError, RouteTable, json_response
 
 routes = RouteTable()
 
 MAX_LIMIT = 10_000
-_SPLIT = re.compile(r"\s*,\s*")
-_LOST_PLUS = re.compile(r" (\d\d:?\d\d)$")
-
-
-def _timestamp(value: Any) -> float:
-    """`since`/`until`: ISO 8601 (a naive time is UTC) or unix seconds."""
-    text = str(value).strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    # An unencoded `+08:00` arrives as ` 08:00` (a `+` in a query string is a space).
-    text = _LOST_PLUS.sub(r"+\1", text)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise vol.Invalid(
-            f"expected an ISO 8601 time (2025-01-31T08:00:00+08:00) or unix seconds, got {text!r}"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-def _list_of(allowed: tuple[str, ...] | None = None) -> Any:
-    def check(value: Any) -> list[str]:
-        items = [item for item in _SPLIT.split(str(value).strip()) if item]
-        if not items:
-            raise vol.Invalid("expected one value or a comma-separated list")
-        if allowed is not None:
-            bad = [item for item in items if item not in allowed]
-            if bad:
-                raise vol.Invalid(f"unknown value {bad[0]!r} (one of: {', '.join(allowed)})")
-        return items
-
-    check.__name__ = "comma_separated_list"
-    return check
-
-
-def _bool(value: Any) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes"):
-        return True
-    if text in ("0", "false", "no"):
-        return False
-    raise vol.Invalid(f"expected true or false, got {value!r}")
 
 
 _FILTERS = {
@@ -87,13 +41,13 @@ _FILTERS = {
         ("active", "cleared", "all"), msg="expected active, cleared or all"
     ),
     vol.Optional("kind", description="alarm, fault, event (comma-separated for several)"):
-        _list_of(KINDS),
-    vol.Optional("project", description="project id; includes its sub-projects"): _list_of(),
-    vol.Optional("device", description="device id (comma-separated for several)"): _list_of(),
-    vol.Optional("type", description="alarm type, e.g. residual_current_high"): _list_of(),
-    vol.Optional("since", description="ISO 8601 or unix seconds"): _timestamp,
-    vol.Optional("until", description="ISO 8601 or unix seconds"): _timestamp,
-    vol.Optional("acknowledged", description="true or false"): _bool,
+        query_list(KINDS),
+    vol.Optional("project", description="project id; includes its sub-projects"): query_list(),
+    vol.Optional("device", description="device id (comma-separated for several)"): query_list(),
+    vol.Optional("type", description="alarm type, e.g. residual_current_high"): query_list(),
+    vol.Optional("since", description="ISO 8601 or unix seconds"): query_time,
+    vol.Optional("until", description="ISO 8601 or unix seconds"): query_time,
+    vol.Optional("acknowledged", description="true or false"): query_bool,
     vol.Optional("limit", default=1000, description=f"at most {MAX_LIMIT}"): vol.All(
         vol.Coerce(int), vol.Range(min=1, max=MAX_LIMIT)
     ),

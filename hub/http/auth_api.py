@@ -414,7 +414,7 @@ async def revoke_token(request: web.Request) -> web.StreamResponse:
 
 # -- audit -----------------------------------------------------------------------------------
 def _time(value: Any) -> float:
-    from .alarms_api import _timestamp
+    from .query import query_time as _timestamp
 
     return _timestamp(value)
 

@@ -213,7 +213,7 @@ async def rollback_automation(request: web.Request) -> web.StreamResponse:
 async def dry_run_automation(request: web.Request) -> web.StreamResponse:
     from hub.core.automations.dryrun import async_dry_run
 
-    from .alarms_api import _timestamp
+    from .query import query_time as _timestamp
 
     conf = _existing(request)
     await _require(request, conf)

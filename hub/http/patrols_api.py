@@ -32,12 +32,11 @@ from hub.core.patrols import (
 from hub.storage.patrol_store import PatrolQuery
 
 from .auth import context_for, deny, principal, require_device, require_project
+from .query import query_bool, query_list
 from .routes import BODY, HUB, QUERY, SCOPED, ApiError, RouteTable, json_response
 from .workorders_api import (
     WORKORDER_SCHEMA,
     audit,
-    list_of,
-    query_bool,
     scoped_projects,
 )
 
@@ -100,7 +99,7 @@ _ROUND = {
     },
 }
 
-TEMPLATES_QUERY = vol.Schema({vol.Optional("project"): list_of()})
+TEMPLATES_QUERY = vol.Schema({vol.Optional("project"): query_list()})
 TEMPLATE_SCHEMA = vol.Schema(TEMPLATE_FIELDS)
 TEMPLATE_UPDATE_SCHEMA = vol.All(
     vol.Schema({vol.Optional(key.schema): value for key, value in TEMPLATE_FIELDS.items()
@@ -109,9 +108,9 @@ TEMPLATE_UPDATE_SCHEMA = vol.All(
 )
 ROUNDS_QUERY = vol.Schema({
     vol.Optional("status", description="pending, completed (comma-separated)"):
-        list_of((PENDING, COMPLETED)),
-    vol.Optional("project", description="includes sub-projects"): list_of(),
-    vol.Optional("assignee"): list_of(),
+        query_list((PENDING, COMPLETED)),
+    vol.Optional("project", description="includes sub-projects"): query_list(),
+    vol.Optional("assignee"): query_list(),
     vol.Optional("template_id"): vol.All(vol.Coerce(int), vol.Range(min=1)),
     vol.Optional("overdue"): query_bool,
     vol.Optional("limit", default=1000): vol.All(vol.Coerce(int), vol.Range(min=1, max=10_000)),

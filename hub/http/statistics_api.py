@@ -14,8 +14,9 @@ from typing import Any
 import voluptuous as vol
 from aiohttp import web
 
+from .query import query_list
 from .routes import HUB, QUERY, SCOPED, ApiError, RouteTable, json_response
-from .workorders_api import list_of, scoped_projects
+from .workorders_api import scoped_projects
 
 routes = RouteTable()
 
@@ -32,7 +33,7 @@ def _month(value: Any) -> tuple[int, int]:
 QUERY_SCHEMA = vol.Schema({
     vol.Optional("month", description="YYYY-MM in the hub's time zone; default this month"):
         _month,
-    vol.Optional("project", description="project id(s); includes sub-projects"): list_of(),
+    vol.Optional("project", description="project id(s); includes sub-projects"): query_list(),
     vol.Optional("top", default=10, description="devices listed in by_device"): vol.All(
         vol.Coerce(int), vol.Range(min=1, max=1000)),
 })

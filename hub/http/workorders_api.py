@@ -28,7 +28,6 @@ before a byte of the upload is read.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import unquote
@@ -58,6 +57,7 @@ from .auth import (
     require_project,
     visible_projects,
 )
+from .query import query_bool, query_list
 from .routes import BODY, HUB, QUERY, SCOPED, ApiError, RouteTable, json_response
 
 routes = RouteTable()
@@ -65,34 +65,9 @@ routes = RouteTable()
 MAX_LIMIT = 10_000
 #: multipart framing allowed on top of the photo itself before a Content-Length is refused
 MULTIPART_SLACK = 64 * 1024
-_SPLIT = re.compile(r"\s*,\s*")
 
 
 # -- shared helpers (patrols and statistics use them too) ------------------------------------
-def list_of(allowed: tuple[str, ...] | None = None) -> Any:
-    """A comma-separated query value, optionally restricted to some words."""
-
-    def check(value: Any) -> list[str]:
-        items = [item for item in _SPLIT.split(str(value).strip()) if item]
-        if not items:
-            raise vol.Invalid("expected one value or a comma-separated list")
-        if allowed is not None:
-            bad = [item for item in items if item not in allowed]
-            if bad:
-                raise vol.Invalid(f"unknown value {bad[0]!r} (one of: {', '.join(allowed)})")
-        return items
-
-    check.__name__ = "comma_separated_list"
-    return check
-
-
-def query_bool(value: Any) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes"):
-        return True
-    if text in ("0", "false", "no"):
-        return False
-    raise vol.Invalid(f"expected true or false, got {value!r}")
 
 
 def project_subtree(hub: Any, wanted: list[str]) -> list[str]:
@@ -197,10 +172,10 @@ async def _may_change(request: web.Request, row: dict[str, Any], *, status: str 
 LIST_SCHEMA = vol.Schema({
     vol.Optional("status", description="created, dispatched, accepted, repaired, verified, "
                                        "closed, or open (not closed); comma-separated"):
-        list_of((*STATUSES, "open")),
-    vol.Optional("project", description="project id; includes its sub-projects"): list_of(),
-    vol.Optional("assignee", description="comma-separated for several"): list_of(),
-    vol.Optional("device", description="device id (comma-separated for several)"): list_of(),
+        query_list((*STATUSES, "open")),
+    vol.Optional("project", description="project id; includes its sub-projects"): query_list(),
+    vol.Optional("assignee", description="comma-separated for several"): query_list(),
+    vol.Optional("device", description="device id (comma-separated for several)"): query_list(),
     vol.Optional("alarm_id"): vol.All(vol.Coerce(int), vol.Range(min=1)),
     vol.Optional("patrol_id"): vol.All(vol.Coerce(int), vol.Range(min=1)),
     vol.Optional("overdue", description="true: waiting past the due time"): query_bool,
@@ -533,4 +508,4 @@ async def get_workorder_photo(request: web.Request) -> web.StreamResponse:
     )
 
 
-__all__ = ["audit", "list_of", "project_subtree", "query_bool", "routes", "scoped_projects"]
+__all__ = ["audit", "project_subtree", "routes", "scoped_projects"]
