@@ -60,10 +60,15 @@ class DemoSite:
             self.tasks.append(loop.create_task(coro, name=name))
         self._pending.clear()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Cancel the simulators; one that swallows its cancellation is named, not waited on."""
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if not self.tasks:
+            return
+        _done, pending = await asyncio.wait(self.tasks, timeout=timeout)
+        for task in pending:
+            _LOGGER.warning("Demo simulator %s did not stop within %.0f s", task.get_name(), timeout)
 
 
 # The demo's project tree. Plugins hang their devices on these ids (or add their own).

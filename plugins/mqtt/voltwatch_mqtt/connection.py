@@ -172,7 +172,10 @@ class MqttConnection:
         self.started = False
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            # Bounded: a library that swallows the cancellation must not hang the hub's stop.
+            done, _ = await asyncio.wait({task}, timeout=10.0)
+            if not done:
+                _LOGGER.warning("MQTT: the connection task did not stop within 10 s")
         for pending in list(self._pending.values()):
             if not pending.future.done():
                 pending.future.set_exception(CommandError("the hub is stopping"))
@@ -209,6 +212,7 @@ class MqttConnection:
         delay = settings.reconnect_min
         client = self._client = self._new_client()
         where = f"{settings.host}:{settings.port}"
+        me = asyncio.current_task()
         while True:
             try:
                 async with client:
@@ -220,6 +224,10 @@ class MqttConnection:
                     self._ready.set()
                     await self._consume(client)
             except aiomqtt.MqttError as err:
+                # Cancelled inside `async with client`: aiomqtt's disconnect on the way out can
+                # raise MqttError in place of the CancelledError; stopping must still stop.
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError from err
                 self.last_error = str(err) or type(err).__name__
                 if self.connected:
                     _LOGGER.warning("MQTT: connection to %s lost (%s); reconnecting", where,
@@ -228,6 +236,8 @@ class MqttConnection:
                     _LOGGER.warning("MQTT: cannot connect to %s (%s); retrying in %.1fs", where,
                                     self.last_error, delay)
             except Exception as err:  # a bug here must not end MQTT for good
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError from err
                 self.last_error = f"{type(err).__name__}: {err}"
                 _LOGGER.exception("MQTT: unexpected error in the connection loop; reconnecting")
             self.connected = False

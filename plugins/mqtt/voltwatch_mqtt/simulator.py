@@ -184,6 +184,10 @@ class SimulatedDevice:
                                 await client.publish(status, b"offline", qos=1, retain=True,
                                                      timeout=2)
             except aiomqtt.MqttError as err:
+                # Stopping inside `async with client`: aiomqtt's disconnect may raise MqttError
+                # in place of our CancelledError; without this the loop reconnects forever.
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise asyncio.CancelledError from err
                 _LOGGER.info("simulator %s: %s; reconnecting", self.device_id, err)
             finally:
                 self.client = None
