@@ -10,13 +10,10 @@ plugins produce.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import voluptuous as vol
 from aiohttp import ClientSession
@@ -27,7 +24,6 @@ from hub.core.hookspecs import hookimpl
 from hub.core.plugins import PluginManager
 from hub.http import tokens
 
-PG_ADMIN = os.environ.get("VOLTWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 TIMEOUT = 10.0  # a failure bound only: every wait returns as soon as its event arrives
 
 
@@ -126,32 +122,6 @@ def fire(hub: Any, device_id: str, type_: str, active: bool = True, **kwargs: An
 async def settle(hub: Any) -> None:
     """Every decision taken so far is written and its events fired."""
     await hub.alarms.async_flush()
-
-
-async def _pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _admin(sql: str) -> None:
-    try:
-        asyncio.run(_pg_admin(sql))
-    except (TimeoutError, OSError) as err:
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {err}")
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    name = f"voltwatch_test_{uuid.uuid4().hex[:12]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

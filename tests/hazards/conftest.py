@@ -25,7 +25,6 @@ from tests.alarms.conftest import (  # noqa: F401 - fixtures and helpers shared 
     db_url,
     fire,
     hub_config,
-    pg_url,
     settle,
     start_hub,
 )

@@ -9,21 +9,16 @@ machine without PostgreSQL still runs the SQLite half.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from hub.core.events import EventBus
 from hub.core.states import StateMachine
 from hub.storage.database import Database
-
-PG_ADMIN = os.environ.get("VOLTWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -42,34 +37,6 @@ async def hub(tmp_path: Path) -> MiniHub:
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
     return MiniHub(bus=bus, states=StateMachine(bus), config_dir=tmp_path)
-
-
-async def _pg_admin_execute(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _admin(sql: str) -> None:
-    """Run one admin statement (sync fixtures run outside the test's loop, so asyncio.run)."""
-    try:
-        asyncio.run(_pg_admin_execute(sql))
-    except (TimeoutError, OSError) as err:
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {err}")
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (asyncpg URL), dropped after the test."""
-    name = f"voltwatch_test_{uuid.uuid4().hex[:12]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=BACKENDS)
