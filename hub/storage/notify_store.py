@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, desc, func, insert, select, update
+from sqlalchemy import delete, desc, func, insert, or_, select, update
 
 from .database import Database
 from .schema import notify_deliveries, notify_escalations, notify_subscriptions
@@ -90,6 +90,37 @@ class SqlNotifyStore:
             .order_by(desc(t.c.sent_at), desc(t.c.id)).limit(1)
         )
         return rows[0] if rows else None
+
+    async def sent_with_reference(self, channel: str, reference: str,
+                                  recipients: Sequence[str] | None = None
+                                  ) -> dict[str, Any] | None:
+        """The newest `sent` record of `channel` whose reference list holds `reference`.
+
+        A modem's message references wrap at 256, so the newest one wins; the recipient of
+        the report narrows it further when given.
+        """
+        t = notify_deliveries
+        ref = t.c.reference
+        stmt = select(t).where(
+            t.c.channel == channel, t.c.status == "sent",
+            or_(ref == reference, ref.like(f"{reference},%"), ref.like(f"%,{reference}"),
+                ref.like(f"%,{reference},%")))
+        if recipients:
+            stmt = stmt.where(t.c.recipient.in_(list(recipients)))
+        rows = await self._rows(stmt.order_by(desc(t.c.sent_at), desc(t.c.id)).limit(1))
+        return rows[0] if rows else None
+
+    async def count_by_channel(self, projects: frozenset[str] | None
+                               ) -> dict[str, dict[str, int]]:
+        """{channel: {status: records}}; `projects` None = every row, else those projects."""
+        t = notify_deliveries
+        stmt = select(t.c.channel, t.c.status, func.count().label("n"))
+        if projects is not None:
+            stmt = stmt.where(t.c.project.in_(sorted(projects)))
+        out: dict[str, dict[str, int]] = {}
+        for row in await self._rows(stmt.group_by(t.c.channel, t.c.status)):
+            out.setdefault(row["channel"], {})[row["status"]] = int(row["n"])
+        return out
 
     async def count_by_status(self) -> dict[str, int]:
         t = notify_deliveries

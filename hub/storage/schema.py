@@ -491,6 +491,9 @@ notify_deliveries = Table(
     Column("next_attempt_at", Double, nullable=True),
     Column("fallback_of", BigInteger, nullable=True),
     Column("reference", String(64), nullable=True),
+    # message references (comma-separated, like `reference`) whose delivery report said
+    # "delivered"; the record is `delivered` once every part of `reference` is here (0007n)
+    Column("reports", String(64), nullable=True),
     Index("ix_notify_deliveries_status", "status"),
     Index("ix_notify_deliveries_recipient_sent_at", "recipient", "sent_at"),
     Index("ix_notify_deliveries_alarm_id", "alarm_id"),

@@ -92,6 +92,23 @@ class Notifier(ABC):
         """False while the channel cannot send at all (the core then fails over at once)."""
         return True
 
+    @property
+    def healthy(self) -> bool | None:
+        """Did the channel pass its last health check (a modem answering `AT`)? None for a
+        channel that has no such check (an HTTP gateway is judged by its sends)."""
+        return None
+
+    @property
+    def checked_at(self) -> float | None:
+        """When that health check ran (unix seconds), or None."""
+        return None
+
+    @property
+    def last_error(self) -> str | None:
+        """The channel's own latest trouble (port lost, no answer), or None; the core adds
+        the latest failed send on top of this in `GET /api/notifications/notifiers`."""
+        return None
+
     async def async_start(self) -> None:
         """Open connections; must not raise for a device that is merely absent (report it
         through `available` and keep trying in the background)."""

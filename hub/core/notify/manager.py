@@ -52,6 +52,9 @@ from .templates import Templates
 
 _LOGGER = logging.getLogger(__name__)
 
+#: Delivery reports kept while their record is not yet `sent` (per channel), and how long.
+EARLY_REPORTS_MAX = 256
+EARLY_REPORTS_AGE = 600.0
 #: The manager's default time source; tests pass their own `clock`.
 CLOCK: Callable[[], float] = time.time
 _DIGITS = re.compile(r"\D")
@@ -77,7 +80,7 @@ def delivery_dict(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: row.get(k) for k in (
         "id", "alarm_id", "project", "recipient", "user_name", "channel", "kind", "status",
         "attempts", "reason", "title", "message", "language", "severity", "fallback_of",
-        "reference")}
+        "reference", "reports")}
     for key in ("created_at", "updated_at", "sent_at", "next_attempt_at"):
         value = row.get(key)
         out[key] = iso(value) if value is not None else None
@@ -109,10 +112,16 @@ class NotifyManager:
         self._unsubs: list[Callable[[], None]] = []
         self._running = False
         self._due_lock = asyncio.Lock()
+        self._report_lock = asyncio.Lock()
         self.router: Any = None
         self.escalation: Any = None
         self.sent_total = 0
         self.failed_total = 0
+        self.delivered_total = 0
+        #: delivery reports that arrived before their record was `sent`, per channel
+        self._early: dict[str, dict[str, tuple[float, str | None, bool, bool, str | None]]] = {}
+        #: the latest failed attempt per channel: (when, reason)
+        self.last_failure: dict[str, tuple[float, str]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     async def async_start(self) -> None:
@@ -297,18 +306,21 @@ class NotifyManager:
         except Exception as err:  # noqa: BLE001 - a notifier bug is a failed attempt, not a loss
             await self._failed_attempt(name, row, f"{type(err).__name__}: {err}", True, False)
             return
-        now = self.clock()
-        row.update(status=STATUS_DELIVERED if result.delivered else STATUS_SENT, sent_at=now,
-                   updated_at=now, reference=result.reference, reason=None)
-        await self.store.update_delivery(row["id"], {
-            "status": row["status"], "sent_at": now, "updated_at": now,
-            "reference": result.reference, "reason": None})
-        self._pending.pop(row["id"], None)
-        self.sent_total += 1
-        self._fire(row)
+        async with self._report_lock:
+            now = self.clock()
+            row.update(status=STATUS_DELIVERED if result.delivered else STATUS_SENT,
+                       sent_at=now, updated_at=now, reference=result.reference, reason=None)
+            await self.store.update_delivery(row["id"], {
+                "status": row["status"], "sent_at": now, "updated_at": now,
+                "reference": result.reference, "reason": None})
+            self._pending.pop(row["id"], None)
+            self.sent_total += 1
+            self._fire(row)
+            await self._replay_early(row)
 
     async def _failed_attempt(self, name: str, row: dict[str, Any], reason: str,
                               retryable: bool, unavailable: bool) -> None:
+        self.last_failure[name] = (self.clock(), reason)
         conf = self._conf.get(name, {})
         retries = int(conf.get("retries", 2))
         if retryable and not unavailable and row["attempts"] <= retries and self._running:
@@ -366,19 +378,83 @@ class NotifyManager:
             parent = found.get("fallback_of")
         return tried
 
-    async def async_mark_delivered(self, channel: str, reference: str) -> None:
-        """A channel's delivery report: the handset has the message."""
-        rows = await self.store.list_deliveries(projects=None, status=[STATUS_SENT],
-                                                alarm_id=None, recipient=None, limit=200,
-                                                offset=0)
-        for row in rows:
-            if row["channel"] == channel and row["reference"] == reference:
-                now = self.clock()
-                row.update(status=STATUS_DELIVERED, updated_at=now)
-                await self.store.update_delivery(row["id"], {"status": STATUS_DELIVERED,
-                                                             "updated_at": now})
-                self._fire(row)
+    async def async_delivery_report(self, channel: str, reference: str, *,
+                                    recipient: str | None = None, delivered: bool = True,
+                                    final: bool = True, reason: str | None = None
+                                    ) -> dict[str, Any] | None:
+        """A channel's delivery report for one message part; the record it changed, if any.
+
+        `reference` is one part's reference (a record of several SMS segments holds them
+        comma-separated). Delivered: the part is added to `reports`, and the record becomes
+        `delivered` when every part is there. Not delivered and `final`: the record fails
+        with the network's reason and the next channel is tried, since the person did not
+        get the message. Not final (the network still tries): the reason is noted only.
+        A report that arrives before the send was recorded (a fast network) waits briefly in
+        memory and is applied when the record is marked `sent`.
+        """
+        reference = str(reference)
+        forms = phone_forms(recipient) if recipient else None
+        # the lock orders this against `_sent` (mark sent, then replay early reports): a
+        # report either finds its record sent or is kept for that replay, never neither
+        async with self._report_lock:
+            row = await self.store.sent_with_reference(channel, reference, forms)
+            if row is None:
+                self._early_report(channel, reference, recipient, delivered, final, reason)
+                return None
+            return await self._apply_report(row, reference, delivered, final, reason)
+
+    async def _apply_report(self, row: dict[str, Any], reference: str, delivered: bool,
+                            final: bool, reason: str | None) -> dict[str, Any]:
+        now = self.clock()
+        if delivered:
+            parts = [p for p in str(row.get("reference") or "").split(",") if p]
+            done = [p for p in str(row.get("reports") or "").split(",") if p]
+            if reference not in done:
+                done.append(reference)
+            changes: dict[str, Any] = {"reports": ",".join(done)[:64], "updated_at": now}
+            if set(parts) <= set(done):
+                changes["status"] = STATUS_DELIVERED
+                self.delivered_total += 1
+            row.update(changes)
+            await self.store.update_delivery(row["id"], changes)
+            self._fire(row)
+            return row
+        if final:
+            _LOGGER.warning("Notification %s to %s: %s", row["id"], row["recipient"], reason)
+            await self._fail(row, reason or "delivery report: not delivered", failover=True)
+            return row
+        row.update(reason=reason, updated_at=now)
+        await self.store.update_delivery(row["id"], {"reason": (reason or "")[:500],
+                                                     "updated_at": now})
+        self._fire(row)
+        return row
+
+    def _early_report(self, channel: str, reference: str, recipient: str | None,
+                      delivered: bool, final: bool, reason: str | None) -> None:
+        """Keep a report whose record is not `sent` yet (bounded: the oldest go first)."""
+        early = self._early.setdefault(channel, {})
+        early[reference] = (self.clock(), recipient, delivered, final, reason)
+        while len(early) > EARLY_REPORTS_MAX:
+            del early[next(iter(early))]
+
+    async def _replay_early(self, row: dict[str, Any]) -> None:
+        """Reports that came in before this record was marked `sent`."""
+        early = self._early.get(row["channel"])
+        if not early:
+            return
+        now = self.clock()
+        for reference in [p for p in str(row.get("reference") or "").split(",") if p]:
+            found = early.get(reference)
+            if found is None:
+                continue
+            at, recipient, delivered, final, reason = found
+            if now - at > EARLY_REPORTS_AGE or (
+                    recipient and row["recipient"] not in phone_forms(recipient)):
+                continue
+            del early[reference]
+            if row["status"] != STATUS_SENT:
                 return
+            await self._apply_report(row, reference, delivered, final, reason)
 
     def _fire(self, row: dict[str, Any]) -> None:
         self.hub.bus.async_fire(EVENT_NOTIFICATION, delivery_dict(row))
@@ -539,16 +615,42 @@ class NotifyManager:
     def metrics(self) -> dict[str, float]:
         return {"notify_sent_total": float(self.sent_total),
                 "notify_failed_total": float(self.failed_total),
+                "notify_delivered_total": float(self.delivered_total),
                 "notify_pending": float(len(self._pending))}
 
+    def queue_depth(self, name: str) -> int:
+        """Records of this channel waiting to go out: queued (also between retries) or
+        being sent; held ones (quiet hours, rate limit) are not counted."""
+        return sum(1 for row in self._pending.values() if row["channel"] == name)
+
     def status(self) -> list[dict[str, Any]]:
+        """Each configured channel: health, last error, queue depth, chain position.
+
+        `healthy` is the channel's own last health check (a modem answering `AT`), None for
+        channels without one; `last_error` is the channel's own trouble if it has any, else
+        the reason of its latest failed send (with `last_error_at`).
+        """
         out = []
         for name in self.order:
             notifier = self.notifiers.get(name)
-            info = notifier.status() if notifier is not None else {
-                "name": name, "platform": self._conf[name]["platform"], "available": False,
-                "error": "did not start"}
-            info["queued"] = self._queues[name].qsize() if name in self._queues else 0
+            failure = self.last_failure.get(name)
+            if notifier is None:
+                info: dict[str, Any] = {"name": name, "platform": self._conf[name]["platform"],
+                                        "available": False, "healthy": False,
+                                        "checked_at": None, "last_error": "did not start",
+                                        "last_error_at": None, "details": {}}
+            else:
+                own = notifier.last_error
+                details = notifier.status()
+                for key in ("name", "platform", "available"):
+                    details.pop(key, None)
+                info = {"name": name, "platform": notifier.platform,
+                        "available": notifier.available, "healthy": notifier.healthy,
+                        "checked_at": iso(notifier.checked_at) if notifier.checked_at else None,
+                        "last_error": own or (failure[1] if failure else None),
+                        "last_error_at": (iso(failure[0]) if failure and not own else None),
+                        "details": details}
+            info["queue_depth"] = self.queue_depth(name)
             info["fallback"] = self.next_channel(name, ())
             out.append(info)
         return out

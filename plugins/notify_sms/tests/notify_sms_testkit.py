@@ -11,6 +11,7 @@ from typing import Any
 import voltwatch_notify_sms
 import voluptuous as vol
 from aiohttp import web
+from voltwatch_notify_sms.simulator import ModemSimulator
 
 from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.core.events import Event, callback
@@ -86,6 +87,27 @@ async def start_hub(tmp_path: Path, notify: list[dict[str, Any]], **extra: Any) 
 
 async def wait_modem(hub: Any, name: str = "sms") -> None:
     await asyncio.wait_for(hub.notify.notifiers[name].modem.connected_event.wait(), TIMEOUT)
+
+
+async def hub_with_modem(tmp_path: Path, gateway: Gateway | None = None,
+                         **sms: Any) -> tuple[Any, ModemSimulator]:
+    """A hub whose `sms` notifier has opened a simulated modem (and `gateway` after it)."""
+    sim = ModemSimulator()
+    notify = [sms_entry(sim.open(), **sms)]
+    if gateway is not None:
+        notify.append(gateway.entry())
+    hub = await start_hub(tmp_path, notify)
+    await wait_modem(hub)
+    return hub, sim
+
+
+def events(hub: Any, event_type: str) -> Deliveries:
+    """A collector like `Deliveries`, for another event type."""
+    collector = Deliveries(hub)
+    collector.unsub()
+    collector.events.clear()
+    hub.bus.listen(event_type, collector._on)
+    return collector
 
 
 async def subscriber(hub: Any, name: str = "duty", phone: str = PHONE, role: str = "user",

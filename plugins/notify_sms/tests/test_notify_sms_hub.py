@@ -5,12 +5,13 @@ bounded by a timeout that only limits a failure."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from notify_sms_testkit import (
     PHONE,
     Deliveries,
     Gateway,
+    events,
+    hub_with_modem,
     raise_alarm,
     sms_entry,
     start_hub,
@@ -20,20 +21,8 @@ from notify_sms_testkit import (
 from voltwatch_notify_sms.simulator import ModemSimulator
 
 
-async def _hub_with_modem(tmp_path: Path, gateway: Gateway | None = None,
-                          **sms: Any) -> tuple[Any, ModemSimulator]:
-    sim = ModemSimulator()
-    path = sim.open()
-    notify = [sms_entry(path, **sms)]
-    if gateway is not None:
-        notify.append(gateway.entry())
-    hub = await start_hub(tmp_path, notify)
-    await wait_modem(hub)
-    return hub, sim
-
-
 async def test_alarm_sms_in_chinese_and_reply_acknowledges(tmp_path: Path) -> None:
-    hub, sim = await _hub_with_modem(tmp_path)
+    hub, sim = await hub_with_modem(tmp_path)
     try:
         await subscriber(hub)
         seen = Deliveries(hub)
@@ -47,8 +36,7 @@ async def test_alarm_sms_in_chinese_and_reply_acknowledges(tmp_path: Path) -> No
         assert sent["alarm_id"] == alarm_id and sent["channel"] == "sms"
         assert any(c.startswith("AT+CMGS=") for c in sim.commands)
 
-        acked = Deliveries(hub)
-        hub.bus.listen("alarm_acknowledged", acked._on)
+        acked = events(hub, "alarm_acknowledged")
         sim.inject_reply(PHONE, "1")
         await acked.wait(lambda d: d.get("id") == alarm_id)
         rows = await hub.alarms.store.get_many([alarm_id])
@@ -66,7 +54,7 @@ async def test_alarm_sms_in_chinese_and_reply_acknowledges(tmp_path: Path) -> No
 
 
 async def test_modem_error_is_recorded_retried_then_sent(tmp_path: Path) -> None:
-    hub, sim = await _hub_with_modem(tmp_path)
+    hub, sim = await hub_with_modem(tmp_path)
     try:
         seen = Deliveries(hub)
         sim.fail_next("cms:500")
@@ -84,7 +72,7 @@ async def test_modem_error_is_recorded_retried_then_sent(tmp_path: Path) -> None
 async def test_modem_errors_exhaust_retries_then_gateway(tmp_path: Path) -> None:
     gateway = Gateway()
     await gateway.start()
-    hub, sim = await _hub_with_modem(tmp_path, gateway)
+    hub, sim = await hub_with_modem(tmp_path, gateway)
     try:
         seen = Deliveries(hub)
         sim.fail_next("error", 2)
@@ -106,7 +94,7 @@ async def test_modem_errors_exhaust_retries_then_gateway(tmp_path: Path) -> None
 async def test_wrong_number_goes_straight_to_next_channel(tmp_path: Path) -> None:
     gateway = Gateway()
     await gateway.start()
-    hub, sim = await _hub_with_modem(tmp_path, gateway)
+    hub, sim = await hub_with_modem(tmp_path, gateway)
     try:
         seen = Deliveries(hub)
         await hub.services.async_call("notify", "sms", {"target": ["12ab"], "message": "x"})
@@ -125,7 +113,7 @@ async def test_wrong_number_goes_straight_to_next_channel(tmp_path: Path) -> Non
 async def test_modem_gone_fails_over_to_gateway(tmp_path: Path) -> None:
     gateway = Gateway()
     await gateway.start()
-    hub, sim = await _hub_with_modem(tmp_path, gateway)
+    hub, sim = await hub_with_modem(tmp_path, gateway)
     try:
         await subscriber(hub)
         seen = Deliveries(hub)

@@ -72,3 +72,61 @@ def test_bad_number_is_refused() -> None:
 def test_deliver_decodes(text: str) -> None:
     message = pdu.decode_deliver(encode_deliver("+8613800138000", text))
     assert (message.sender, message.text) == ("+8613800138000", text)
+
+
+def test_submit_asks_for_a_status_report_only_when_told() -> None:
+    assert not decode_submit(pdu.encode_submit("+8613800138000", "x")[0].hex).status_report
+    parts = pdu.encode_submit("+8613800138000", "剩" * 71, status_report=True)
+    assert [decode_submit(p.hex).status_report for p in parts] == [True, True]
+
+
+@pytest.mark.parametrize(("status", "delivered", "final", "words"), [
+    (0x00, True, True, "received by the handset"),
+    (0x21, False, False, "recipient busy"),
+    (0x41, False, True, "incompatible destination"),
+    (0x46, False, True, "validity period expired"),
+    (0x62, False, True, "no response from the recipient"),
+])
+def test_status_report_decoded(status: int, delivered: bool, final: bool, words: str) -> None:
+    from voltwatch_notify_sms.simulator import encode_status_report
+
+    report = pdu.decode_status_report(encode_status_report(37, "+8613800138000", status))
+    assert (report.reference, report.recipient) == (37, "+8613800138000")
+    assert (report.delivered, report.final) == (delivered, final)
+    assert report.reason == f"{words} (TP-ST 0x{status:02X})"
+
+
+def test_text_mode_status_report_line() -> None:
+    from voltwatch_notify_sms.modem import parse_cds
+
+    report = parse_cds('+CDS: 6,46,"8613800138000",145,"25/11/30,10:15:02+32",'
+                       '"25/11/30,10:15:05+32",0', "text")
+    assert (report.reference, report.recipient, report.delivered) == (46, "+8613800138000",
+                                                                       True)
+
+
+@pytest.mark.parametrize("ref16", [False, True])
+def test_multipart_deliver_header_read(ref16: bool) -> None:
+    for text in ("OK then", "确认"):
+        message = pdu.decode_deliver(encode_deliver("+8613800138000", text, (0x1234 if ref16
+                                                                             else 0x34, 3, 2),
+                                                    ref16))
+        assert message.text == text
+        assert message.concat == ((0x1234 if ref16 else 0x34), 3, 2)
+
+
+def test_reassembler_keys_sets_by_sender_and_expires_incomplete_ones() -> None:
+    from voltwatch_notify_sms.reassembly import Reassembler
+
+    now = [0.0]
+    drops: list[tuple[str, str]] = []
+    parts = Reassembler(timeout=60, clock=lambda: now[0],
+                        on_drop=lambda who, what: drops.append((who, what)))
+    assert parts.add("+861", (7, 2, 2), "b") is None
+    assert parts.add("+862", (7, 2, 1), "x") is None  # same reference, other sender
+    assert parts.add("+861", (7, 2, 1), "a") == "ab"
+    assert parts.add("+861", (7, 2, 9), "?") is None and len(parts) == 1  # out of range
+    now[0] = 61.0
+    assert parts.expire() == 1 and parts.dropped == 1
+    assert drops == [("+862", "reference 7: 1 of 2 parts")]
+    assert parts.add("+862", (7, 2, 2), "y") is None  # a new set: the old part is gone

@@ -20,7 +20,7 @@ from hub.core.config import duration
 from hub.core.notify import DeliveryError, Notifier, OutgoingMessage, SendResult
 
 from .modem import Modem, ModemError
-from .pdu import PduError
+from .pdu import PduError, StatusReport
 
 _LOGGER = logging.getLogger(__name__)
 _NUMBER = re.compile(r"^\+?[0-9]{3,20}$")
@@ -40,6 +40,11 @@ SMS_SCHEMA = {
     vol.Optional("health_interval", default=30.0): vol.All(duration, vol.Range(min=0.1)),
     vol.Optional("command_timeout", default=10.0): vol.All(duration, vol.Range(min=0.05)),
     vol.Optional("send_timeout", default=60.0): vol.All(duration, vol.Range(min=0.05)),
+    # ask the network for a status report per message (TP-SRR, +CDS): records become
+    # `delivered`, or `failed` with the network's reason
+    vol.Optional("delivery_reports", default=True): bool,
+    # how long the parts of a multi-part reply wait for the rest before they are dropped
+    vol.Optional("multipart_timeout", default=600.0): vol.All(duration, vol.Range(min=0.01)),
 }
 
 
@@ -62,7 +67,9 @@ class SmsNotifier(Notifier):
                            command_timeout=config["command_timeout"],
                            send_timeout=config["send_timeout"],
                            health_interval=config["health_interval"], mode=config["mode"],
-                           on_incoming=self._incoming)
+                           on_incoming=self._incoming, on_report=self._report,
+                           status_reports=config["delivery_reports"],
+                           multipart_timeout=config["multipart_timeout"])
 
     @property
     def available(self) -> bool:
@@ -91,6 +98,26 @@ class SmsNotifier(Notifier):
         notify = getattr(self.hub, "notify", None)
         if notify is not None:
             await notify.async_reply(sender, text, channel=self.name)
+
+    async def _report(self, report: StatusReport) -> None:
+        notify = getattr(self.hub, "notify", None)
+        if notify is not None:
+            await notify.async_delivery_report(
+                self.name, str(report.reference), recipient=report.recipient,
+                delivered=report.delivered, final=report.final,
+                reason=f"delivery report: {report.reason}")
+
+    @property
+    def healthy(self) -> bool | None:
+        return self.modem.healthy
+
+    @property
+    def checked_at(self) -> float | None:
+        return self.modem.checked_at
+
+    @property
+    def last_error(self) -> str | None:
+        return self.modem.last_error
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), **self.modem.status()}

@@ -152,8 +152,13 @@ class SubmitPdu:
 
 
 def encode_submit(number: str, text: str, reference: int | None = None,
-                  validity_minutes: int | None = 24 * 60) -> list[SubmitPdu]:
-    """SMS-SUBMIT PDUs for `text` to `number`, one per segment."""
+                  validity_minutes: int | None = 24 * 60,
+                  status_report: bool = False) -> list[SubmitPdu]:
+    """SMS-SUBMIT PDUs for `text` to `number`, one per segment.
+
+    `status_report` sets TP-SRR: the network then sends an SMS-STATUS-REPORT per segment
+    (the modem shows it as `+CDS`), which is how a record becomes `delivered`.
+    """
     address = encode_address(number)
     dcs, segments = split(text)
     concat = len(segments) > 1
@@ -167,6 +172,8 @@ def encode_submit(number: str, text: str, reference: int | None = None,
         vp = bytes([_relative_vp(validity_minutes)])
     if concat:
         first |= 0x40  # UDHI
+    if status_report:
+        first |= 0x20  # TP-SRR
     out = []
     for index, segment in enumerate(segments, 1):
         udh = bytes([5, 0x00, 3, ref, len(segments), index]) if concat else b""
@@ -206,6 +213,21 @@ class Deliver:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+def _concat_info(header: bytes) -> tuple[int, int, int] | None:
+    """(reference, total, sequence) from a UDH: IEI 00 (8-bit ref) or 08 (16-bit ref)."""
+    concat = None
+    i = 1
+    while i + 1 < len(header):
+        iei, length = header[i], header[i + 1]
+        value = header[i + 2: i + 2 + length]
+        if iei == 0x00 and length == 3 and len(value) == 3:
+            concat = (value[0], value[1], value[2])
+        elif iei == 0x08 and length == 4 and len(value) == 4:
+            concat = (int.from_bytes(value[:2], "big"), value[2], value[3])
+        i += 2 + length
+    return concat
+
+
 def decode_deliver(pdu_hex: str, with_smsc: bool = True) -> Deliver:
     """Read an SMS-DELIVER as `AT+CMGR` returns it in PDU mode."""
     try:
@@ -227,16 +249,10 @@ def decode_deliver(pdu_hex: str, with_smsc: bool = True) -> Deliver:
     concat = None
     header = b""
     if first & 0x40:
+        if not ud or len(ud) < 1 + ud[0]:
+            raise PduError("malformed PDU: user data header longer than the user data")
         header = ud[: 1 + ud[0]]
-        i = 1
-        while i < len(header):
-            iei, length = header[i], header[i + 1]
-            value = header[i + 2: i + 2 + length]
-            if iei == 0x00 and length == 3:
-                concat = (value[0], value[1], value[2])
-            elif iei == 0x08 and length == 4:
-                concat = (int.from_bytes(value[:2], "big"), value[2], value[3])
-            i += 2 + length
+        concat = _concat_info(header)
     coding = dcs & 0x0C if dcs & 0xC0 == 0 else (0x08 if dcs & 0xF0 == 0xE0 else 0x00)
     if coding == 0x08:
         text = ud[len(header):udl].decode("utf-16-be", errors="replace")
@@ -248,3 +264,65 @@ def decode_deliver(pdu_hex: str, with_smsc: bool = True) -> Deliver:
         septets = unpack_septets(ud[len(header):], udl - header_septets, fill)
         text = decode_gsm7(septets)
     return Deliver(sender=sender, text=text, timestamp=timestamp, concat=concat)
+
+
+#: TP-ST (TS 23.040 §9.2.3.15): what the network says happened to a message.
+_ST_WORDS = {
+    0x00: "received by the handset", 0x01: "forwarded, delivery unconfirmed",
+    0x02: "replaced by the service centre",
+    0x20: "congestion", 0x21: "recipient busy", 0x22: "no response from the recipient",
+    0x23: "service rejected", 0x24: "quality of service not available",
+    0x25: "error in the recipient's handset",
+    0x40: "remote procedure error", 0x41: "incompatible destination",
+    0x42: "connection rejected by the recipient", 0x43: "number not obtainable",
+    0x44: "quality of service not available", 0x45: "no interworking available",
+    0x46: "validity period expired", 0x47: "deleted by the sender",
+    0x48: "deleted by the service centre", 0x49: "message does not exist",
+    0x60: "congestion", 0x61: "recipient busy", 0x62: "no response from the recipient",
+    0x63: "service rejected", 0x64: "quality of service not available",
+    0x65: "error in the recipient's handset",
+}
+
+
+@dataclass(slots=True)
+class StatusReport:
+    """An SMS-STATUS-REPORT: which message (TP-MR, recipient) and what became of it."""
+
+    reference: int
+    recipient: str
+    status: int
+
+    @property
+    def delivered(self) -> bool:
+        """The transaction is complete (0x00-0x1F): the handset has it."""
+        return self.status < 0x20
+
+    @property
+    def final(self) -> bool:
+        """No more attempts (delivered, or a permanent / given-up error); 0x20-0x3F are
+        temporary errors the service centre is still retrying."""
+        return not 0x20 <= self.status < 0x40
+
+    @property
+    def reason(self) -> str:
+        words = _ST_WORDS.get(self.status)
+        if words is None:
+            words = ("delivered" if self.delivered else "temporary error, still trying"
+                     if not self.final else "not delivered")
+        return f"{words} (TP-ST 0x{self.status:02X})"
+
+
+def decode_status_report(pdu_hex: str, with_smsc: bool = True) -> StatusReport:
+    """Read the SMS-STATUS-REPORT that follows `+CDS: <length>` in PDU mode."""
+    try:
+        data = bytes.fromhex(pdu_hex.strip())
+        pos = 1 + data[0] if with_smsc else 0
+        first = data[pos]
+        if first & 0x03 != 0x02:
+            raise PduError(f"not an SMS-STATUS-REPORT (first octet {first:02X})")
+        reference = data[pos + 1]
+        recipient, pos = decode_address(data, pos + 2)
+        status = data[pos + 14]  # after TP-SCTS and TP-DT, 7 octets each
+    except (IndexError, ValueError) as err:
+        raise PduError(f"malformed status report PDU: {err}") from err
+    return StatusReport(reference=reference, recipient=recipient, status=status)

@@ -3,8 +3,13 @@
 It answers the AT commands of CONTRACTS §10 the way a real modem does (echo until ATE0,
 `> ` prompt for AT+CMGS, Ctrl-Z, `+CMGS: <mr>`), records every message it is asked to send
 (decoding the PDUs with its own decoder, written separately from the encoder in pdu.py so a
-shared mistake cannot hide), delivers replies with `+CMTI` on demand, and fails on demand:
-`ERROR`, `+CMS ERROR: <n>`, or silence; `vanish()` closes the port as an unplugged modem.
+shared mistake cannot hide), delivers replies with `+CMTI` on demand (also as a multi-part
+message, parts in any order, with an 8- or 16-bit reference), and fails on demand: `ERROR`,
+`+CMS ERROR: <n>`, or silence; `vanish()` closes the port as an unplugged modem.
+
+Delivery reports: once the hub has set `AT+CNMI=…,1,…` (ds=1), every segment it submits with
+TP-SRR set is "delivered" and answered with `+CDS: <len>` and an SMS-STATUS-REPORT PDU
+(TP-ST 0, or the status given to `report_next()`, e.g. 0x41 incompatible destination).
 
 Tests run it in the hub's own event loop (`ModemSimulator.open()` returns the tty path
 pyserial opens); the command line runs it standalone and prints the path, with a control
@@ -60,6 +65,8 @@ class SubmitSegment:
     udl: int
     concat: tuple[int, int, int] | None  # (ref, total, seq)
     units: int  # characters as the network counts them: septets or UCS2 code units
+    status_report: bool = False  # TP-SRR: the sender wants a status report
+    mr: int = 0  # the message reference the simulated network gave it (+CMGS: <mr>)
 
 
 def decode_submit(pdu_hex: str) -> SubmitSegment:
@@ -69,6 +76,7 @@ def decode_submit(pdu_hex: str) -> SubmitSegment:
     first = data[pos]
     if first & 0x03 != 0x01:
         raise ValueError(f"not an SMS-SUBMIT: {first:02X}")
+    srr = bool(first & 0x20)
     pos += 2  # first octet, message reference
     digits, toa = data[pos], data[pos + 1]
     raw = data[pos + 2: pos + 2 + (digits + 1) // 2]
@@ -89,32 +97,59 @@ def decode_submit(pdu_hex: str) -> SubmitSegment:
             concat = (ud[3], ud[4], ud[5])
     if dcs == 0x08:
         body = ud[header_len:udl]
-        return SubmitSegment(number, body.decode("utf-16-be"), dcs, udl, concat, len(body) // 2)
+        return SubmitSegment(number, body.decode("utf-16-be"), dcs, udl, concat, len(body) // 2,
+                             srr)
     header_septets = -(-header_len * 8 // 7)
     septets = _septets_from_bits(ud, header_septets * 7, udl - header_septets)
-    return SubmitSegment(number, _gsm7_text(septets), dcs, udl, concat, len(septets))
+    return SubmitSegment(number, _gsm7_text(septets), dcs, udl, concat, len(septets), srr)
 
 
-def encode_deliver(sender: str, text: str) -> str:
-    """An SMS-DELIVER PDU (with an empty SMSC prefix) for a reply from `sender`."""
-    international = sender.startswith("+")
-    digits = sender.lstrip("+")
+def _address(number: str) -> bytes:
+    international = number.startswith("+")
+    digits = number.lstrip("+")
     padded = digits + ("F" if len(digits) % 2 else "")
-    address = bytes([len(digits), 0x91 if international else 0x81]) + bytes.fromhex(
+    return bytes([len(digits), 0x91 if international else 0x81]) + bytes.fromhex(
         "".join(padded[i + 1] + padded[i] for i in range(0, len(padded), 2)))
+
+
+def _timestamp() -> bytes:
     ts = time.gmtime()
-    scts = bytes(int(f"{v % 10}{v // 10 % 10}", 16) for v in (
+    return bytes(int(f"{v % 10}{v // 10 % 10}", 16) for v in (
         ts.tm_year % 100, ts.tm_mon, ts.tm_mday, ts.tm_hour, ts.tm_min, ts.tm_sec, 0))
+
+
+def encode_deliver(sender: str, text: str,
+                   concat: tuple[int, int, int] | None = None, ref16: bool = False) -> str:
+    """An SMS-DELIVER PDU (with an empty SMSC prefix) for a reply from `sender`; `concat`
+    (ref, total, seq) adds a concatenation header, IEI 08 (16-bit reference) when `ref16`."""
+    header = b""
+    if concat is not None:
+        ref, total, seq = concat
+        ie = (bytes([0x08, 4]) + ref.to_bytes(2, "big") if ref16
+              else bytes([0x00, 3, ref & 0xFF])) + bytes([total, seq])
+        header = bytes([len(ie)]) + ie
     if all(c in _BASIC and c != "\x1b" for c in text):
         septets = [_BASIC.index(c) for c in text]
-        bits = "".join(format(s, "07b")[::-1] for s in septets)
+        header_septets = -(-len(header) * 8 // 7)
+        bits = "".join(format(b, "08b")[::-1] for b in header)
+        bits += "0" * (header_septets * 7 - len(bits))  # fill to a septet boundary
+        bits += "".join(format(s, "07b")[::-1] for s in septets)
         bits += "0" * (-len(bits) % 8)
-        body = bytes(int(bits[i:i + 8][::-1], 2) for i in range(0, len(bits), 8))
-        dcs, udl = 0x00, len(septets)
+        ud = bytes(int(bits[i:i + 8][::-1], 2) for i in range(0, len(bits), 8))
+        dcs, udl = 0x00, header_septets + len(septets)
     else:
-        body = text.encode("utf-16-be")
-        dcs, udl = 0x08, len(body)
-    tpdu = bytes([0x04]) + address + bytes([0x00, dcs]) + scts + bytes([udl]) + body
+        ud = header + text.encode("utf-16-be")
+        dcs, udl = 0x08, len(ud)
+    first = 0x04 | (0x40 if header else 0)
+    tpdu = bytes([first]) + _address(sender) + bytes([0x00, dcs]) + _timestamp() + bytes(
+        [udl]) + ud
+    return "00" + tpdu.hex().upper()
+
+
+def encode_status_report(reference: int, recipient: str, status: int) -> str:
+    """An SMS-STATUS-REPORT PDU (empty SMSC prefix): message `reference` to `recipient`."""
+    tpdu = (bytes([0x06, reference & 0xFF]) + _address(recipient) + _timestamp()
+            + _timestamp() + bytes([status & 0xFF]))
     return "00" + tpdu.hex().upper()
 
 
@@ -142,6 +177,10 @@ class ModemSimulator:
         self.cmgs_seen_at: list[float] = []
         self.storage: dict[int, str] = {}
         self.fail_queue: list[str] = []
+        self.report_queue: list[int | None] = []
+        self.reports: list[tuple[int, str, int]] = []  # (mr, number, TP-ST) as emitted
+        self.cnmi_ds = 0
+        self._reply_ref = 0
         self._buffer = b""
         self._pending_cmgs: str | None = None
         self._mr = 0
@@ -178,6 +217,11 @@ class ModemSimulator:
         """Answer the next `count` AT+CMGS with `error`, `cms:<n>` or `silent`."""
         self.fail_queue.extend([how] * count)
 
+    def report_next(self, status: int | None, count: int = 1) -> None:
+        """The next `count` status reports say TP-ST `status` (0x41: incompatible
+        destination, 0x46: expired, …); None withholds them (a network that never reports)."""
+        self.report_queue.extend([status] * count)
+
     def inject_reply(self, sender: str, text: str) -> int:
         """A message arrives: stored, announced with +CMTI, read by AT+CMGR."""
         index = max(self.storage, default=0) + 1
@@ -185,12 +229,38 @@ class ModemSimulator:
         self._write(f'\r\n+CMTI: "SM",{index}\r\n')
         return index
 
+    def inject_multipart(self, sender: str, parts: list[str], order: list[int] | None = None,
+                         ref16: bool = False, reference: int | None = None) -> list[int]:
+        """A multi-part message arrives: `parts` in the order `order` (1-based sequence
+        numbers; leave some out for a set that never completes). Storage indices."""
+        if reference is None:
+            self._reply_ref += 1
+            reference = (0x1200 if ref16 else 0) + self._reply_ref
+        indices = []
+        for seq in order or range(1, len(parts) + 1):
+            index = max(self.storage, default=0) + 1
+            self.storage[index] = encode_deliver(sender, parts[seq - 1],
+                                                 (reference, len(parts), seq), ref16)
+            self._write(f'\r\n+CMTI: "SM",{index}\r\n')
+            indices.append(index)
+        return indices
+
     async def wait_sent(self, count: int, timeout: float = 10.0) -> list[SentMessage]:
         async def until() -> list[SentMessage]:
             while len(self.sent) < count:
                 self._changed.clear()
                 await self._changed.wait()
             return self.sent
+
+        return await asyncio.wait_for(until(), timeout)
+
+    async def wait_reports(self, count: int, timeout: float = 10.0
+                           ) -> list[tuple[int, str, int]]:
+        async def until() -> list[tuple[int, str, int]]:
+            while len(self.reports) < count:
+                self._changed.clear()
+                await self._changed.wait()
+            return self.reports
 
         return await asyncio.wait_for(until(), timeout)
 
@@ -246,7 +316,11 @@ class ModemSimulator:
         elif upper.startswith("AT+CSCS="):
             self.charset = line.split("=", 1)[1].strip('"')
             self._ok()
-        elif upper.startswith(("AT+CNMI", "AT+CMEE")):
+        elif upper.startswith("AT+CNMI="):
+            fields = upper.split("=", 1)[1].split(",")
+            self.cnmi_ds = int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else 0
+            self._ok()
+        elif upper.startswith("AT+CMEE"):
             self._ok()
         elif upper == "AT+CSQ":
             self._ok("+CSQ: 20,99")
@@ -282,8 +356,11 @@ class ModemSimulator:
             except (ValueError, IndexError):
                 self._write("\r\n+CMS ERROR: 304\r\n")
                 return
+            segment.mr = self._mr
             self.segments.append(segment)
             self._collect(segment)
+            if segment.status_report and self.cnmi_ds == 1:
+                self._schedule_report(self._mr, segment.number)
         else:
             dest = cmd.split("=", 1)[1].strip('"')
             if self.charset == "UCS2":
@@ -295,6 +372,25 @@ class ModemSimulator:
             self.segments.append(segment)
             self._collect(segment)
         self._ok(f"+CMGS: {self._mr}")
+
+    def _schedule_report(self, mr: int, number: str) -> None:
+        """After the `+CMGS`/`OK`, the network's verdict comes as an unsolicited +CDS."""
+        status = self.report_queue.pop(0) if self.report_queue else 0
+        if status is None:
+            return
+
+        asyncio.get_running_loop().call_soon(self.emit_report, mr, number, status)
+
+    def emit_report(self, mr: int, number: str, status: int = 0) -> None:
+        """Send a `+CDS` status report for message reference `mr` now."""
+        report = encode_status_report(mr, number, status)
+        self.reports.append((mr, number, status))
+        self._write(f"\r\n+CDS: {len(report) // 2 - 1}\r\n{report}\r\n")
+        self._changed.set()
+
+    def write_raw(self, text: str) -> None:
+        """Put arbitrary bytes on the line (garbage, a broken report) for robustness tests."""
+        self._write(text)
 
     def _collect(self, segment: SubmitSegment) -> None:
         if segment.concat is None:
@@ -317,7 +413,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also make this path a symlink to the pty (e.g. /tmp/modem)")
     parser.add_argument("--control", default=None,
                         help='unix socket for JSON lines: {"reply": {"from": "+86…", "text": "1"}}'
-                             ', {"fail": "error|cms:500|silent", "count": 1}, {"vanish": true}')
+                             ', {"multipart": {"from": "+86…", "parts": ["…", "…"], '
+                             '"order": [2, 1], "ref16": false}}'
+                             ', {"fail": "error|cms:500|silent", "count": 1}'
+                             ', {"report": 65, "count": 1} (TP-ST of the next status reports;'
+                             ' null withholds them), {"vanish": true}')
 
 
 async def simulate(args: argparse.Namespace) -> None:
@@ -332,8 +432,14 @@ async def simulate(args: argparse.Namespace) -> None:
                 order: dict[str, Any] = json.loads(raw)
                 if "reply" in order:
                     sim.inject_reply(order["reply"]["from"], order["reply"]["text"])
+                if "multipart" in order:
+                    part = order["multipart"]
+                    sim.inject_multipart(part["from"], list(part["parts"]), part.get("order"),
+                                         bool(part.get("ref16", False)))
                 if "fail" in order:
                     sim.fail_next(order["fail"], int(order.get("count", 1)))
+                if "report" in order:
+                    sim.report_next(order["report"], int(order.get("count", 1)))
                 if order.get("vanish"):
                     sim.vanish()
                 writer.write(b'{"ok": true}\n')
