@@ -100,6 +100,33 @@ async def list_deliveries(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get(
+    "/api/notifications/notifiers",
+    "Each notification channel: health, last error, counts, queue depth",
+    scope=PROJECT_ADMIN,
+    description="In chain order. `healthy`: the channel's last health check (a modem "
+                "answering `AT`; null for channels without one, such as HTTP gateways), with "
+                "`checked_at`; `last_error`: the channel's own trouble, else its latest "
+                "failed send (`last_error_at`); `sent` (handed to the channel, including those "
+                "delivered since), `failed`, `delivered` (and `counts` by every status): "
+                "delivery records of the caller's projects; `queue_depth`: "
+                "messages of any project waiting for this channel now (queued, between "
+                "retries, or being sent); `fallback`: the next channel; `details`: what the "
+                "platform adds (modem port, mode, reports received, multi-part drops).",
+    tags=("notifications",),
+)
+async def list_notifiers(request: web.Request) -> web.StreamResponse:
+    manager = _manager(request)
+    counts = await manager.store.count_by_channel(principal(request).scope.allowed())
+    out = []
+    for info in manager.status():
+        mine = counts.get(info["name"], {})
+        out.append({**info, "sent": mine.get("sent", 0) + mine.get("delivered", 0),
+                    "failed": mine.get("failed", 0), "delivered": mine.get("delivered", 0),
+                    "counts": mine})
+    return json_response(out)
+
+
+@routes.get(
     "/api/subscriptions",
     "Notification subscriptions: mine, and (admins) those of users I manage",
     scope=SCOPED,

@@ -25,6 +25,7 @@ import voluptuous as vol
 
 from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.core.hookspecs import hookimpl
+from hub.core.notify import Notifier, OutgoingMessage, SendResult
 from hub.core.plugins import PluginManager
 from hub.core.services import ServiceCall
 from hub.http import tokens
@@ -53,6 +54,15 @@ ROLES = list(USERS)
 INSIDE, OUTSIDE = "arcm-1", "arcm-m"
 
 
+class ProbeNotifier(Notifier):
+    """A notification channel that takes every message (the notifiers endpoint lists it)."""
+
+    platform = "probe_sms"
+
+    async def async_send(self, message: OutgoingMessage) -> SendResult:
+        return SendResult(reference="1")
+
+
 class ControlPlugin:
     """A device platform with the control services of CONTRACTS §5, recording each call."""
 
@@ -62,6 +72,10 @@ class ControlPlugin:
     @hookimpl
     def voltwatch_device_schemas(self) -> dict[str, Any]:
         return {"meter": vol.Schema({}, extra=vol.ALLOW_EXTRA)}
+
+    @hookimpl
+    def voltwatch_notifiers(self) -> dict[str, Any]:
+        return {"probe_sms": ({}, ProbeNotifier)}
 
     @hookimpl
     def voltwatch_setup(self, hub: Any, config: dict[str, Any]) -> None:
@@ -82,6 +96,7 @@ def hub_config(**extra: Any) -> dict[str, Any]:
         "database": {"url": "sqlite+aiosqlite:///auth.db"},
         "projects": PROJECTS,
         "devices": DEVICES,
+        "notify": [{"platform": "probe_sms", "name": "sms"}],
         **extra,
     }
 

@@ -49,6 +49,29 @@ async def _list_deliveries(env: Env, role: str, c: Client) -> None:
     assert ("market-1" in projects) == (role == "super_admin")
 
 
+@probe("GET", "/api/notifications/notifiers")
+async def _notifiers(env: Env, role: str, c: Client) -> None:
+    await _deliveries(env)
+    status, body = await c.call("GET", "/api/notifications/notifiers")
+    if RANK[role] < RANK["project_admin"]:
+        assert status == 403
+        return
+    assert status == 200
+    (sms,) = body
+    assert sms["name"] == "sms" and sms["platform"] == "probe_sms" and sms["available"]
+    assert {"healthy", "last_error", "queue_depth", "sent", "delivered"} <= set(sms)
+    # the counts cover the caller's projects only: market-1's failure is root's alone
+    store = env.hub.notify.store
+    rows = await store.list_deliveries(projects=None, status=["failed"], alarm_id=None,
+                                       recipient=None, limit=1000, offset=0)
+    user = env.users[role]
+    visible = env.hub.auth.scope_for(user)
+    expected = [r for r in rows if r["channel"] == "sms"
+                and (role == "super_admin" or (r["project"] and visible.can_see(r["project"])))]
+    assert sms["failed"] == len(expected) >= 1
+    assert any(r["project"] == "market-1" for r in expected) == (role == "super_admin")
+
+
 async def _phone(env: Env, role: str) -> Any:
     user = env.users[role]
     if not user.phone:

@@ -167,3 +167,46 @@ async def test_incomplete_multipart_set_expires_with_a_counted_drop(tmp_path: Pa
     finally:
         await hub.async_stop()
         sim.close()
+
+
+async def test_notifiers_endpoint_shows_health_errors_counts_and_queue(tmp_path: Path) -> None:
+    import aiohttp
+    from notify_sms_testkit import sms_entry, start_hub, wait_modem
+    from voltwatch_notify_sms.simulator import ModemSimulator
+
+    from hub.http.tokens import create_token
+
+    sim = ModemSimulator()
+    hub = await start_hub(tmp_path, [sms_entry(sim.open(), retry_backoff=3600.0)],
+                          http={"port": 0})
+    try:
+        await wait_modem(hub)
+        token = await create_token(hub.storage, "ops")
+        url = f"{hub.http.url}/api/notifications/notifiers"
+        seen = Deliveries(hub)
+        sim.fail_next("cms:500")  # this one waits an hour for its retry: queue depth 1
+        await hub.services.async_call("notify", "sms", {"target": [PHONE], "message": "x"})
+        await seen.wait(lambda d: d["status"] == "queued" and d["attempts"] == 1)
+        await hub.services.async_call("notify", "sms", {"target": [PHONE], "message": "y"})
+        await seen.wait(lambda d: d["status"] == "delivered")
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            async with http.get(url) as resp:
+                assert resp.status == 200
+                (sms,) = await resp.json()
+            assert sms["name"] == "sms" and sms["platform"] == "sms"
+            assert sms["healthy"] is True and sms["checked_at"]
+            assert sms["last_error"] == "modem: +CMS ERROR: 500" and sms["last_error_at"]
+            assert (sms["sent"], sms["failed"], sms["delivered"], sms["queue_depth"]) == (
+                1, 0, 1, 1)
+            assert sms["details"]["delivery_reports"] is True
+            assert sms["details"]["reports_received"] == 1
+
+            modem = hub.notify.notifiers["sms"].modem
+            sim.vanish()
+            await modem._lost.wait()
+            async with http.get(url) as resp:
+                (sms,) = await resp.json()
+            assert sms["healthy"] is False and sms["available"] is False
+            assert sms["last_error"].startswith("port lost")
+    finally:
+        await hub.async_stop()
