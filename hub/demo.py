@@ -35,6 +35,8 @@ class DemoSite:
         self.sections: dict[str, Any] = {}
         self._pending: list[tuple[Coroutine[Any, Any, Any], str]] = []
         self.tasks: list[asyncio.Task[Any]] = []
+        #: the demo user's phone and subscription (kinds), set by a notifier plugin
+        self.subscriber: tuple[str, list[str]] | None = None
 
     def free_port(self) -> int:
         """A free loopback TCP port for a simulator."""
@@ -53,6 +55,11 @@ class DemoSite:
     def set_section(self, key: str, value: Any) -> None:
         """A top-level configuration section (e.g. `gsm: {port: …}`)."""
         self.sections[key] = value
+
+    def subscribe_demo_user(self, phone: str, kinds: list[str] | None = None) -> None:
+        """Give the demo user this phone number and subscribe it (to `kinds`, default
+        all) once the hub runs, so a demo alarm reaches the plugin's simulated phone."""
+        self.subscriber = (phone, list(kinds or []))
 
     def launch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -133,6 +140,22 @@ async def ensure_demo_user(hub: Any) -> str:
     return password
 
 
+async def ensure_demo_subscription(hub: Any, phone: str, kinds: list[str]) -> None:
+    """The demo user has `phone` and one subscription (made once; the data dir persists)."""
+    notify = getattr(hub, "notify", None)
+    user = await hub.auth.users.get_by_name(DEMO_USER)
+    if notify is None or user is None:
+        return
+    if user.phone != phone:
+        user = await hub.auth.users.update(user.id, phone=phone)
+    if await notify.store.subscriptions([user.id]):
+        return
+    await notify.store.insert_subscription({
+        "user_id": user.id, "projects": [], "kinds": kinds, "min_severity": "info",
+        "channels": [], "quiet_start": None, "quiet_end": None, "language": None,
+        "enabled": True, "created_at": notify.clock(), "created_by": "demo"})
+
+
 async def run_demo(port: int = 8123, data_dir: Path = Path(".voltwatch-demo")) -> int:
     """Start simulators and a real hub on them; serve until Ctrl-C."""
     import yaml
@@ -173,15 +196,20 @@ async def run_demo(port: int = 8123, data_dir: Path = Path(".voltwatch-demo")) -
     from .http.tokens import create_token
 
     password = await ensure_demo_user(hub)
+    if demo.subscriber is not None:
+        await ensure_demo_subscription(hub, *demo.subscriber)
     # A system token (no user) for curl and the ?token= link: the demo's own machine.
     token = await create_token(hub.storage, "demo", None)
     url = hub.http.url if hub.http is not None else f"http://127.0.0.1:{port}"
     devices = len(config["devices"])
+    sms = (f"  alarms go by SMS to {demo.subscriber[0]} (the demo user) through a simulated "
+           "modem\n" if demo.subscriber is not None else "")
     print(
         f"\nVoltwatch demo: {url}\n"
         f"  sign in at {url}/login (demo login): user {DEMO_USER} password {password}\n"
         f"  or open (signs you in with a token): {url}/?token={token}\n"
         f"  {devices} simulated detector(s); data in {data_dir}\n"
+        f"{sms}"
         f"  API token: {token}\n"
         f"  try: curl -H 'Authorization: Bearer {token}' {url}/api/states\n"
         "  Ctrl-C stops it.\n",

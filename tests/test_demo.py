@@ -58,6 +58,12 @@ async def test_demo_serves_live_detector_values(tmp_path: Path) -> None:
         headers = {"Authorization": f"Bearer {token}"}
         # unsafe=True: keep cookies of an IP-address host (127.0.0.1), as a browser does.
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            # from the start: every notification record change, to see a demo alarm's SMS
+            notices = await session.ws_connect(f"{base}/api/websocket", headers=headers)
+            assert (await notices.receive_json(timeout=10))["type"] == "auth_ok"
+            await notices.send_json({"id": 1, "type": "subscribe_events",
+                                     "event_type": "notification_delivery"})
+            assert (await notices.receive_json(timeout=10))["success"] is True
             async with session.get(f"{base}/api/health") as response:
                 assert await response.json() == {"status": "ok"}
             async with session.ws_connect(f"{base}/api/websocket", headers=headers) as ws:
@@ -84,6 +90,19 @@ async def test_demo_serves_live_detector_values(tmp_path: Path) -> None:
                 assert response.status == 200
                 entity_ids = {s["entity_id"] for s in await response.json()}
             assert "sensor.arcm_1_residual_current" in entity_ids
+            # A demo alarm (an ARCM unit leaks ~30 s after start) is sent by SMS to the demo
+            # user through the simulated modem, whose status report makes it `delivered`.
+            while True:
+                record = (await notices.receive_json(timeout=120))["event"]["data"]
+                if record["kind"] == "alarm" and record["status"] == "delivered":
+                    break
+            assert record["channel"] == "sms" and record["recipient"] == "+8613800138000"
+            assert record["user_name"] == login.group(1) and record["alarm_id"]
+            await notices.close()
+            async with session.get(f"{base}/api/notifications/notifiers",
+                                   headers=headers) as response:
+                (sms,) = await response.json()
+            assert sms["name"] == "sms" and sms["healthy"] is True and sms["delivered"] >= 1
         assert {"arcm", "modbus", "gsm", "mqtt"} <= plugins
         assert "broken" not in plugins  # test-only plugins never reach the demo
     finally:

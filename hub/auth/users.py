@@ -146,6 +146,9 @@ class UserStore:
 
     def __init__(self, db: Any) -> None:
         self.db = db
+        #: moves on every create/update, so caches of users (notification routing) know
+        #: when to read again
+        self.version = 0
 
     async def get(self, user_id: str) -> User | None:
         return await self._one(_table().c.id == user_id)
@@ -205,6 +208,7 @@ class UserStore:
                 await conn.execute(_table().insert().values(**values))
         except sa.exc.IntegrityError as err:  # two creators racing for one name
             raise UserError(f"A user named {name!r} already exists") from err
+        self.version += 1
         return User.from_row(values)
 
     async def update(self, user_id: str, **changes: Any) -> User | None:
@@ -213,6 +217,7 @@ class UserStore:
         table = _table()
         async with self.db.engine.begin() as conn:
             await conn.execute(table.update().where(table.c.id == user_id).values(**changes))
+        self.version += 1
         return await self.get(user_id)
 
     async def record_failure(self, user_id: str, locked_until: float | None) -> None:

@@ -22,6 +22,8 @@ OPEN_STATUSES = ("queued", "sending")
 class SqlNotifyStore:
     def __init__(self, database: Database) -> None:
         self._db = database
+        #: moves on every subscription write (hub/core/notify/directory.py caches them)
+        self.subscriptions_version = 0
 
     async def _rows(self, stmt: Any) -> list[dict[str, Any]]:
         async with self._db.engine.connect() as conn:
@@ -124,7 +126,8 @@ class SqlNotifyStore:
 
     async def count_by_status(self) -> dict[str, int]:
         t = notify_deliveries
-        rows = await self._rows(select(t.c.status, func.count()).group_by(t.c.status))
+        rows = await self._rows(select(t.c.status, func.count().label("count"))
+                                .group_by(t.c.status))
         return {row["status"]: int(row["count"]) for row in rows}
 
     # -- subscriptions ----------------------------------------------------------------------
@@ -143,12 +146,14 @@ class SqlNotifyStore:
     async def insert_subscription(self, row: dict[str, Any]) -> int:
         async with self._db.engine.begin() as conn:
             result = await conn.execute(insert(notify_subscriptions).values(**row))
-            return int(result.inserted_primary_key[0])
+        self.subscriptions_version += 1
+        return int(result.inserted_primary_key[0])
 
     async def delete_subscription(self, sub_id: int) -> None:
         async with self._db.engine.begin() as conn:
             await conn.execute(delete(notify_subscriptions)
                                .where(notify_subscriptions.c.id == sub_id))
+        self.subscriptions_version += 1
 
     # -- escalations ------------------------------------------------------------------------
     async def escalations(self) -> list[dict[str, Any]]:

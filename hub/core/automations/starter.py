@@ -1,7 +1,9 @@
 """The demo's starter automations (issue #7 item 7), written to DIR/automations.yaml once.
 
-Service calls whose service may be missing on a given hub (notify.sms without a modem, arcm.*
+Service calls whose service may be missing on a given hub (notify.* without a notifier, arcm.*
 without an ARCM device) say `if_missing: skip`: the trace notes the skip instead of failing.
+An SMS for each alarm needs no automation: notification subscriptions send it (with quiet
+hours and rate limits); the reminder below goes to the same subscribers (`alarm_id`).
 """
 
 from __future__ import annotations
@@ -13,20 +15,6 @@ from ..yaml_loader import load_yaml
 
 STARTER = """\
 # Starter automations of the demo. Edit here or through the API; comments are kept.
-
-# SMS on any alarm (报警) to the subscribers of the alarm's project.
-- id: sms_on_alarm
-  alias: SMS on any alarm
-  mode: parallel
-  triggers:
-    - trigger: alarm
-      on: raised
-      kind: alarm
-  actions:
-    - action: notify.sms
-      if_missing: skip
-      data:
-        message: "{{ trigger.alarm.message }} {{ trigger.alarm.device_name or trigger.alarm.device_id }}"
 
 # Trip when residual current stays above 500 mA for 30 s and the protection mode allows it.
 - id: trip_on_leak
@@ -62,9 +50,10 @@ STARTER = """\
       timeout: 10m
     - if: "{{ wait.trigger is none or wait.trigger.alarm.id != trigger.alarm.id }}"
       then:
-        - action: notify.sms
+        - action: notify.send
           if_missing: skip
           data:
+            alarm_id: "{{ trigger.alarm.id }}"
             message: "未确认报警 10 分钟: {{ trigger.alarm.message }}"
 """
 

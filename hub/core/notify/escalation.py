@@ -73,7 +73,7 @@ class Escalation:
         minutes = round((now - float(row["started_at"])) / 60)
         sent = []
         auth = self.hub.auth
-        for user in await auth.users.list():
+        for user in await self.manager.directory.users():
             if user.role != role or user.disabled or not user.phone:
                 continue
             if not auth.scope_for(user).can_see(row.get("project")):

@@ -33,6 +33,7 @@ import voluptuous as vol
 
 from ..context import Context
 from ..events import Event, callback
+from ..services import ServiceValidationError
 from ..states import iso
 from .base import (
     EVENT_NOTIFICATION,
@@ -48,6 +49,7 @@ from .base import (
     Notifier,
     OutgoingMessage,
 )
+from .directory import Directory
 from .templates import Templates
 
 _LOGGER = logging.getLogger(__name__)
@@ -113,6 +115,7 @@ class NotifyManager:
         self._running = False
         self._due_lock = asyncio.Lock()
         self._report_lock = asyncio.Lock()
+        self.directory = Directory(hub, store)
         self.router: Any = None
         self.escalation: Any = None
         self.sent_total = 0
@@ -344,6 +347,7 @@ class NotifyManager:
 
     async def _fail(self, row: dict[str, Any], reason: str, failover: bool) -> None:
         now = self.clock()
+        self.last_failure[row["channel"]] = (now, reason)
         row.update(status=STATUS_FAILED, reason=reason, updated_at=now, next_attempt_at=None)
         await self.store.update_delivery(row["id"], {
             "status": STATUS_FAILED, "reason": reason[:500], "updated_at": now,
@@ -514,7 +518,7 @@ class NotifyManager:
         if auth is None:
             return None
         wanted = {_DIGITS.sub("", f)[-11:] for f in forms}
-        for user in await auth.users.list():
+        for user in await self.directory.users():
             if user.phone and _DIGITS.sub("", user.phone)[-11:] in wanted and not user.disabled:
                 return user
         return None
@@ -581,22 +585,41 @@ class NotifyManager:
 
     # -- services ---------------------------------------------------------------------------
     def _register_services(self) -> None:
-        schema = vol.Schema({
-            vol.Required("target"): vol.All(vol.Any(str, [str]), lambda v: [v] if isinstance(v, str) else v,
+        def target_or_alarm(data: dict[str, Any]) -> dict[str, Any]:
+            if "target" not in data and "alarm_id" not in data:
+                raise vol.Invalid("give `target` (phone numbers) or `alarm_id` (its "
+                                  "subscribers)")
+            return data
+
+        schema = vol.All(vol.Schema({
+            vol.Optional("target"): vol.All(vol.Any(str, [str]),
+                                            lambda v: [v] if isinstance(v, str) else v,
                                             vol.Length(min=1, max=100)),
+            # without `target`: everyone whose subscription matches this alarm
+            vol.Optional("alarm_id"): vol.All(vol.Coerce(int), vol.Range(min=1)),
             vol.Required("message"): vol.All(str, vol.Length(min=1, max=2000)),
             vol.Optional("title"): vol.All(str, vol.Length(max=255)),
             vol.Optional("channel"): str,
-        })
+        }), target_or_alarm)
 
         def handler(channel: str | None) -> Callable[[Any], Any]:
             async def send(call: Any) -> dict[str, Any]:
+                data = call.data
+                alarm = await self._service_alarm(data.get("alarm_id"))
+                if "target" in data:
+                    targets = [(t, None, None) for t in data["target"]]
+                else:
+                    targets = [(user.phone, user.name, sub.get("channels"))
+                               for user, sub in await self.router.recipients(alarm or {})]
                 rows = []
-                for target in call.data["target"]:
+                for target, user_name, channels in targets:
                     row = await self.async_send(
-                        target, call.data["message"], title=call.data.get("title"),
-                        channel=channel or call.data.get("channel"),
-                        user_name=call.context.user_id)
+                        target, data["message"], title=data.get("title"),
+                        channel=channel or data.get("channel") or self.first_channel(channels),
+                        user_name=user_name or call.context.user_id,
+                        alarm_id=data.get("alarm_id"),
+                        project=alarm.get("project") if alarm else None,
+                        severity=alarm.get("severity") if alarm else None)
                     rows.append(delivery_dict(row))
                 return {"deliveries": rows}
 
@@ -610,6 +633,17 @@ class NotifyManager:
                                    supports_response=True,
                                    description="Send a message through the first channel, "
                                                "failing over down the chain")
+
+    async def _service_alarm(self, alarm_id: int | None) -> dict[str, Any] | None:
+        """The alarm record a `notify.*` call names (its subscribers, project, severity)."""
+        if alarm_id is None:
+            return None
+        found = await self.hub.alarms.store.get_many([alarm_id])
+        if not found:
+            raise ServiceValidationError(f"No alarm {alarm_id}")
+        from hub.core.alarms import record_dict
+
+        return dict(record_dict(found[0]))
 
     # -- what others read -------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:

@@ -71,10 +71,11 @@ class Router:
         auth = getattr(self.hub, "auth", None)
         if auth is None:
             return []
-        subs = await self.manager.store.subscriptions()
+        directory = self.manager.directory
+        subs = await directory.subscriptions()
         if not subs:
             return []
-        users = {u.id: u for u in await auth.users.list()}
+        users = await directory.users_by_id()
         project = alarm.get("project")
         severity = SEVERITY_RANK.get(alarm.get("severity") or "info", 0)
         out: list[tuple[Any, dict[str, Any]]] = []

@@ -4,7 +4,6 @@ when asked, an HTTP gateway (a real aiohttp server whose answers a test scripts)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,9 @@ from aiohttp import web
 from voltwatch_notify_sms.simulator import ModemSimulator
 
 from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
-from hub.core.events import Event, callback
 from hub.core.hookspecs import hookimpl
 from hub.core.plugins import PluginManager
+from hub.testing import EventCollector
 
 TIMEOUT = 10.0  # bounds a failure only
 PHONE = "+8613800138000"
@@ -52,29 +51,11 @@ def sms_entry(port: str, **extra: Any) -> dict[str, Any]:
             "health_interval": 30.0, **extra}
 
 
-class Deliveries:
+class Deliveries(EventCollector):
     """Collects `notification_delivery` events; waits for one matching a predicate."""
 
     def __init__(self, hub: Any) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._changed = asyncio.Event()
-        self.unsub = hub.bus.listen("notification_delivery", self._on)
-
-    @callback
-    def _on(self, event: Event) -> None:
-        self.events.append(dict(event.data))
-        self._changed.set()
-
-    async def wait(self, where: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        async def until() -> dict[str, Any]:
-            while True:
-                for item in self.events:
-                    if where(item):
-                        return item
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(until(), TIMEOUT)
+        super().__init__(hub, "notification_delivery", TIMEOUT)
 
 
 async def start_hub(tmp_path: Path, notify: list[dict[str, Any]], **extra: Any) -> Any:
@@ -101,13 +82,9 @@ async def hub_with_modem(tmp_path: Path, gateway: Gateway | None = None,
     return hub, sim
 
 
-def events(hub: Any, event_type: str) -> Deliveries:
+def events(hub: Any, event_type: str) -> EventCollector:
     """A collector like `Deliveries`, for another event type."""
-    collector = Deliveries(hub)
-    collector.unsub()
-    collector.events.clear()
-    hub.bus.listen(event_type, collector._on)
-    return collector
+    return EventCollector(hub, event_type, TIMEOUT)
 
 
 async def subscriber(hub: Any, name: str = "duty", phone: str = PHONE, role: str = "user",

@@ -111,7 +111,7 @@ async def test_unreadable_report_is_counted_and_changes_nothing(tmp_path: Path) 
         sim.close()
 
 
-def _acks(hub: Any) -> Deliveries:
+def _acks(hub: Any) -> Any:
     return events(hub, "alarm_acknowledged")
 
 

@@ -420,6 +420,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              ' null withholds them), {"vanish": true}')
 
 
+async def show_sent(sim: ModemSimulator, prefix: str = "") -> None:
+    """Print each SMS the simulated modem is handed, until cancelled."""
+    shown = 0
+    while True:
+        await sim.wait_sent(shown + 1, timeout=3600 * 24)
+        for message in sim.sent[shown:]:
+            print(f"{prefix}SMS to {message.number} ({len(message.segments)} segment(s)): "
+                  f"{message.text}", flush=True)
+        shown = len(sim.sent)
+
+
 async def simulate(args: argparse.Namespace) -> None:
     sim = ModemSimulator()
     path = sim.open(args.link)
@@ -449,14 +460,8 @@ async def simulate(args: argparse.Namespace) -> None:
         writer.close()
 
     server = await asyncio.start_unix_server(control, args.control) if args.control else None
-    shown = 0
     try:
-        while True:
-            await sim.wait_sent(shown + 1, timeout=3600 * 24)
-            for message in sim.sent[shown:]:
-                print(f"SMS to {message.number} ({len(message.segments)} segment(s)): "
-                      f"{message.text}", flush=True)
-            shown = len(sim.sent)
+        await show_sent(sim)
     finally:
         if server is not None:
             server.close()
