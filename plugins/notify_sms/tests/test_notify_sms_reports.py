@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from notify_sms_testkit import (
     PHONE,
     Deliveries,
@@ -14,8 +15,14 @@ from notify_sms_testkit import (
     events,
     hub_with_modem,
     raise_alarm,
+    sms_entry,
+    start_hub,
     subscriber,
+    wait_modem,
 )
+from voltwatch_notify_sms.simulator import ModemSimulator
+
+from hub.http.tokens import create_token
 
 
 async def test_alarm_sms_reaches_delivered_by_status_report(tmp_path: Path) -> None:
@@ -170,11 +177,6 @@ async def test_incomplete_multipart_set_expires_with_a_counted_drop(tmp_path: Pa
 
 
 async def test_notifiers_endpoint_shows_health_errors_counts_and_queue(tmp_path: Path) -> None:
-    import aiohttp
-    from notify_sms_testkit import sms_entry, start_hub, wait_modem
-    from voltwatch_notify_sms.simulator import ModemSimulator
-
-    from hub.http.tokens import create_token
 
     sim = ModemSimulator()
     hub = await start_hub(tmp_path, [sms_entry(sim.open(), retry_backoff=3600.0)],
@@ -210,3 +212,23 @@ async def test_notifiers_endpoint_shows_health_errors_counts_and_queue(tmp_path:
             assert sms["last_error"].startswith("port lost")
     finally:
         await hub.async_stop()
+
+
+async def test_modem_refusing_status_reports_still_sends(tmp_path: Path) -> None:
+    sim = ModemSimulator()
+    sim.refuse.add("AT+CNMI=2,1,0,1,0")
+    hub = await start_hub(tmp_path, [sms_entry(sim.open())])
+    try:
+        await wait_modem(hub)
+        assert sim.commands[-1] == "AT+CNMI=2,1,0,0,0"
+        modem = hub.notify.notifiers["sms"].modem
+        assert modem.reports_enabled is False
+        seen = Deliveries(hub)
+        await hub.services.async_call("notify", "sms", {"target": [PHONE], "message": "x"})
+        sent = await seen.wait(lambda d: d["status"] == "sent")
+        (message,) = await sim.wait_sent(1)
+        assert not message.segments[0].status_report and sim.reports == []
+        assert sent["reports"] is None
+    finally:
+        await hub.async_stop()
+        sim.close()

@@ -180,6 +180,8 @@ class ModemSimulator:
         self.report_queue: list[int | None] = []
         self.reports: list[tuple[int, str, int]] = []  # (mr, number, TP-ST) as emitted
         self.cnmi_ds = 0
+        #: commands answered with ERROR (an older modem: e.g. {"AT+CNMI=2,1,0,1,0"})
+        self.refuse: set[str] = set()
         self._reply_ref = 0
         self._buffer = b""
         self._pending_cmgs: str | None = None
@@ -305,7 +307,9 @@ class ModemSimulator:
         if self.echo:
             self._write(line + "\r")
         upper = line.upper()
-        if upper in ("AT", "ATZ"):
+        if upper in self.refuse:
+            self._write("\r\nERROR\r\n")
+        elif upper in ("AT", "ATZ"):
             self._ok()
         elif upper in ("ATE0", "ATE1"):
             self.echo = upper == "ATE1"
