@@ -85,3 +85,25 @@ async def test_a_write_from_elsewhere_is_seen_after_max_age(tmp_path: Path, db_u
         assert await _alarm_to(hub, pager, "overload") == ["+8613800000007"]
     finally:
         await hub.async_stop()
+
+
+async def test_scope_changes_reach_routing_at_once(tmp_path: Path, db_url: str) -> None:
+    hub, pager, _ = await start(tmp_path, db_url)
+    try:
+        duty = await user(hub, "duty", "user", ["school-1"], "+8613800000001", False)
+        await hub.notify.store.insert_subscription({
+            "user_id": duty.id, "projects": ["school-1"], "kinds": [], "min_severity": "info",
+            "channels": [], "quiet_start": None, "quiet_end": None, "language": None,
+            "enabled": True, "created_at": 0.0, "created_by": "t"})
+        assert await _alarm_to(hub, pager, "over_voltage") == ["+8613800000001"]
+        # moved to the hospital: the school's alarms stop at once
+        await hub.auth.users.update(duty.id, projects=["hospital-1"])
+        assert await _alarm_to(hub, pager, "under_voltage") == []
+        await hub.auth.users.update(duty.id, projects=["org-1"])
+        assert await _alarm_to(hub, pager, "overload") == ["+8613800000001"]
+        # a project added to the tree below the subscription's project is covered too
+        hub.auth.tree.add("school-1-b", "school-1")
+        assert hub.notify.directory.projects_scope(
+            hub.auth, (await hub.notify.store.subscriptions())[0]).can_see("school-1-b")
+    finally:
+        await hub.async_stop()

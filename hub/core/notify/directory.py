@@ -9,7 +9,10 @@ tests), and a changed version means a fresh read. A write by another process (e.
 `voltwatch user add` against the same database while the hub runs) is picked up after
 `max_age` seconds at the latest.
 
-Scope is not cached here: it is checked per alarm against the live project tree.
+Scopes are kept too, one per user and per subscription with projects, each with its
+expanded set of visible projects: a scope check is then one set lookup. They follow the live
+project tree (a `Scope` recomputes its set when the tree's version moves), and a user's own
+scope is rebuilt with the users.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+
+from hub.auth.scope import Scope
 
 
 class Directory:
@@ -32,6 +37,7 @@ class Directory:
         self._users: list[Any] = []
         self._by_id: dict[str, Any] = {}
         self._subscriptions: list[dict[str, Any]] = []
+        self._scopes: dict[Any, Any] = {}
 
     def _current_key(self) -> tuple[int, int]:
         users = getattr(getattr(self.hub, "auth", None), "users", None)
@@ -54,6 +60,7 @@ class Directory:
         self._users = users
         self._by_id = {u.id: u for u in users}
         self._subscriptions = subscriptions
+        self._scopes = {}
         self.loads += 1
 
     async def users(self) -> list[Any]:
@@ -67,3 +74,21 @@ class Directory:
     async def subscriptions(self) -> list[dict[str, Any]]:
         await self._fresh()
         return self._subscriptions
+
+    def user_scope(self, auth: Any, user: Any) -> Any:
+        """`auth.scope_for(user)`, made once per load, its project set expanded once."""
+        key = ("user", user.id)
+        scope = self._scopes.get(key)
+        if scope is None:
+            scope = self._scopes[key] = auth.scope_for(user)
+        scope.allowed()
+        return scope
+
+    def projects_scope(self, auth: Any, sub: dict[str, Any]) -> Any:
+        """The scope of a subscription's `projects` (roots and their subtrees)."""
+        key = ("sub", sub["id"])
+        scope = self._scopes.get(key)
+        if scope is None:
+            scope = self._scopes[key] = Scope(auth.tree, sub["projects"])
+        scope.allowed()
+        return scope

@@ -17,8 +17,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hub.auth.scope import Scope
-
 from .base import KIND_ALARM, KIND_SUMMARY, STATUS_SUMMARISED
 from .templates import alarm_context, language_of
 
@@ -84,13 +82,13 @@ class Router:
             user = users.get(sub["user_id"])
             if not sub.get("enabled", True) or user is None or user.disabled or not user.phone:
                 continue
-            if not auth.scope_for(user).can_see(project):
-                continue
-            if sub.get("projects") and not Scope(auth.tree, sub["projects"]).can_see(project):
-                continue
             if sub.get("kinds") and alarm.get("kind") not in sub["kinds"]:
                 continue
             if severity < SEVERITY_RANK.get(sub.get("min_severity") or "info", 0):
+                continue
+            if not directory.user_scope(auth, user).can_see(project):
+                continue
+            if sub.get("projects") and not directory.projects_scope(auth, sub).can_see(project):
                 continue
             if user.phone in seen:
                 continue
