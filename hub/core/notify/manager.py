@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -50,31 +49,15 @@ from .base import (
     OutgoingMessage,
 )
 from .directory import Directory
+from .phones import DIGITS as _DIGITS
+from .phones import phone_forms
+from .reports import DeliveryReports
 from .templates import Templates
 
 _LOGGER = logging.getLogger(__name__)
 
-#: Delivery reports kept while their record is not yet `sent` (per channel), and how long.
-EARLY_REPORTS_MAX = 256
-EARLY_REPORTS_AGE = 600.0
 #: The manager's default time source; tests pass their own `clock`.
 CLOCK: Callable[[], float] = time.time
-_DIGITS = re.compile(r"\D")
-
-
-def phone_forms(number: str) -> list[str]:
-    """The spellings one phone number is stored under: `+8613800138000`, `13800138000`, …
-
-    Replies arrive in international form (`+86…`) while users type numbers either way, so a
-    reply is matched against every form.
-    """
-    digits = _DIGITS.sub("", number or "")
-    forms = {number, digits, f"+{digits}"}
-    if digits.startswith("86") and len(digits) == 13:
-        forms |= {digits[2:], f"+{digits}"}
-    if len(digits) == 11 and digits.startswith("1"):
-        forms |= {f"+86{digits}", f"86{digits}"}
-    return sorted(f for f in forms if f and f != "+")
 
 
 def delivery_dict(row: dict[str, Any]) -> dict[str, Any]:
@@ -114,15 +97,13 @@ class NotifyManager:
         self._unsubs: list[Callable[[], None]] = []
         self._running = False
         self._due_lock = asyncio.Lock()
-        self._report_lock = asyncio.Lock()
         self.directory = Directory(hub, store)
         self.router: Any = None
         self.escalation: Any = None
         self.sent_total = 0
         self.failed_total = 0
         self.delivered_total = 0
-        #: delivery reports that arrived before their record was `sent`, per channel
-        self._early: dict[str, dict[str, tuple[float, str | None, bool, bool, str | None]]] = {}
+        self.reports = DeliveryReports(self)
         #: the latest failed attempt per channel: (when, reason)
         self.last_failure: dict[str, tuple[float, str]] = {}
 
@@ -243,7 +224,7 @@ class NotifyManager:
             "next_attempt_at": hold_until, "fallback_of": fallback_of, "reference": None,
         }
         row["id"] = await self.store.insert_delivery(row)
-        self._fire(row)
+        self.fire(row)
         if hold_until is not None:
             self.schedule(hold_until, "summary", recipient)
         else:
@@ -261,7 +242,7 @@ class NotifyManager:
         queue.put_nowait(int(row["id"]))
 
     async def _orphan(self, row: dict[str, Any]) -> None:
-        await self._fail(row, f"notifier {row['channel']} is not configured", failover=True)
+        await self.fail(row, f"notifier {row['channel']} is not configured", failover=True)
 
     async def _worker(self, name: str) -> None:
         queue = self._queues[name]
@@ -280,11 +261,11 @@ class NotifyManager:
     async def _attempt(self, name: str, row: dict[str, Any]) -> None:
         notifier = self.notifiers.get(name)
         if notifier is None:
-            await self._fail(row, f"notifier {name} did not start", failover=True)
+            await self.fail(row, f"notifier {name} did not start", failover=True)
             return
         if not notifier.available:
             row["attempts"] += 1
-            await self._fail(row, f"{name} unavailable", failover=True)
+            await self.fail(row, f"{name} unavailable", failover=True)
             return
         row["status"] = STATUS_SENDING
         row["attempts"] += 1
@@ -309,7 +290,7 @@ class NotifyManager:
         except Exception as err:  # noqa: BLE001 - a notifier bug is a failed attempt, not a loss
             await self._failed_attempt(name, row, f"{type(err).__name__}: {err}", True, False)
             return
-        async with self._report_lock:
+        async with self.reports.lock:
             now = self.clock()
             row.update(status=STATUS_DELIVERED if result.delivered else STATUS_SENT,
                        sent_at=now, updated_at=now, reference=result.reference, reason=None)
@@ -318,8 +299,8 @@ class NotifyManager:
                 "reference": result.reference, "reason": None})
             self._pending.pop(row["id"], None)
             self.sent_total += 1
-            self._fire(row)
-            await self._replay_early(row)
+            self.fire(row)
+            await self.reports.replay(row)
 
     async def _failed_attempt(self, name: str, row: dict[str, Any], reason: str,
                               retryable: bool, unavailable: bool) -> None:
@@ -333,11 +314,11 @@ class NotifyManager:
             await self.store.update_delivery(row["id"], {
                 "status": STATUS_QUEUED, "reason": reason[:500], "updated_at": row["updated_at"],
                 "next_attempt_at": row["next_attempt_at"]})
-            self._fire(row)
+            self.fire(row)
             loop = asyncio.get_running_loop()
             self._retry_handles[row["id"]] = loop.call_later(backoff, self._retry, row["id"])
             return
-        await self._fail(row, reason, failover=True)
+        await self.fail(row, reason, failover=True)
 
     def _retry(self, delivery_id: int) -> None:
         self._retry_handles.pop(delivery_id, None)
@@ -345,7 +326,7 @@ class NotifyManager:
         if row is not None and self._running:
             self._enqueue(row)
 
-    async def _fail(self, row: dict[str, Any], reason: str, failover: bool) -> None:
+    async def fail(self, row: dict[str, Any], reason: str, failover: bool) -> None:
         now = self.clock()
         self.last_failure[row["channel"]] = (now, reason)
         row.update(status=STATUS_FAILED, reason=reason, updated_at=now, next_attempt_at=None)
@@ -354,7 +335,7 @@ class NotifyManager:
             "attempts": row["attempts"], "next_attempt_at": None})
         self._pending.pop(row["id"], None)
         self.failed_total += 1
-        self._fire(row)
+        self.fire(row)
         if not failover:
             return
         tried = await self._tried_channels(row)
@@ -386,81 +367,13 @@ class NotifyManager:
                                     recipient: str | None = None, delivered: bool = True,
                                     final: bool = True, reason: str | None = None
                                     ) -> dict[str, Any] | None:
-        """A channel's delivery report for one message part; the record it changed, if any.
+        """A channel's delivery report for one message part (see reports.py); the record it
+        changed, if any."""
+        return await self.reports.async_report(channel, reference, recipient=recipient,
+                                               delivered=delivered, final=final,
+                                               reason=reason)
 
-        `reference` is one part's reference (a record of several SMS segments holds them
-        comma-separated). Delivered: the part is added to `reports`, and the record becomes
-        `delivered` when every part is there. Not delivered and `final`: the record fails
-        with the network's reason and the next channel is tried, since the person did not
-        get the message. Not final (the network still tries): the reason is noted only.
-        A report that arrives before the send was recorded (a fast network) waits briefly in
-        memory and is applied when the record is marked `sent`.
-        """
-        reference = str(reference)
-        forms = phone_forms(recipient) if recipient else None
-        # the lock orders this against `_sent` (mark sent, then replay early reports): a
-        # report either finds its record sent or is kept for that replay, never neither
-        async with self._report_lock:
-            row = await self.store.sent_with_reference(channel, reference, forms)
-            if row is None:
-                self._early_report(channel, reference, recipient, delivered, final, reason)
-                return None
-            return await self._apply_report(row, reference, delivered, final, reason)
-
-    async def _apply_report(self, row: dict[str, Any], reference: str, delivered: bool,
-                            final: bool, reason: str | None) -> dict[str, Any]:
-        now = self.clock()
-        if delivered:
-            parts = [p for p in str(row.get("reference") or "").split(",") if p]
-            done = [p for p in str(row.get("reports") or "").split(",") if p]
-            if reference not in done:
-                done.append(reference)
-            changes: dict[str, Any] = {"reports": ",".join(done)[:64], "updated_at": now}
-            if set(parts) <= set(done):
-                changes["status"] = STATUS_DELIVERED
-                self.delivered_total += 1
-            row.update(changes)
-            await self.store.update_delivery(row["id"], changes)
-            self._fire(row)
-            return row
-        if final:
-            _LOGGER.warning("Notification %s to %s: %s", row["id"], row["recipient"], reason)
-            await self._fail(row, reason or "delivery report: not delivered", failover=True)
-            return row
-        row.update(reason=reason, updated_at=now)
-        await self.store.update_delivery(row["id"], {"reason": (reason or "")[:500],
-                                                     "updated_at": now})
-        self._fire(row)
-        return row
-
-    def _early_report(self, channel: str, reference: str, recipient: str | None,
-                      delivered: bool, final: bool, reason: str | None) -> None:
-        """Keep a report whose record is not `sent` yet (bounded: the oldest go first)."""
-        early = self._early.setdefault(channel, {})
-        early[reference] = (self.clock(), recipient, delivered, final, reason)
-        while len(early) > EARLY_REPORTS_MAX:
-            del early[next(iter(early))]
-
-    async def _replay_early(self, row: dict[str, Any]) -> None:
-        """Reports that came in before this record was marked `sent`."""
-        early = self._early.get(row["channel"])
-        if not early:
-            return
-        now = self.clock()
-        for reference in [p for p in str(row.get("reference") or "").split(",") if p]:
-            found = early.get(reference)
-            if found is None:
-                continue
-            at, recipient, delivered, final, reason = found
-            if now - at > EARLY_REPORTS_AGE or (
-                    recipient and row["recipient"] not in phone_forms(recipient)):
-                continue
-            del early[reference]
-            if row["status"] != STATUS_SENT:
-                return
-            await self._apply_report(row, reference, delivered, final, reason)
-
-    def _fire(self, row: dict[str, Any]) -> None:
+    def fire(self, row: dict[str, Any]) -> None:
         self.hub.bus.async_fire(EVENT_NOTIFICATION, delivery_dict(row))
 
     # -- replies ----------------------------------------------------------------------------

@@ -153,5 +153,5 @@ class Router:
         for row in rows:
             row.update(status=STATUS_SUMMARISED, updated_at=now,
                        reason=f"{why}: in summary {summary['id']}")
-            self.manager._fire(row)
+            self.manager.fire(row)
         return summary
