@@ -151,6 +151,7 @@ class Modem:
 
     async def _open(self) -> None:
         self._lost.clear()
+        self._cds_next = False  # a report cut off by a lost port is not the next line
         self._lines = asyncio.Queue()
         self._reader, self._writer = await serial_asyncio.open_serial_connection(
             url=self.port, baudrate=self.baudrate)
