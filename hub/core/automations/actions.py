@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 MAX_LOOP = 10_000
 EVENT_AUTOMATION_DELAY = "automation_delay"
+EVENT_AUTOMATION_WAIT = "automation_wait"
 
 
 class StopRun(Exception):
@@ -179,8 +180,12 @@ class Run:
             deadline = self.engine.clock() + float(seconds)
             await self._sleep_persisted(float(seconds), path, deadline)
         elif "wait_for_trigger" in action:
-            result = await self.engine.wait_for_trigger(action["wait_for_trigger"],
-                                                        action.get("timeout"))
+            result = await self.engine.wait_for_trigger(
+                action["wait_for_trigger"], action.get("timeout"),
+                # told once the wait listens: a trigger from then on cannot be missed
+                lambda: self.engine.hub.bus.async_fire(EVENT_AUTOMATION_WAIT, {
+                    "automation_id": self.automation.id, "run_id": self.trace.run_id,
+                    "path": path}, context=self.context))
             self.variables["wait"] = {"trigger": result}
             trace.step(path, "wait_for_trigger", triggered=result is not None)
             if result is None and not action.get("continue_on_timeout", True):
