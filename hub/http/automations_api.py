@@ -212,7 +212,8 @@ async def rollback_automation(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/api/automations/{automation_id}/dry_run",
-             "Replay recorded history through the triggers and conditions; nothing is called",
+             "Replay recorded history through the triggers, conditions and actions; nothing "
+             "is called",
              scope=ROLE,
              body_schema=vol.Schema({vol.Required("start"): vol.Any(str, int, float),
                                      vol.Required("end"): vol.Any(str, int, float)}),
