@@ -117,6 +117,7 @@ class _DryRun:
             kind = trig["trigger"]
             if kind in STATE_KINDS:
                 entities.update(watched_entities(trig))
+                entities.update(_entity_limits(trig))
             elif kind in ("time", "time_pattern"):
                 self._time_slots(index, trig)
             elif kind == "event":
@@ -264,12 +265,18 @@ class _DryRun:
             await self._fire(trigger, when)
 
 
+def _entity_limits(conf: Mapping[str, Any]) -> list[str]:
+    """`above: sensor.setpoint`: an entity whose state is the limit."""
+    return [conf[key] for key in ("above", "below") if isinstance(conf.get(key), str)]
+
+
 def _condition_entities(conditions: list[Mapping[str, Any]]) -> set[str]:
     """Entities that state / numeric_state conditions name (templates are found as read)."""
     found: set[str] = set()
     for cond in conditions:
-        found.update(cond.get("entity_id", []) if cond.get("condition") in (
-            "state", "numeric_state") else [])
+        if cond.get("condition") in ("state", "numeric_state"):
+            found.update(cond.get("entity_id", []))
+            found.update(_entity_limits(cond))
         found.update(_condition_entities(cond.get("conditions", [])))
     return found
 
