@@ -251,3 +251,19 @@ async def test_edit_adding_and_removing_keys_keeps_the_comments_that_still_apply
     # a string YAML 1.1 would misread is written quoted and reads back as that string
     assert conf["variables"] == {"shift": "18:30"}
     assert conf["triggers"][0]["to"] == "off"
+
+
+async def test_put_back_of_the_normalised_config_changes_only_the_edited_line(
+        tmp_path: Path, hubs: list[Any]) -> None:
+    """What an editor does: GET (the API shows the normalised config: `for: 30.0`, one-item
+    lists, every default), change one value, PUT it all back. Only that line changes."""
+    hub, auth, path = await _system_hub(tmp_path, hubs, COMMENTED)
+    async with ClientSession(base_url=hub.http.url, headers=auth) as http:
+        config = (await (await http.get("/api/automations/leak_trip")).json())["config"]
+        assert config["triggers"][0]["for"] == 30 and config["trace"] == {"stored_traces": 20}
+        config["triggers"][0]["above"] = 300
+        response = await http.put("/api/automations/leak_trip", json=config)
+        assert response.status == 200, await response.text()
+    assert path.read_text(encoding="utf-8") == COMMENTED.replace("above: 500     # mA",
+                                                                 "above: 300     # mA")
+    assert hub.automations.automations["leak_trip"].conf["triggers"][0]["above"] == 300

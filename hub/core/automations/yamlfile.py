@@ -130,14 +130,16 @@ class AutomationFile:
     def _updated(self, old: str, conf: dict[str, Any],
                  check: Callable[[Any], bool] | None) -> str:
         """The old span with the new values written in (comments kept), or a fresh dump."""
+        def same(text: str) -> bool:
+            try:
+                items = load_yaml_text(text, self.path)
+            except YamlError:
+                return False
+            return isinstance(items, list) and len(items) == 1 and check(items[0])
+
         try:
-            new = update_item_text(old, conf)
-            if check is not None:
-                items = load_yaml_text(new, self.path)
-                if not isinstance(items, list) or len(items) != 1 or not check(items[0]):
-                    raise RoundTripError("the updated text reads back as a different automation")
-            return new
-        except (RoundTripError, YamlError) as err:
+            return update_item_text(old, conf, same if check is not None else None)
+        except RoundTripError as err:
             _LOGGER.warning("%s: automation %s rewritten without its inner comments: %s",
                             self.path.name, conf["id"], err)
             return dump_one(conf)
