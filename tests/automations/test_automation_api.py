@@ -267,3 +267,30 @@ async def test_put_back_of_the_normalised_config_changes_only_the_edited_line(
     assert path.read_text(encoding="utf-8") == COMMENTED.replace("above: 500     # mA",
                                                                  "above: 300     # mA")
     assert hub.automations.automations["leak_trip"].conf["triggers"][0]["above"] == 300
+
+
+def test_a_secret_stays_a_secret_reference_when_its_value_comes_back(tmp_path: Path) -> None:
+    """The API shows `!secret` values resolved; sent back unchanged, the file keeps the tag
+    (its meaning is the same), so an edit never writes the secret into automations.yaml."""
+    from hub.core.automations.schema import validate_one
+    from hub.core.automations.yamlfile import AutomationFile
+    from hub.core.yaml_loader import load_yaml
+
+    (tmp_path / "secrets.yaml").write_text("boss_phone: '13800000000'\n", encoding="utf-8")
+    path = tmp_path / "automations.yaml"
+    text = """\
+- id: call_boss
+  triggers: [{trigger: event, event_type: go}]
+  actions:
+    - action: notify.sms
+      data:
+        target: !secret boss_phone   # never in this file
+        message: hi
+"""
+    path.write_text(text, encoding="utf-8")
+    conf, _ = validate_one(load_yaml(path)[0])
+    assert conf is not None and conf["actions"][0]["data"]["target"] == "13800000000"
+    conf["actions"][0]["data"]["message"] = "hello"
+    checked, _ = validate_one(conf)
+    AutomationFile(path).put(conf, check=lambda item: validate_one(item)[0] == checked)
+    assert path.read_text(encoding="utf-8") == text.replace("message: hi", "message: hello")
