@@ -120,6 +120,13 @@ def load_yaml(path: str | Path, secrets: dict[str, Any] | None = None) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise YamlError(f"cannot read: {err.strerror}", str(path)) from err
+    return load_yaml_text(text, path, secrets)
+
+
+def load_yaml_text(text: str, path: str | Path,
+                   secrets: dict[str, Any] | None = None) -> Any:
+    """Parse YAML text as if it were the file `path` (an edit is checked before it is written)."""
+    path = Path(path)
     loader = _Loader(text, path, secrets)
     try:
         data = loader.get_single_data()

@@ -82,10 +82,16 @@ def _validate(body: Any, automation_id: str | None = None) -> dict[str, Any]:
 
 
 async def _save(request: web.Request, raw: dict[str, Any], checked: dict[str, Any],
-                action: str) -> dict[str, Any]:
+                action: str, text: str | None = None) -> dict[str, Any]:
+    """Write the file (`text` verbatim when given: a rollback), version, apply, audit."""
     engine = _engine(request)
     who = principal(request)
-    old, new = _file(request).put(raw)
+    automation_file = _file(request)
+    if text is not None:
+        old, new = automation_file.replace_text(checked["id"], text)
+    else:
+        # the file must read back as exactly the automation the engine will run
+        old, new = automation_file.put(raw, check=lambda item: validate_one(item)[0] == checked)
     version = await engine.store.add_version(checked["id"], action, who.name, old, new)
     await engine.async_set(checked)
     await _audit(request, f"automation.{action}", checked, {"version": version})
@@ -201,11 +207,13 @@ async def rollback_automation(request: web.Request) -> web.StreamResponse:
     raw = parse_item(row["new_text"])
     checked = _validate(raw, automation_id)
     await _require(request, checked)
-    return json_response(await _save(request, raw, checked, "rollback"))
+    # the version's own text, comments and all, not a re-dump of its values
+    return json_response(await _save(request, raw, checked, "rollback", text=row["new_text"]))
 
 
 @routes.post("/api/automations/{automation_id}/dry_run",
-             "Replay recorded history through the triggers and conditions; nothing is called",
+             "Replay recorded history through the triggers, conditions and actions; nothing "
+             "is called",
              scope=ROLE,
              body_schema=vol.Schema({vol.Required("start"): vol.Any(str, int, float),
                                      vol.Required("end"): vol.Any(str, int, float)}),

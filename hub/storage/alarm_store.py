@@ -175,6 +175,26 @@ class SqlAlarmStore:
             result = await conn.execute(stmt)
             return [_row(row) for row in result.mappings()]
 
+    async def transitions(self, start: float, end: float) -> list[dict[str, Any]]:
+        """Records raised, acknowledged, handled or cleared in [start, end), oldest first.
+
+        A dry run replays alarm triggers from these (the record's times say when each
+        transition happened; hub/core/automations/dryrun.py rebuilds the record as it was).
+        """
+        def inside(column: Any) -> Any:
+            return and_(column >= start, column < end)
+
+        stmt = (
+            select(alarms)
+            .where(alarms.c.started_at < end,
+                   or_(inside(alarms.c.started_at), inside(alarms.c.acked_at),
+                       inside(alarms.c.handled_at), inside(alarms.c.cleared_at)))
+            .order_by(alarms.c.started_at, alarms.c.id)
+        )
+        async with self._db.engine.connect() as conn:
+            result = await conn.execute(stmt)
+            return [_row(row) for row in result.mappings()]
+
     async def acknowledge(
         self, ids: Sequence[int], user: str | None, at: float, note: str | None
     ) -> list[int]:

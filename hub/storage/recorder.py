@@ -965,6 +965,49 @@ class Recorder:
                 for row in result
             ]
 
+    async def state_before(self, entity_id: str, when: float | datetime) -> dict[str, Any] | None:
+        """The last committed reading of an entity before `when` (what it read then), or None.
+
+        A dry run starts from these, so a value already above a limit at the start of the
+        window is not mistaken for a crossing at its first reading inside it.
+        """
+        s, m = states, states_meta
+        query = (
+            select(s.c.state, s.c.value, s.c.last_changed_ts, s.c.last_updated_ts)
+            .join(m, m.c.metadata_id == s.c.metadata_id)
+            .where(m.c.entity_id == entity_id, s.c.last_updated_ts < _ts(when))
+            .order_by(s.c.last_updated_ts.desc(), s.c.state_id.desc())
+            .limit(1)
+        )
+        async with self.database.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return {"state": row[0], "value": row[1],
+                "last_changed": row[2] if row[2] is not None else row[3],
+                "last_updated": row[3]}
+
+    async def events_between(
+        self, event_types: Iterable[str], start: float | datetime, end: float | datetime
+    ) -> list[dict[str, Any]]:
+        """Committed events of these types, oldest first (start inclusive, end exclusive)."""
+        e = events
+        query = (
+            select(e.c.event_type, e.c.event_data, e.c.time_fired_ts, e.c.context_id,
+                   e.c.context_user_id, e.c.context_parent_id)
+            .where(e.c.event_type.in_(sorted(set(event_types))),
+                   e.c.time_fired_ts >= _ts(start), e.c.time_fired_ts < _ts(end))
+            .order_by(e.c.time_fired_ts, e.c.event_id)
+        )
+        async with self.database.engine.connect() as conn:
+            result = await conn.execute(query)
+            return [
+                {"event_type": row[0], "data": json.loads(row[1]) if row[1] else {},
+                 "time_fired": row[2], "context_id": row[3], "context_user_id": row[4],
+                 "context_parent_id": row[5]}
+                for row in result
+            ]
+
     @property
     def queue_length(self) -> int:
         return len(self._queue) + len(self._overflow)

@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from hub.core.automations import engine as engine_module
 from hub.core.events import Event, callback
 from hub.core.hookspecs import hookimpl
 from hub.core.plugins import PluginManager
 from tests.alarms.conftest import MeterPlugin
 
 TIMEOUT = 10.0
+#: the test hubs' time zone (CONFIG): 2024-06-03 is a Monday there
+ZONE = ZoneInfo("Asia/Shanghai")
 
 CONFIG = """\
 hub: {name: Automation test, time_zone: Asia/Shanghai, language: en}
@@ -109,3 +114,32 @@ async def hubs() -> AsyncIterator[list[Any]]:
     yield started
     for hub in started:
         await hub.async_stop()
+
+
+# -- an injected clock (the engine takes one; the hub builds the engine) ----------------------
+def local(day: int, hour: int, minute: int = 0, second: float = 0.0) -> float:
+    """Unix time of 2024-06-<day> hh:mm:ss in the hub's zone (3 = Monday ... 9 = Sunday)."""
+    whole = int(second)
+    return datetime(2024, 6, day, hour, minute, whole, tzinfo=ZONE).timestamp() + (
+        second - whole)
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock(local(3, 3, 0))  # Monday 03:00, far from every slot the tests use
+    original = engine_module.AutomationEngine
+
+    class ClockedEngine(original):  # type: ignore[misc, valid-type]
+        def __init__(self, hub: Any, store: Any, **kwargs: Any) -> None:
+            super().__init__(hub, store, clock=fake, **kwargs)
+
+    monkeypatch.setattr(engine_module, "AutomationEngine", ClockedEngine)
+    return fake

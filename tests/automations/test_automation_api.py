@@ -40,13 +40,18 @@ async def _token(hub: Any, role: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_edit_keeps_other_automations_byte_for_byte_and_rolls_back(
-        tmp_path: Path, hubs: list[Any]) -> None:
-    write_config(tmp_path, ORIGINAL)
+async def _system_hub(tmp_path: Path, hubs: list[Any],
+                      automations: str) -> tuple[Any, dict[str, str], Path]:
+    """A started hub, a system token's headers and the path of its automations.yaml."""
+    write_config(tmp_path, automations)
     hub = await start(tmp_path)
     hubs.append(hub)
-    auth = await _token(hub, None)
-    path = tmp_path / "automations.yaml"
+    return hub, await _token(hub, None), tmp_path / "automations.yaml"
+
+
+async def test_edit_keeps_other_automations_byte_for_byte_and_rolls_back(
+        tmp_path: Path, hubs: list[Any]) -> None:
+    hub, auth, path = await _system_hub(tmp_path, hubs, ORIGINAL)
     async with ClientSession(base_url=hub.http.url, headers=auth) as http:
         new = {"alias": "Edited", "triggers": [{"trigger": "event", "event_type": "go2"}],
                "actions": [{"action": "test.record", "data": {"y": 2}}]}
@@ -139,3 +144,153 @@ async def test_dry_run_over_recorded_history_calls_nothing(tmp_path: Path,
     assert report["fired"] == [t0 + 130]
     assert report["runs"][0]["actions"] == [{"call": "test.record", "data": {"value": "800"}}]
     assert record.calls == []
+
+
+COMMENTED = """\
+# Site automations.
+- id: keep_me   # untouched
+  triggers: [{trigger: event, event_type: never}]
+  actions: [{action: test.record}]
+
+- id: leak_trip   # 剩余电流持续超限跳闸
+  alias: 'Trip on leakage'   # shown in the UI
+  # the detector of the kitchen line
+  triggers:
+    - trigger: numeric_state   # the leakage sensor
+      entity_id: sensor.arcm_1_residual_current
+      above: 500     # mA; GB 51348 advises 300-500
+      for: 30s       # ride through motor starts
+    - {trigger: event, event_type: manual_trip}   # from the panel
+  conditions:
+    # only while the breaker may be tripped remotely
+    - condition: state
+      entity_id: switch.arcm_1_breaker
+      state: "on"    # quoted: YAML 1.1 reads on as true
+  actions:
+    - action: test.record   # stands in for arcm.trip
+      data: {device_id: arcm-1}   # the box in the kitchen
+  mode: single   # one trip at a time
+# trailing note
+"""
+
+
+async def test_edit_keeps_comments_inside_the_edited_automation(tmp_path: Path,
+                                                                hubs: list[Any]) -> None:
+    hub, auth, path = await _system_hub(tmp_path, hubs, COMMENTED)
+    async with ClientSession(base_url=hub.http.url, headers=auth) as http:
+        current = (await (await http.get("/api/automations/leak_trip")).json())["config"]
+        # what an editor does: take the automation, change one value, send all of it back
+        body = {"alias": "Trip on leakage",
+                "triggers": [{"trigger": "numeric_state",
+                              "entity_id": "sensor.arcm_1_residual_current",
+                              "above": 300, "for": "30s"},
+                             {"trigger": "event", "event_type": "manual_trip"}],
+                "conditions": [{"condition": "state", "entity_id": "switch.arcm_1_breaker",
+                                "state": "on"}],
+                "actions": [{"action": "test.record", "data": {"device_id": "arcm-1"}}],
+                "mode": "single"}
+        assert current["triggers"][0]["above"] == 500
+        response = await http.put("/api/automations/leak_trip", json=body)
+        assert response.status == 200, await response.text()
+    text = path.read_text(encoding="utf-8")
+    # only the edited value's line changed: every comment, quote and flow style is kept
+    assert text == COMMENTED.replace("above: 500     # mA", "above: 300     # mA")
+    assert hub.automations.automations["leak_trip"].conf["triggers"][0]["above"] == 300
+    versions = await hub.automations.store.versions("leak_trip")
+    assert "# ride through motor starts" in versions[0]["new_text"]
+    edited = text
+
+    # a later edit drops `mode` (and its comment); rolling back to version 1 restores that
+    # version's text as it was, comments included
+    async with ClientSession(base_url=hub.http.url, headers=auth) as http:
+        response = await http.put("/api/automations/leak_trip",
+                                  json={k: v for k, v in body.items() if k != "mode"})
+        assert response.status == 200, await response.text()
+        assert "# one trip at a time" not in path.read_text(encoding="utf-8")
+        response = await http.post("/api/automations/leak_trip/rollback", json={"version": 1})
+        assert response.status == 200, await response.text()
+    assert path.read_text(encoding="utf-8") == edited
+
+    # the file reloads to the new value (a fresh hub reads what was written)
+    await hub.async_stop()
+    hubs.remove(hub)
+    again = await start(tmp_path)
+    hubs.append(again)
+    conf = again.automations.automations["leak_trip"].conf
+    assert conf["triggers"][0]["above"] == 300
+    assert conf["conditions"][0]["state"] == ["on"]
+
+
+async def test_edit_adding_and_removing_keys_keeps_the_comments_that_still_apply(
+        tmp_path: Path, hubs: list[Any]) -> None:
+    hub, auth, path = await _system_hub(tmp_path, hubs, COMMENTED)
+    body = {"alias": "Trip on leakage",
+            "triggers": [{"trigger": "state", "entity_id": "binary_sensor.arcm_1_online",
+                          "to": "off"},
+                         {"trigger": "numeric_state",
+                          "entity_id": "sensor.arcm_1_residual_current",
+                          "above": 500, "for": "45s"}],
+            "actions": [{"action": "test.record", "data": {"device_id": "arcm-1"}}],
+            "mode": "single", "variables": {"shift": "18:30"}}
+    async with ClientSession(base_url=hub.http.url, headers=auth) as http:
+        response = await http.put("/api/automations/leak_trip", json=body)
+        assert response.status == 200, await response.text()
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith(COMMENTED.split("- id: leak_trip")[0])  # keep_me byte for byte
+    for kept in ("# 剩余电流持续超限跳闸", "# shown in the UI", "# the detector of the kitchen",
+                 "# the leakage sensor", "# mA; GB 51348", "# ride through motor starts",
+                 "# stands in for arcm.trip", "# the box in the kitchen",
+                 "# one trip at a time", "# trailing note"):
+        assert kept in text, kept
+    # the removed event trigger and the removed condition took their comments with them
+    for gone in ("# from the panel", "# only while the breaker", "# quoted: YAML 1.1"):
+        assert gone not in text, gone
+    conf = hub.automations.automations["leak_trip"].conf
+    assert [t["trigger"] for t in conf["triggers"]] == ["state", "numeric_state"]
+    assert conf["triggers"][1]["for"] == 45 and conf["conditions"] == []
+    # a string YAML 1.1 would misread is written quoted and reads back as that string
+    assert conf["variables"] == {"shift": "18:30"}
+    assert conf["triggers"][0]["to"] == "off"
+
+
+async def test_put_back_of_the_normalised_config_changes_only_the_edited_line(
+        tmp_path: Path, hubs: list[Any]) -> None:
+    """What an editor does: GET (the API shows the normalised config: `for: 30.0`, one-item
+    lists, every default), change one value, PUT it all back. Only that line changes."""
+    hub, auth, path = await _system_hub(tmp_path, hubs, COMMENTED)
+    async with ClientSession(base_url=hub.http.url, headers=auth) as http:
+        config = (await (await http.get("/api/automations/leak_trip")).json())["config"]
+        assert config["triggers"][0]["for"] == 30 and config["trace"] == {"stored_traces": 20}
+        config["triggers"][0]["above"] = 300
+        response = await http.put("/api/automations/leak_trip", json=config)
+        assert response.status == 200, await response.text()
+    assert path.read_text(encoding="utf-8") == COMMENTED.replace("above: 500     # mA",
+                                                                 "above: 300     # mA")
+    assert hub.automations.automations["leak_trip"].conf["triggers"][0]["above"] == 300
+
+
+def test_a_secret_stays_a_secret_reference_when_its_value_comes_back(tmp_path: Path) -> None:
+    """The API shows `!secret` values resolved; sent back unchanged, the file keeps the tag
+    (its meaning is the same), so an edit never writes the secret into automations.yaml."""
+    from hub.core.automations.schema import validate_one
+    from hub.core.automations.yamlfile import AutomationFile
+    from hub.core.yaml_loader import load_yaml
+
+    (tmp_path / "secrets.yaml").write_text("boss_phone: '13800000000'\n", encoding="utf-8")
+    path = tmp_path / "automations.yaml"
+    text = """\
+- id: call_boss
+  triggers: [{trigger: event, event_type: go}]
+  actions:
+    - action: notify.sms
+      data:
+        target: !secret boss_phone   # never in this file
+        message: hi
+"""
+    path.write_text(text, encoding="utf-8")
+    conf, _ = validate_one(load_yaml(path)[0])
+    assert conf is not None and conf["actions"][0]["data"]["target"] == "13800000000"
+    conf["actions"][0]["data"]["message"] = "hello"
+    checked, _ = validate_one(conf)
+    AutomationFile(path).put(conf, check=lambda item: validate_one(item)[0] == checked)
+    assert path.read_text(encoding="utf-8") == text.replace("message: hi", "message: hello")

@@ -18,45 +18,14 @@ import asyncio
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from hub.core.automations import engine as engine_module
 from hub.core.automations.schema import validate_one
 
-from .conftest import RecordPlugin, Waiter, start, write_config
+from .conftest import ZONE, FakeClock, RecordPlugin, Waiter, local, start, write_config
 
 FINISHED = "automation_finished"
-ZONE = ZoneInfo("Asia/Shanghai")
-
-
-def local(day: int, hour: int, minute: int = 0, second: float = 0.0) -> float:
-    """Unix time of 2024-06-<day> hh:mm:ss in the hub's zone (3 = Monday ... 9 = Sunday)."""
-    whole = int(second)
-    return datetime(2024, 6, day, hour, minute, whole, tzinfo=ZONE).timestamp() + (
-        second - whole)
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock(local(3, 3, 0))  # Monday 03:00, far from every slot the tests use
-    original = engine_module.AutomationEngine
-
-    class ClockedEngine(original):  # type: ignore[misc, valid-type]
-        def __init__(self, hub: Any, store: Any, **kwargs: Any) -> None:
-            super().__init__(hub, store, clock=fake, **kwargs)
-
-    monkeypatch.setattr(engine_module, "AutomationEngine", ClockedEngine)
-    return fake
 
 
 async def _reattach(hub: Any, automation_id: str) -> None:

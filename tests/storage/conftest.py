@@ -19,6 +19,7 @@ import pytest
 from hub.core.events import EventBus
 from hub.core.states import StateMachine
 from hub.storage.database import Database
+from hub.storage.recorder import Recorder
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -85,3 +86,14 @@ def fast_options(**overrides: Any) -> dict[str, Any]:
     }
     options.update(overrides)
     return options
+
+
+@pytest.fixture
+async def recorder(hub: MiniHub, database: Database) -> AsyncIterator[Recorder]:
+    """A started recorder on each backend (fast options), stopped after the test."""
+    rec = Recorder(hub, database, fast_options())
+    await rec.async_start()
+    try:
+        yield rec
+    finally:
+        await rec.async_stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +38,6 @@ def _commit_counter(db: Database) -> list[int]:
 
     event.listen(db.engine.sync_engine, "commit", on_commit)
     return counter
-
-
-@pytest.fixture
-async def recorder(hub: MiniHub, database: Database) -> AsyncIterator[Recorder]:
-    rec = Recorder(hub, database, fast_options())
-    await rec.async_start()
-    try:
-        yield rec
-    finally:
-        await rec.async_stop()
 
 
 async def test_many_writes_few_transactions(

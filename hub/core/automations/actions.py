@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import Context
 from ..services import ServiceNotFound
 from .conditions import EvalContext, check_all
-from .templates import TemplateError, async_render, async_render_data, is_template
+from .templates import TemplateError, async_render_data, is_template
 from .traces import (
     OUTCOME_CANCELLED,
     OUTCOME_CONDITION_FALSE,
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 MAX_LOOP = 10_000
 EVENT_AUTOMATION_DELAY = "automation_delay"
+EVENT_AUTOMATION_WAIT = "automation_wait"
 
 
 class StopRun(Exception):
@@ -77,8 +78,10 @@ class Run:
                            project_lineage=engine.project_lineage)
 
     async def render(self, value: Any) -> Any:
+        """Templates inside `value`, with `now()` read from the engine's clock (a dry run's
+        replayed moment, see dryrun.py)."""
         return await async_render_data(value, self.engine.get_state, self.variables,
-                                       self.engine.time_limit)
+                                       self.engine.time_limit, now=self.engine.clock())
 
     # -- the run --------------------------------------------------------------------------------
     async def execute(self, resume: list[Any] | None = None, deadline: float | None = None,
@@ -179,12 +182,7 @@ class Run:
             deadline = self.engine.clock() + float(seconds)
             await self._sleep_persisted(float(seconds), path, deadline)
         elif "wait_for_trigger" in action:
-            result = await self.engine.wait_for_trigger(action["wait_for_trigger"],
-                                                        action.get("timeout"))
-            self.variables["wait"] = {"trigger": result}
-            trace.step(path, "wait_for_trigger", triggered=result is not None)
-            if result is None and not action.get("continue_on_timeout", True):
-                raise StopRun("wait_for_trigger timed out", False)
+            await self._wait(action, path)
         elif "choose" in action:
             for number, option in enumerate(action["choose"]):
                 ctx = self.eval_context()
@@ -219,6 +217,18 @@ class Run:
             if not ok:
                 raise ConditionFailed()
 
+    async def _wait(self, action: Mapping[str, Any], path: str) -> None:
+        result = await self.engine.wait_for_trigger(
+            action["wait_for_trigger"], action.get("timeout"),
+            # told once the wait listens: a trigger from then on cannot be missed
+            lambda: self.engine.hub.bus.async_fire(EVENT_AUTOMATION_WAIT, {
+                "automation_id": self.automation.id, "run_id": self.trace.run_id,
+                "path": path}, context=self.context))
+        self.variables["wait"] = {"trigger": result}
+        self.trace.step(path, "wait_for_trigger", triggered=result is not None)
+        if result is None and not action.get("continue_on_timeout", True):
+            raise StopRun("wait_for_trigger timed out", False)
+
     async def _call(self, action: Mapping[str, Any], path: str) -> None:
         domain, service = action["action"].split(".", 1)
         services = self.engine.hub.services
@@ -231,19 +241,23 @@ class Run:
         data = dict(await self.render(action.get("data", {})))
         data.update(await self.render(action.get("target", {})))
         entry = self.trace.step(path, "call_service", service=action["action"], data=data)
-        response = await services.async_call(domain, service, data, context=self.context,
-                                             return_response=True)
+        response = await self._invoke(domain, service, data)
         entry["response"] = _json_safe(response)
         if action.get("response_variable"):
             self.variables[action["response_variable"]] = response
+
+    async def _invoke(self, domain: str, service: str, data: dict[str, Any]) -> Any:
+        """The one place a run acts on the world (a dry run records instead)."""
+        return await self.engine.hub.services.async_call(domain, service, data,
+                                                         context=self.context,
+                                                         return_response=True)
 
     async def _repeat(self, conf: Mapping[str, Any], path: str) -> None:
         trace = self.trace
         if "count" in conf:
             count = conf["count"]
             if is_template(count):
-                count = int(float((await async_render(count, self.engine.get_state,
-                                                      self.variables)).text))
+                count = int(float(await self.render(count)))
             for index in range(min(int(count), MAX_LOOP)):
                 self.variables["repeat"] = {"index": index + 1, "first": index == 0,
                                             "last": index == int(count) - 1}

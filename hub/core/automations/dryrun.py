@@ -1,137 +1,287 @@
-"""Dry run: replay recorded history through an automation's triggers and conditions.
+"""Dry run: replay recorded history through an automation's triggers, conditions and actions.
 
-Nothing is called and nothing is written: the states come from the recorder (`states` table),
-the clock is simulated (it jumps from one recorded write to the next), and `for:` timers are
-deadlines on that simulated clock. The answer lists when the automation would have fired,
-the trigger, the conditions' results and the actions it would have taken (service calls with
-their data rendered against the replayed states, delays, branches not evaluated).
+Nothing is called and nothing is written. One timeline (replay.ReplayStates, a heap ordered
+by time) holds everything that happened in the window, taken from what the hub records:
 
-What is replayed: state, numeric_state and device_offline triggers (from recorded states) and
-time / time_pattern triggers (generated over the window). Event, alarm and template triggers
-are reported as not replayed.
+* recorded states (`states` table, `Recorder.history`) of the entities the state-based
+  triggers watch and of every entity a template or condition reads (loaded when first read),
+  each entity starting from its last reading before the window;
+* recorded events (`events` table, `Recorder.events_between`) for event triggers;
+* alarm records (`alarms` table, `AlarmStore.transitions`) for alarm triggers: a record's
+  `started_at`, `acked_at`, `handled_at` and `cleared_at` are its raised / acknowledged /
+  handled / cleared moments, and the record is rebuilt as it stood at each (not yet
+  acknowledged when it was raised, and so on). `updated` is not replayed: a record keeps no
+  history of its repeats;
+* time / time_pattern slots generated over the window;
+* template triggers re-rendered at each write of an entity they read, with `now()` at that
+  moment, firing on false -> true as live.
+
+The clock is simulated: it jumps from one item to the next, and `for:` timers are deadlines on
+it. Triggers are decided by the live code (triggers.py); a trigger that fires is run by
+replay.DryRun, the live Run with its calls recorded instead of made, so the report shows the
+conditions' results and the actions it would have taken (rendered with the replayed states and
+`now()` = the replayed moment), branches decided. Each run is independent (modes are not
+simulated).
 """
 
 from __future__ import annotations
 
-import heapq
+from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..states import State
-from .conditions import EvalContext, check_all
-from .templates import TemplateError, async_render_data
-from .triggers import STATE_KINDS, fires, matches_now, next_fire, trigger_vars, watched_entities
+from ..alarms import record_dict
+from .replay import ReplayEngine, ReplayStates, async_replay_run
+from .templates import DEFAULT_TIME_LIMIT, TemplateError, async_render, truthy
+from .timers import json_safe
+from .triggers import (
+    STATE_KINDS,
+    alarm_matches,
+    event_matches,
+    fires,
+    matches_now,
+    next_fire,
+    trigger_vars,
+    watched_entities,
+)
 
 MAX_FIRES = 1000
+#: alarm trigger `on:` -> the record column holding when it happened
+_ALARM_MOMENTS = (("raised", "started_at"), ("acknowledged", "acked_at"),
+                  ("handled", "handled_at"), ("cleared", "cleared_at"))
 
 
-def _describe(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for action in actions:
-        if "action" in action:
-            out.append({"call": action["action"], "data": {**action.get("data", {}),
-                                                          **action.get("target", {})}})
-        elif "delay" in action:
-            out.append({"delay": action["delay"]})
-        else:
-            kind = next(k for k in ("wait_for_trigger", "choose", "if", "repeat", "variables",
-                                    "stop", "condition_action") if k in action)
-            out.append({kind: "not evaluated in a dry run"})
-    return out
+def _alarm_as_of(row: Mapping[str, Any], when: float) -> dict[str, Any]:
+    """The alarm record as it stood at `when` (later acknowledgement etc. not yet there)."""
+    then = dict(row)
+    for at, by in (("acked_at", "acked_by"), ("handled_at", "handled_by"),
+                   ("cleared_at", "cleared_by")):
+        if then.get(at) is not None and then[at] > when:
+            then[at] = then[by] = None
+    if then.get("cleared_at") is None:
+        then["status"] = "active"
+    then["last_seen_at"] = min(then.get("last_seen_at") or when, when)
+    return json_safe(record_dict(then))
 
 
-async def async_dry_run(hub: Any, conf: dict[str, Any], start: float,
-                        end: float) -> dict[str, Any]:
-    try:
-        zone = ZoneInfo(hub.time_zone)
-    except (ValueError, KeyError):
-        zone = ZoneInfo("UTC")
-    notes: list[str] = []
-    entities: set[str] = set()
-    timeline: list[tuple[float, int, str, Any]] = []
-    seq = 0
-    for index, trig in enumerate(conf["triggers"]):
-        kind = trig["trigger"]
-        if kind in STATE_KINDS:
-            entities.update(watched_entities(trig))
-        elif kind in ("time", "time_pattern"):
-            at = start
-            for _ in range(MAX_FIRES):
-                nxt = next_fire(trig, at, zone)
-                if nxt is None or nxt >= end:
-                    break
-                seq += 1
-                timeline.append((nxt, seq, "time", index))
-                at = nxt
-        else:
-            notes.append(f"triggers[{index}] ({kind}) is not replayed in a dry run")
-    for entity_id in sorted(entities):
-        for row in await hub.recorder.history(entity_id, start, end):
-            seq += 1
-            timeline.append((row["last_updated"], seq, "state", (entity_id, row)))
-    heapq.heapify(timeline)
-
-    states: dict[str, State] = {}
-    get_state = states.get
-    pending: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
-    fired: list[dict[str, Any]] = []
-
-    async def would_fire(trigger: dict[str, Any], when: float) -> None:
-        variables = {**conf.get("variables", {}), "trigger": trigger}
-        engine = hub.automations
-        ctx = EvalContext(get_state, when, variables, zone,
-                          engine.device_project if engine else (lambda _d: None))
-        if engine:
-            ctx.project_lineage = engine.project_lineage
-        ok = await check_all(conf["conditions"], ctx, "conditions")
-        entry: dict[str, Any] = {"at": when, "trigger": trigger, "conditions": ctx.results,
-                                 "would_fire": ok}
-        if ok:
-            actions = _describe(conf["actions"])
-            for action in actions:
-                if "call" in action:
-                    try:
-                        action["data"] = await async_render_data(action["data"], get_state,
-                                                                 variables, now=when)
-                    except TemplateError as err:
-                        action["template_error"] = str(err)
-            entry["actions"] = actions
-        fired.append(entry)
-
-    async def run_due(until: float) -> None:
-        for key, (deadline, trigger) in sorted(pending.items(), key=lambda kv: kv[1][0]):
-            if deadline <= until:
-                del pending[key]
-                await would_fire({**trigger, "fired_at": deadline}, deadline)
-
-    while timeline and len(fired) < MAX_FIRES:
-        when, _seq, kind, payload = heapq.heappop(timeline)
-        await run_due(when)
-        if kind == "time":
-            trig = conf["triggers"][payload]
-            await would_fire({"platform": trig["trigger"], "idx": payload, "now": when}, when)
+def _alarm_moments(row: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """(on, time) of each transition the live engine announces for this record."""
+    moments = []
+    for name, column in _ALARM_MOMENTS:
+        at = row.get(column)
+        if at is None:
             continue
-        entity_id, row = payload
-        old = states.get(entity_id)
-        new = State(entity_id, row["state"] if row["state"] is not None else "unknown",
-                    old.attributes if old else None, last_changed=row["last_changed"],
-                    last_updated=row["last_updated"], validate_entity_id=False)
-        states[entity_id] = new
-        for index, trig in enumerate(conf["triggers"]):
-            if trig["trigger"] not in STATE_KINDS or entity_id not in watched_entities(trig):
+        if name == "cleared" and row.get("kind") == "event":
+            continue  # a momentary event is stored cleared; only alarm_raised is fired
+        if name == "acknowledged" and at == row.get("handled_at"):
+            continue  # acknowledged by handling it: live fires alarm_handled only
+        moments.append((name, float(at)))
+    return moments
+
+
+class _DryRun:
+    """One dry run of one automation over [start, end)."""
+
+    def __init__(self, hub: Any, conf: dict[str, Any], start: float, end: float) -> None:
+        self.hub = hub
+        self.conf = conf
+        self.start = start
+        self.end = end
+        self.replay = ReplayStates(hub.recorder, start, end)
+        self.live = getattr(hub, "automations", None)
+        self.time_limit = getattr(self.live, "time_limit", DEFAULT_TIME_LIMIT)
+        try:
+            self.zone = ZoneInfo(hub.time_zone)
+        except (ValueError, KeyError):
+            self.zone = ZoneInfo("UTC")
+        self.notes: list[str] = []
+        self.runs: list[dict[str, Any]] = []
+        #: (trigger index, entity id or "template") -> (deadline, trigger variables)
+        self.pending: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+        #: template trigger index -> [entities it reads, its last truth]
+        self.templates: dict[int, list[Any]] = {}
+
+    def _triggers(self) -> list[tuple[int, dict[str, Any]]]:
+        return [(index, trig) for index, trig in enumerate(self.conf["triggers"])
+                if trig.get("enabled", True)]
+
+    def _trigger_base(self, index: int, trig: Mapping[str, Any]) -> dict[str, Any]:
+        return {"platform": trig["trigger"], "idx": index, "id": trig.get("id", str(index))}
+
+    # -- building the timeline --------------------------------------------------------------------
+    async def prepare(self) -> None:
+        entities: set[str] = set()
+        event_triggers: list[tuple[int, dict[str, Any]]] = []
+        alarm_triggers: list[tuple[int, dict[str, Any]]] = []
+        for index, trig in self._triggers():
+            kind = trig["trigger"]
+            if kind in STATE_KINDS:
+                entities.update(watched_entities(trig))
+                entities.update(_entity_limits(trig))
+            elif kind in ("time", "time_pattern"):
+                self._time_slots(index, trig)
+            elif kind == "event":
+                event_triggers.append((index, trig))
+            elif kind == "alarm":
+                alarm_triggers.append((index, trig))
+        entities.update(_condition_entities(self.conf.get("conditions", [])))
+        await self.replay.ensure(entities, self.start)
+        for index, trig in self._triggers():
+            if trig["trigger"] == "template":
+                result = await self._render(trig, self.start, index)
+                self.templates[index] = [set(result.entities) if result else set(),
+                                         bool(result and truthy(result.text))]
+        if event_triggers:
+            await self._events(event_triggers)
+        if alarm_triggers:
+            await self._alarms(alarm_triggers)
+
+    def _time_slots(self, index: int, trig: dict[str, Any]) -> None:
+        at = self.start
+        for _ in range(MAX_FIRES):
+            nxt = next_fire(trig, at, self.zone)
+            if nxt is None or nxt >= self.end:
+                break
+            self.replay.push(nxt, "fire", {**self._trigger_base(index, trig), "now": nxt})
+            at = nxt
+
+    async def _events(self, triggers: list[tuple[int, dict[str, Any]]]) -> None:
+        rows = await self.hub.recorder.events_between(
+            {trig["event_type"] for _, trig in triggers}, self.start, self.end)
+        for row in rows:
+            for index, trig in triggers:
+                if row["event_type"] == trig["event_type"] and event_matches(trig, row["data"]):
+                    self.replay.push(row["time_fired"], "fire", {
+                        **self._trigger_base(index, trig),
+                        "event": {"event_type": row["event_type"], "data": row["data"]}})
+
+    async def _alarms(self, triggers: list[tuple[int, dict[str, Any]]]) -> None:
+        store = getattr(getattr(self.hub, "alarms", None), "store", None)
+        if store is None or not hasattr(store, "transitions"):
+            self.notes.append("alarm triggers are not replayed: the hub keeps no alarm records")
+            return
+        for index, trig in triggers:
+            if "updated" in trig["on"]:
+                self.notes.append(f"triggers[{index}] on: updated is not replayed (alarm "
+                                  "records keep no history of their repeats)")
+        for row in await store.transitions(self.start, self.end):
+            for name, at in _alarm_moments(row):
+                if not self.start <= at < self.end:
+                    continue
+                record = _alarm_as_of(row, at)
+                for index, trig in triggers:
+                    if name in trig["on"] and alarm_matches(trig, record):
+                        self.replay.push(at, "fire", {
+                            **self._trigger_base(index, trig), "event": name, "alarm": record,
+                            "device_id": record.get("device_id")})
+
+    # -- replaying -------------------------------------------------------------------------------
+    def _engine(self, when: float) -> ReplayEngine:
+        return ReplayEngine(self.live, self.hub, self.replay, when, self.zone, self.time_limit)
+
+    async def _render(self, trig: Mapping[str, Any], when: float, index: int) -> Any:
+        async def render() -> Any:
+            return await async_render(trig["value_template"], self.replay.get_state, {},
+                                      self.time_limit, when)
+
+        try:
+            return await self.replay.settled(when, render)
+        except TemplateError as err:
+            note = f"triggers[{index}] (template) failed: {err}"
+            if note not in self.notes:
+                self.notes.append(note)
+            return None
+
+    async def run(self) -> dict[str, Any]:
+        await self.prepare()
+        replay = self.replay
+        while replay.timeline and len(self.runs) < MAX_FIRES:
+            when, _seq, kind, payload = replay.pop()
+            await self._due(when)
+            if kind == "fire":
+                await self._fire(payload, when)
+            elif kind == "state":
+                await self._state(when, *payload)
+        await self._due(self.end)
+        return {"automation_id": self.conf["id"], "start": self.start, "end": self.end,
+                "replayed_entities": sorted(replay.known), "runs": self.runs,
+                "fired": [run["at"] for run in self.runs if run["would_fire"]],
+                "notes": self.notes}
+
+    async def _fire(self, trigger: dict[str, Any], when: float) -> None:
+        if len(self.runs) < MAX_FIRES:
+            self.runs.append(await async_replay_run(lambda: self._engine(when), self.conf,
+                                                    trigger, when))
+
+    async def _due(self, until: float) -> None:
+        for key, (deadline, trigger) in sorted(self.pending.items(), key=lambda kv: kv[1][0]):
+            if deadline <= until:
+                del self.pending[key]
+                await self._fire({**trigger, "fired_at": deadline}, deadline)
+
+    async def _state(self, when: float, entity_id: str, row: Mapping[str, Any]) -> None:
+        old, new = self.replay.apply(entity_id, row)
+        get_state = self.replay.get_state
+        for index, trig in self._triggers():
+            kind = trig["trigger"]
+            if kind == "template":
+                watch = self.templates.get(index)
+                if watch is not None and entity_id in watch[0]:
+                    await self._template(index, trig, when)
+                continue
+            if kind not in STATE_KINDS or entity_id not in watched_entities(trig):
                 continue
             key = (index, entity_id)
-            if key in pending:
+            if key in self.pending:
                 if not matches_now(trig, new, get_state):
-                    del pending[key]
+                    del self.pending[key]
                 continue
             if fires(trig, old, new, get_state):
                 trigger = trigger_vars(trig, index, entity_id, old, new)
                 if "for" in trig:
-                    pending[key] = (when + trig["for"], trigger)
+                    self.pending[key] = (when + trig["for"], trigger)
                 else:
-                    await would_fire(trigger, when)
-    await run_due(end)
-    return {"automation_id": conf["id"], "start": start, "end": end, "replayed_entities":
-            sorted(entities), "runs": fired,
-            "fired": [run["at"] for run in fired if run["would_fire"]], "notes": notes}
+                    await self._fire(trigger, when)
+
+    async def _template(self, index: int, trig: dict[str, Any], when: float) -> None:
+        """As the engine's template trigger: fire (or start `for:`) on false -> true."""
+        result = await self._render(trig, when, index)
+        if result is None:
+            return
+        watch = self.templates[index]
+        watch[0].update(result.entities)
+        now_true = truthy(result.text)
+        was, watch[1] = watch[1], now_true
+        key = (index, "template")
+        if not now_true:
+            self.pending.pop(key, None)
+            return
+        if was:
+            return
+        trigger = self._trigger_base(index, trig)
+        if "for" in trig:
+            self.pending[key] = (when + trig["for"], trigger)
+        else:
+            await self._fire(trigger, when)
+
+
+def _entity_limits(conf: Mapping[str, Any]) -> list[str]:
+    """`above: sensor.setpoint`: an entity whose state is the limit."""
+    return [conf[key] for key in ("above", "below") if isinstance(conf.get(key), str)]
+
+
+def _condition_entities(conditions: list[Mapping[str, Any]]) -> set[str]:
+    """Entities that state / numeric_state conditions name (templates are found as read)."""
+    found: set[str] = set()
+    for cond in conditions:
+        if cond.get("condition") in ("state", "numeric_state"):
+            found.update(cond.get("entity_id", []))
+            found.update(_entity_limits(cond))
+        found.update(_condition_entities(cond.get("conditions", [])))
+    return found
+
+
+async def async_dry_run(hub: Any, conf: dict[str, Any], start: float,
+                        end: float) -> dict[str, Any]:
+    """The report of POST /api/automations/{id}/dry_run (see the module docstring)."""
+    return await _DryRun(hub, conf, start, end).run()

@@ -49,6 +49,7 @@ from .triggers import (
     trigger_vars,
     watched_entities,
 )
+from .waits import TriggerWait
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -183,6 +184,8 @@ class AutomationEngine:
         self._writer: asyncio.Task[None] | None = None
         self._unsub_state: Callable[[], None] | None = None
         self._ready = asyncio.Event()
+        #: `wait_for_trigger` steps in progress (waits.py)
+        self.waits: set[TriggerWait] = set()
         self.stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -489,52 +492,17 @@ class AutomationEngine:
         watch.automation.handles.append(handle)
 
     # -- wait_for_trigger ----------------------------------------------------------------------------
-    async def wait_for_trigger(self, confs: list[Mapping[str, Any]],
-                               timeout: float | None) -> dict[str, Any] | None:
-        """Wait until one of `confs` fires (their `for:` is not supported here) or timeout."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[dict[str, Any]] = loop.create_future()
-        unsubs: list[Callable[[], None]] = []
-        bus = self.hub.bus
+    async def wait_for_trigger(self, confs: list[Mapping[str, Any]], timeout: float | None,
+                               listening: Callable[[], None] | None = None
+                               ) -> dict[str, Any] | None:
+        """Wait until one of `confs` fires (holding for its `for:`), or None at the timeout."""
+        return await TriggerWait(self, confs).wait(timeout, listening)
 
-        def finish(value: dict[str, Any]) -> None:
-            if not done.done():
-                done.set_result(value)
-
-        for index, conf in enumerate(confs):
-            kind = conf["trigger"]
-            if kind in STATE_KINDS:
-                entities = set(watched_entities(conf))
-
-                @callback
-                def on_state(event: Event, conf: Mapping[str, Any] = conf, i: int = index) -> None:
-                    old, new = event.data["old_state"], event.data["new_state"]
-                    if fires(conf, old, new, self.get_state):
-                        finish(trigger_vars(conf, i, event.data["entity_id"], old, new))
-
-                unsubs.append(bus.listen(EVENT_STATE_CHANGED, on_state, event_filter=_filter_of(
-                    lambda e, ids=entities: e.data["entity_id"] in ids)))
-            elif kind == "event":
-                unsubs.append(bus.listen(conf["event_type"], _filter_of(
-                    lambda e, i=index: finish({"platform": "event", "idx": i,
-                                               "event": {"event_type": e.event_type,
-                                                         "data": _plain(e.data)}})),
-                    event_filter=_filter_of(lambda e, c=conf: event_matches(c, e.data))))
-            elif kind == "alarm":
-                for event_type in alarm_event_types(conf):
-                    unsubs.append(bus.listen(event_type, _filter_of(
-                        lambda e, i=index: finish({"platform": "alarm", "idx": i,
-                                                   "alarm": _plain(e.data)})),
-                        event_filter=_filter_of(lambda e, c=conf: alarm_matches(c, e.data))))
-            else:
-                raise ValueError(f"wait_for_trigger does not support {kind} triggers")
-        try:
-            return await asyncio.wait_for(done, timeout)
-        except TimeoutError:
-            return None
-        finally:
-            for unsub in unsubs:
-                unsub()
+    def pending_wait_timers(self) -> list[dict[str, Any]]:
+        """`for:` holds inside waiting runs (deadlines on the engine's clock)."""
+        return [{"trigger_index": hold.index, "entity_id": hold.entity_id,
+                 "deadline": hold.deadline}
+                for wait in self.waits for hold in wait.holds.values()]
 
     # -- persistence ----------------------------------------------------------------------------------
     async def _resume_timers(self) -> None:

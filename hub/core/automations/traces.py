@@ -9,6 +9,7 @@ keeps them in the database so they survive a restart (hub/storage/automation_sto
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,16 +40,18 @@ class Trace:
     steps: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     resumed: bool = False
+    #: what "now" is for step times (a dry run's replayed clock; not part of the record)
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
 
     def step(self, path: str, kind: str, **info: Any) -> dict[str, Any]:
-        entry = {"path": path, "kind": kind, "at": time.time(), **info}
+        entry = {"path": path, "kind": kind, "at": self.clock(), **info}
         self.steps.append(entry)
         return entry
 
     def finish(self, outcome: str, error: str | None = None) -> None:
         self.outcome = outcome
         self.error = error
-        self.finished_at = time.time()
+        self.finished_at = self.clock()
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -4,21 +4,31 @@ Why not dump the whole file: a YAML library that re-emits the document changes q
 indentation and comments of automations nobody touched, and a site admin's notes are lost (the
 HA editor's well-known flaw). Here the file is parsed only to learn where each automation
 starts (hub/core/yaml_loader.py records the line of every list item); an edit replaces exactly
-the lines of that one automation with a fresh dump of it, appends a new one at the end, or
-removes one. Comment lines directly above an automation belong to it in the reader's eye and
-stay; comments inside the edited automation itself are not kept (its new text is what the
-editor sent). Everything outside the edited span is left untouched, byte for byte.
+the lines of that one automation, appends a new one at the end, or removes one. Everything
+outside the edited span is left untouched, byte for byte; comment lines directly above an
+automation belong to it in the reader's eye and stay too.
+
+Inside the edited span, the old text is updated in place with ruamel.yaml round-trip
+(roundtrip.py), so the comments on keys and list items that are still there survive. The
+result is read back with the hub's own loader and must give the automation that was asked
+for (the `check` callback); if it does not, or the old text cannot be round-tripped (an alias
+to an anchor elsewhere), the span is replaced by a fresh dump and a warning is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..yaml_loader import NodeList, load_yaml
+from ..yaml_loader import NodeList, YamlError, load_yaml, load_yaml_text
+from .roundtrip import RoundTripError, update_item_text
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class AutomationFileError(Exception):
@@ -81,20 +91,58 @@ class AutomationFile:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.path)  # a crash mid-write never leaves half a file
 
-    def put(self, conf: dict[str, Any]) -> tuple[str | None, str]:
-        """Replace (or append) one automation; returns (old text, new text) of its span."""
+    def put(self, conf: dict[str, Any],
+            check: Callable[[Any], bool] | None = None) -> tuple[str | None, str]:
+        """Replace (or append) one automation; returns (old text, new text) of its span.
+
+        `check(item)` answers whether an item read back from the new text is the automation
+        wanted; an in-place update it rejects is replaced by a fresh dump.
+        """
         text = self.text()
-        new = dump_one(conf)
         span = self._spans(text).get(str(conf["id"]))
         lines = text.splitlines(keepends=True)
         if span is None:
+            new = dump_one(conf)
             if text and not text.endswith("\n"):
                 text += "\n"
             self._write(text + new)
             return None, new
         old = "".join(lines[span[0]:span[1]])
+        new = self._updated(old, conf, check)
         self._write("".join(lines[:span[0]]) + new + "".join(lines[span[1]:]))
         return old, new
+
+    def replace_text(self, automation_id: str, new: str) -> tuple[str | None, str]:
+        """Put `new` (one item's text, e.g. a stored version) verbatim in place of the old."""
+        text = self.text()
+        span = self._spans(text).get(automation_id)
+        if not new.endswith("\n"):
+            new += "\n"
+        if span is None:
+            if text and not text.endswith("\n"):
+                text += "\n"
+            self._write(text + new)
+            return None, new
+        lines = text.splitlines(keepends=True)
+        self._write("".join(lines[:span[0]]) + new + "".join(lines[span[1]:]))
+        return "".join(lines[span[0]:span[1]]), new
+
+    def _updated(self, old: str, conf: dict[str, Any],
+                 check: Callable[[Any], bool] | None) -> str:
+        """The old span with the new values written in (comments kept), or a fresh dump."""
+        def same(text: str) -> bool:
+            try:
+                items = load_yaml_text(text, self.path)
+            except YamlError:
+                return False
+            return isinstance(items, list) and len(items) == 1 and check(items[0])
+
+        try:
+            return update_item_text(old, conf, same if check is not None else None)
+        except RoundTripError as err:
+            _LOGGER.warning("%s: automation %s rewritten without its inner comments: %s",
+                            self.path.name, conf["id"], err)
+            return dump_one(conf)
 
     def remove(self, automation_id: str) -> str | None:
         text = self.text()
