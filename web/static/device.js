@@ -38,8 +38,11 @@
     let dd = values.get(state.entity_id);
     if (!dd) {
       const dt = el("dt", {});
-      dd = el("dd", { dataset: { entity: state.entity_id } });
-      document.getElementById("values").append(dt, dd);
+      dd = el("dd", { dataset: { entity: state.entity_id, rank: VW.valueRank(state.entity_id) } });
+      const box = document.getElementById("values");
+      const after = [...box.querySelectorAll("dd")].find((d) => d.dataset.rank > dd.dataset.rank);
+      box.insertBefore(dt, after ? after.previousSibling : null);
+      box.insertBefore(dd, after ? after.previousSibling : null);
       values.set(state.entity_id, dd);
     }
     dd.previousSibling.textContent = short(state);

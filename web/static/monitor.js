@@ -44,10 +44,10 @@
     }
     let chip = chips.get(state.entity_id);
     if (!chip) {
-      chip = el("span", { class: "val", dataset: { entity: state.entity_id } }, el("small", {}), el("b", {}));
+      chip = el("span", { class: "val", dataset: { entity: state.entity_id, rank: VW.valueRank(state.entity_id) } }, el("small", {}), el("b", {}));
       chips.set(state.entity_id, chip);
       const box = entry.row.querySelector(".vals");
-      const after = [...box.children].find((c) => c.dataset.entity > state.entity_id);
+      const after = [...box.children].find((c) => c.dataset.rank > chip.dataset.rank);
       box.insertBefore(chip, after || null);
     }
     chip.firstChild.textContent = label(state) + " ";

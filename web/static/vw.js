@@ -108,6 +108,16 @@ window.VW = (function () {
     return get("year") + "-" + get("month");
   }
 
+  // Reading order of a device's values: the fire risks first, then the supply.
+  const VALUE_ORDER = [/_residual_current$/, /_temperature/, /_breaker$/, /_arc_count$/, /_smoke/,
+    /_voltage_[abc]$/, /_current_[abc]$/, /_power$/, /_energy$/, /_frequency$/, /_thd_/];
+
+  /** Sort key of an entity among its device's values. */
+  function valueRank(entityId) {
+    const index = VALUE_ORDER.findIndex((pattern) => pattern.test(entityId));
+    return String(index < 0 ? VALUE_ORDER.length : index).padStart(2, "0") + entityId;
+  }
+
   function typeWord(type) { return boot.types[type] || type; }
 
   function message(record) {
@@ -119,6 +129,7 @@ window.VW = (function () {
     if (!state) return "";
     const attrs = state.attributes || {};
     if (state.state === "unavailable") return t("unavailable");
+    if (state.state === "unknown") return t("unknown");
     const unit = attrs.unit_of_measurement ? " " + attrs.unit_of_measurement : "";
     if (state.entity_id.startsWith("switch.") && /breaker/.test(state.entity_id)) {
       return state.state === "on" ? t("breaker_closed") : t("breaker_tripped");
@@ -366,7 +377,7 @@ window.VW = (function () {
 
   return {
     boot, lang, t, api, download, ApiError, el, show, tabs, fmtDateTime, fmtTime, hubMonth,
-    typeWord, message, stateText, subscribeStates, subscribeEvents, getStates, whenConnected,
+    typeWord, message, stateText, valueRank, subscribeStates, subscribeEvents, getStates, whenConnected,
     stopSound,
   };
 })();
