@@ -150,8 +150,10 @@
       return;
     }
     document.getElementById("device-name").textContent = device.name || device.id;
-    document.getElementById("device-where").textContent =
-      [device.id, device.platform, device.project, device.area, device.location].filter(Boolean).join(" · ");
+    const projects = await api("GET", "/api/projects").catch(() => []);
+    const project = projects.find((p) => p.id === device.project);
+    document.getElementById("device-where").textContent = [device.id, device.platform,
+      project ? project.name : device.project, device.area, device.location].filter(Boolean).join(" · ");
     const control = document.getElementById("device-control");
     if (control) control.href = "/control?device=" + encodeURIComponent(device.id);
     const snapshot = await VW.getStates(device.entities);
