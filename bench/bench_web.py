@@ -29,7 +29,7 @@ from common import Result
 from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 
 PROJECTS = 50
-DEVICES = int(__import__("os").environ.get("BENCH_WEB_DEVICES", "1000"))
+DEVICES = 1_000
 TYPES = ["residual_current_high", "over_voltage", "under_voltage", "overload", "phase_loss",
          "short_circuit", *(f"temperature_high_{n}" for n in range(1, 5))]
 REPEATS = 7
