@@ -178,6 +178,13 @@ def _boot(hub: Any, lang: str, words: dict[str, str], who: Principal | None,
     return json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
 
 
+def _other_language_url(request: web.Request, lang: str) -> str:
+    """This page in the other language, keeping its query (e.g. the chosen device)."""
+    query = {k: v for k, v in request.query.items() if k not in ("lang", "token")}
+    query["lang"] = "en" if lang == "zh-CN" else "zh-CN"
+    return str(request.rel_url.with_query(query))
+
+
 def render(request: web.Request, template: str, who: Principal | None = None,
            status: int = 200, **context: Any) -> web.Response:
     hub = request.app[HUB]
@@ -193,6 +200,7 @@ def render(request: web.Request, template: str, who: Principal | None = None,
         me=who,
         nav=nav,
         path=request.path,
+        other_lang_url=_other_language_url(request, lang),
         boot=_boot(hub, lang, words, who, context.pop("boot", {})),
         **context,
     )

@@ -5,7 +5,9 @@ log (batch acknowledge, CSV) and settings."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hub.http.tokens import create_token
 
@@ -99,6 +101,11 @@ async def test_trip_a_breaker_through_the_confirmation(site: Site, page: Any) ->
     assert "失败" in await result.inner_text()
     assert site.sim.units[1].regs[48] == 300
 
+    # The language switch keeps the chosen device.
+    await page.click("#lang-switch")
+    await page.wait_for_url(f"{site.url}/control?device=arcm-1&lang=en")
+    await page.locator('#control-actions button[data-service="trip"]', has_text="Trip").wait_for()
+
 
 async def test_device_page_shows_values_open_alarms_and_no_history_yet(site: Site,
                                                                      page: Any) -> None:
@@ -121,6 +128,19 @@ async def test_event_log_filters_batch_acknowledge_and_csv(site: Site, page: Any
     await page.click('#event-filters button[type="submit"]')
     await row.wait_for(state="detached")
     await page.select_option('select[name="kind"]', "alarm")
+    await page.click('#event-filters button[type="submit"]')
+    await row.wait_for()
+
+    # Dates are days in the hub's time zone (Asia/Shanghai), whatever the browser's.
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    await page.fill('input[name="since"]', today.isoformat())
+    await page.click('#event-filters button[type="submit"]')
+    await row.wait_for()
+    await page.fill('input[name="since"]', "")
+    await page.fill('input[name="until"]', (today - timedelta(days=1)).isoformat())
+    await page.click('#event-filters button[type="submit"]')
+    await row.wait_for(state="detached")
+    await page.fill('input[name="until"]', "")
     await page.click('#event-filters button[type="submit"]')
     await row.wait_for()
 

@@ -14,9 +14,9 @@
     const params = new URLSearchParams();
     for (const [key, value] of data.entries()) {
       if (!value) continue;
-      // Dates are whole local days in the browser; the API takes ISO 8601 instants.
-      if (key === "since") params.set(key, new Date(value + "T00:00:00").toISOString());
-      else if (key === "until") params.set(key, new Date(value + "T23:59:59").toISOString());
+      // Dates are whole days in the hub's time zone; the API takes ISO 8601 instants.
+      if (key === "since") params.set(key, VW.hubInstant(value, "00:00:00").toISOString());
+      else if (key === "until") params.set(key, VW.hubInstant(value, "23:59:59").toISOString());
       else params.set(key, value);
     }
     return params;
@@ -77,6 +77,8 @@
       document.getElementById("events-more").hidden = records.length < LIMIT;
       VW.show(status, records.length ? "" : t("no_records"));
     } catch (err) {
+      rows.clear();  // no stale rows under a filter the hub refused
+      document.getElementById("event-rows").replaceChildren();
       VW.show(status, err.message, "error");
     }
     document.getElementById("select-all").checked = false;

@@ -118,6 +118,24 @@ window.VW = (function () {
     return String(index < 0 ? VALUE_ORDER.length : index).padStart(2, "0") + entityId;
   }
 
+  /** The instant of a wall-clock time ("YYYY-MM-DD", "HH:MM:SS") in the hub's time zone. */
+  function hubInstant(day, time) {
+    const [y, mo, d] = day.split("-").map(Number);
+    const [h, mi, se] = (time || "00:00:00").split(":").map(Number);
+    const wall = Date.UTC(y, mo - 1, d, h, mi, se || 0);
+    const offsetAt = (ms) => {
+      const parts = Object.fromEntries(new Intl.DateTimeFormat("en-US", {
+        timeZone: boot.tz, hourCycle: "h23", year: "numeric", month: "numeric", day: "numeric",
+        hour: "numeric", minute: "numeric", second: "numeric",
+      }).formatToParts(new Date(ms)).map((p) => [p.type, p.value]));
+      return Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour, +parts.minute, +parts.second) - ms;
+    };
+    // Twice: the offset at the guess may differ from the offset at the answer (DST).
+    let instant = wall - offsetAt(wall);
+    instant = wall - offsetAt(instant);
+    return new Date(instant);
+  }
+
   function typeWord(type) { return boot.types[type] || type; }
 
   function message(record) {
@@ -376,7 +394,7 @@ window.VW = (function () {
   });
 
   return {
-    boot, lang, t, api, download, ApiError, el, show, tabs, fmtDateTime, fmtTime, hubMonth,
+    boot, lang, t, api, download, ApiError, el, show, tabs, fmtDateTime, fmtTime, hubMonth, hubInstant,
     typeWord, message, stateText, valueRank, subscribeStates, subscribeEvents, getStates, whenConnected,
     stopSound,
   };
