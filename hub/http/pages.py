@@ -37,6 +37,7 @@ from ..auth.permissions import CONTROL_SERVICES, PROJECT_ADMIN, ROLE_WORDS
 from ..auth.principal import Principal
 from ..auth.sessions import COOKIE_NAME as SESSION_COOKIE
 from ..core.conditions import CONDITION_TYPES
+from ..core.workorders import STATUS_WORDS, TRANSITIONS
 from .routes import AUTHENTICATED, HUB, SERVER
 
 _LOGGER = logging.getLogger(__name__)
@@ -163,6 +164,9 @@ def _boot(hub: Any, lang: str, words: dict[str, str], who: Principal | None,
         "tz": getattr(hub, "time_zone", "Asia/Shanghai"),
         "words": words,
         "types": {k: (v.zh if zh else v.en) for k, v in CONDITION_TYPES.items()},
+        # Work orders: the statuses' words and where each may go (hub/core/workorders.py).
+        "workorder": {"words": {k: v[0 if zh else 1] for k, v in STATUS_WORDS.items()},
+                      "next": {k: list(v) for k, v in TRANSITIONS.items()}},
         "map": {"tiles": http.get("map_tiles", ""),
                 "attribution": http.get("map_attribution", "")},
         **extra,

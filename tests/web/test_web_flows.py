@@ -156,9 +156,19 @@ async def test_event_log_filters_batch_acknowledge_and_csv(site: Site, page: Any
     text = (await download.path()).read_text(encoding="utf-8-sig")
     assert "剩余电流过大" in text and "arcm-1" in text
 
+    # A work order from the alarm, then dispatched to someone from the work-order tab.
+    await page.click("#batch-workorder")
+    await page.locator("#events-status", has_text="已生成工单 #").wait_for()
     await page.click("#tab-workorders")
     await page.locator("#workorders").wait_for(state="visible")
     assert page.url.endswith("#workorders")
+    order = page.locator("#wo-rows tr", has_text="待派单")
+    await order.wait_for()
+    await order.locator("td.step select").select_option("dispatched")
+    await order.locator('td.step input[aria-label="负责人"]').fill("李师傅")
+    await order.locator("td.step button").click()
+    done = page.locator("#wo-rows tr", has_text="已派单")
+    await done.locator("td", has_text="李师傅").wait_for()
 
 
 async def test_edit_an_automation_and_see_the_validation_error(site: Site, page: Any) -> None:

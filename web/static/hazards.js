@@ -110,16 +110,58 @@
     }
   }
 
+  /** One work order per selected alarm (the hub returns the open one if it exists). */
+  async function openWorkorders() {
+    const ids = selected();
+    const status = document.getElementById("events-status");
+    if (!ids.length) { VW.show(status, t("select_first"), "error"); return; }
+    try {
+      const made = [];
+      for (const id of ids) made.push((await api("POST", "/api/workorders", { alarm_id: id })).id);
+      VW.show(status, t("workorders_opened", { ids: made.map((n) => "#" + n).join(" ") }), "ok");
+    } catch (err) {
+      VW.show(status, err.message, "error");
+    }
+  }
+
   // -- work orders and patrols --------------------------------------------------------------
+  const WO = VW.boot.workorder;
+
+  /** Move an order on: the next statuses the hub allows, an assignee when dispatching, a note. */
+  function stepCell(order) {
+    const next = WO.next[order.status] || [];
+    if (!next.length) return el("td", {}, "—");
+    const choice = el("select", { "aria-label": t("next_step") + " #" + order.id },
+      next.map((status) => el("option", { value: status }, WO.words[status] || status)));
+    const who = el("input", { size: 6, placeholder: t("assignee"), "aria-label": t("assignee"), value: order.assignee || "" });
+    const note = el("input", { size: 8, placeholder: t("note"), "aria-label": t("note") });
+    const go = el("button", { type: "button", class: "small" }, t("apply"));
+    go.addEventListener("click", async () => {
+      const body = { status: choice.value };
+      if (who.value.trim() && who.value.trim() !== (order.assignee || "")) body.assignee = who.value.trim();
+      if (note.value.trim()) body.note = note.value.trim();
+      go.disabled = true;
+      try {
+        await api("PATCH", "/api/workorders/" + order.id, body);
+        loadWorkorders();
+      } catch (err) {
+        go.disabled = false;
+        VW.show(document.getElementById("wo-status-line"), "#" + order.id + "：" + err.message, "error");
+      }
+    });
+    return el("td", { class: "step" }, choice, " ", who, " ", note, " ", go);
+  }
+
   async function loadWorkorders() {
     const wanted = document.getElementById("wo-status").value;
     const line = document.getElementById("wo-status-line");
     try {
       const orders = await api("GET", "/api/workorders?limit=500" + (wanted ? "&status=" + wanted : ""));
-      document.getElementById("wo-rows").replaceChildren(...orders.map((o) => el("tr", { class: o.overdue ? "overdue" : "" },
+      document.getElementById("wo-rows").replaceChildren(...orders.map((o) => el("tr", { class: o.overdue ? "overdue" : "", dataset: { workorder: o.id } },
         el("td", {}, o.id), el("td", {}, o.title), el("td", {}, o.device_id || ""),
         el("td", {}, (o.status_text || {})[VW.lang] || o.status, o.overdue ? " · " + t("overdue") : ""),
-        el("td", {}, o.assignee || "—"), el("td", {}, fmtDateTime(o.due_at)), el("td", {}, fmtDateTime(o.created_at)))));
+        el("td", {}, o.assignee || "—"), el("td", {}, fmtDateTime(o.due_at)), el("td", {}, fmtDateTime(o.created_at)),
+        stepCell(o))));
       VW.show(line, orders.length ? "" : t("no_records"));
     } catch (err) {
       VW.show(line, err.message, "error");
@@ -153,6 +195,7 @@
     document.getElementById("export-csv").addEventListener("click", exportCsv);
     document.getElementById("batch-ack").addEventListener("click", () => batch("ack"));
     document.getElementById("batch-handle").addEventListener("click", () => batch("handle"));
+    document.getElementById("batch-workorder").addEventListener("click", openWorkorders);
     document.getElementById("select-all").addEventListener("change", (ev) => {
       rows.forEach((r) => { r.row.querySelector("input").checked = ev.target.checked; });
       updateSelected();
