@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,16 @@ class Site:
         return str(self.hub.http.url)
 
 
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Site]:
+@asynccontextmanager
+async def make_site(tmp_path: Path, extra: dict[str, Any] | None = None) -> AsyncIterator[Site]:
+    """The site, with `extra` plugins (name -> object) registered beside modbus and arcm."""
     port = free_port()
     sim = ArcmSimulator([1, 2], SimOptions(wander=False, leak_every=None))
     server = await sim.start_tcp("127.0.0.1", port)
     manager = PluginManager()
     manager.load_entrypoints(only=["modbus", "arcm"])
+    for name, plugin in (extra or {}).items():
+        manager.register(plugin, name, version="0")
     hub = Hub(tmp_path, config=site_config(port, tmp_path), plugin_manager=manager)
     await hub.async_start()
     try:
@@ -88,6 +92,12 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     finally:
         await hub.async_stop()
         await server.shutdown()
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    async with make_site(tmp_path) as made:
+        yield made
 
 
 @pytest.fixture

@@ -89,7 +89,9 @@
       encodeURIComponent(end.toISOString()) + "&resolution=5m";
     try {
       const body = await api("GET", "/api/history/" + encodeURIComponent(entityId) + query);
-      return (body.points || []).map((p) => [Date.parse(p.t), p.mean != null ? p.mean : p.last]);
+      // `t` as ISO 8601 or unix seconds; the bucket's mean (a raw reading has only `last`).
+      return (body.points || []).map((p) => [typeof p.t === "number" ? p.t * 1000 : Date.parse(p.t),
+        p.mean != null ? p.mean : p.last]);
     } catch (err) {
       if (err.status === 404) return null;  // no history (yet) for this entity
       throw err;
