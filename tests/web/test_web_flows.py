@@ -60,6 +60,20 @@ async def test_new_alarm_banner_sound_and_acknowledge(site: Site, page: Any) -> 
     assert rows and rows[0]["acked_by"] == "张老师", rows
 
 
+async def test_reminders_of_my_projects_reach_the_home_page(site: Site, page: Any) -> None:
+    await login(page, site, "user", "/")
+    # One outside the user's projects first, then one inside: the stream is ordered, so once
+    # the second is on the page the first would be too, had it been sent.
+    for project, count in (("hospital-1", 7), ("school-1-a", 3)):
+        site.hub.bus.async_fire("reminder", {
+            "reason": "alarm_unacknowledged", "project": project, "ids": list(range(count)),
+            "count": count, "repeat": False, "items": [],
+            "message": f"{count} 条报警超过 10 分钟未确认",
+            "message_en": f"{count} alarms unacknowledged for 10 minutes"})
+    await page.locator("#live-alarms li.reminder", has_text="3 条报警超过 10 分钟未确认").wait_for()
+    assert await page.locator("#live-alarms li.reminder").count() == 1
+
+
 async def _alarms(site: Site) -> list[dict[str, Any]]:
     import aiohttp
 

@@ -173,6 +173,15 @@
     });
     VW.subscribeEvents("alarm_handled", (event) => dropUnacked(event.data.id));
     VW.subscribeEvents("alarm_cleared", (event) => liveMessage(event, event.data));
+    // 隐患提醒: what nobody dealt with in time (hub/core/reminders.py), grouped per project.
+    VW.subscribeEvents("reminder", (event) => {
+      const data = event.data;
+      const list = document.getElementById("live-alarms");
+      document.getElementById("live-empty").hidden = true;
+      list.prepend(el("li", { class: "reminder", dataset: { reason: data.reason } },
+        el("time", {}, fmtTime(event.time_fired)), " ", el("span", { class: "kind reminder" }, t("reminder")), " ",
+        VW.lang === "en" ? data.message_en || data.message : data.message));
+    });
     // The snapshot is loaded at once (not after the websocket: that would add its handshake
     // to the page's time) and again whenever the subscriptions (re)start, so an alarm raised
     // between the first load and the subscription is not missed (rows merge by id).
