@@ -47,6 +47,10 @@ test: install $(TEST_STAMP) system-deps
 bench: install
 	$(PY) bench/run.py
 
+# Each main page of the web UI as the demo shows it, to docs/screenshots/*.png (README shows them).
+screenshots: install system-deps
+	$(PY) scripts/screenshots.py
+
 lint: install
 	$(VENV)/bin/ruff check hub plugins tests bench
 

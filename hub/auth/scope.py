@@ -27,6 +27,8 @@ class ProjectTree:
     def __init__(self) -> None:
         self.parent: dict[str, str | None] = {}
         self.names: dict[str, str] = {}
+        #: (lat, lon) of the projects that give one: the web UI's map places them.
+        self.positions: dict[str, tuple[float, float]] = {}
         self.version = 0
 
     @classmethod
@@ -41,6 +43,9 @@ class ProjectTree:
             if not isinstance(project_id, str):
                 continue
             self.add(project_id, parent, project.get("name"))
+            lat, lon = project.get("lat"), project.get("lon")
+            if isinstance(lat, int | float) and isinstance(lon, int | float):
+                self.positions[project_id] = (float(lat), float(lon))
             self.load(project.get("children") or [], project_id)
 
     def add(self, project_id: str, parent: str | None = None, name: str | None = None) -> None:

@@ -92,6 +92,10 @@ HTTP_SCHEMA = vol.Schema(
         vol.Optional("websocket_max_pending", default=2048): vol.All(int, vol.Range(min=16)),
         # session cookies marked Secure: auto = when the request came over https (hub/auth)
         vol.Optional("secure_cookies", default="auto"): vol.Any(bool, "auto"),
+        # the web UI's project map: a Leaflet tile URL template ({z}/{x}/{y}); empty = no
+        # tiles, markers on a plain background (a closed network has no tile server)
+        vol.Optional("map_tiles", default=""): str,
+        vol.Optional("map_attribution", default=""): str,
     }
 )
 

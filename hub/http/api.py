@@ -297,6 +297,12 @@ async def get_device(request: web.Request) -> web.StreamResponse:
     return json_response(_device_dict(hub, device))
 
 
+def _position(tree: Any, project_id: str) -> dict[str, float]:
+    """`lat`/`lon` when the configuration gives them (the web UI's map)."""
+    found = getattr(tree, "positions", {}).get(project_id)
+    return {"lat": found[0], "lon": found[1]} if found else {}
+
+
 @routes.get(
     "/api/projects",
     "The project tree (in my scope): id, name, parent, children, devices, online counts",
@@ -333,6 +339,7 @@ async def get_projects(request: web.Request) -> web.StreamResponse:
                     "devices": sorted(d.id for d in devices),
                     "online": sum(1 for o in online if o is True),
                     "offline": sum(1 for o in online if o is False),
+                    **_position(tree, project_id),
                 })
             walk(project_id, depth + 1)
 

@@ -133,7 +133,12 @@ async def create_automation(request: web.Request) -> web.StreamResponse:
 async def get_automation(request: web.Request) -> web.StreamResponse:
     conf = _existing(request)
     await _require(request, conf)
-    return json_response(_shown(_engine(request), conf))
+    # Its own lines of automations.yaml, comments included: what the web editor shows.
+    try:
+        text = _file(request).item_text(conf["id"])
+    except Exception:  # noqa: BLE001 - an unreadable file: the editor falls back to config
+        text = None
+    return json_response({**_shown(_engine(request), conf), "yaml": text})
 
 
 @routes.put("/api/automations/{automation_id}", "Replace an automation", scope=ROLE,

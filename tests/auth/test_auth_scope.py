@@ -883,3 +883,63 @@ async def test_plugin_routes_without_a_decision_are_super_admin_only(tmp_path: A
         for client in env.clients:
             await client.close()
         await env.hub.async_stop()
+
+
+# -- pages -----------------------------------------------------------------------------------
+# Every page of the web UI (hub.http.pages.PAGES) x every role. A page is a shell whose data
+# comes through the API above, so its decision is "may this role open the screen"; a page
+# added without a probe here fails `test_every_page_has_a_decision_and_a_probe`.
+PagePredicate = Callable[[str], bool]
+PAGE_PROBES: dict[str, tuple[str, PagePredicate]] = {
+    "/": ("/", lambda role: True),
+    "/monitor": ("/monitor", lambda role: True),
+    "/monitor/{device_id}": (f"/monitor/{INSIDE}", lambda role: True),
+    "/hazards": ("/hazards", lambda role: True),
+    # The service policy decides: by default project_admin and above may control devices.
+    "/control": ("/control", lambda role: at_least(role, "project_admin")),
+    "/settings": ("/settings", lambda role: True),
+    "/automations": ("/automations", lambda role: at_least(role, "project_admin")),
+}
+
+
+def test_every_page_has_a_decision_and_a_probe() -> None:
+    from hub.http.pages import PAGES
+
+    decisions = {AUTHENTICATED, *RANK}
+    assert [p.path for p in PAGES if p.scope not in decisions] == []
+    assert {p.path for p in PAGES} == set(PAGE_PROBES)
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_pages_per_role(env: Env, role: str) -> None:
+    from hub.http.pages import PAGES
+
+    nobody = env.client()
+    client = await env.signed_in(role)
+    bearer = await env.bearer(role)
+    for page in PAGES:
+        path, allowed = PAGE_PROBES[page.path]
+        async with nobody.request("GET", path, allow_redirects=False) as resp:
+            assert resp.status == 302, (path, "no session")
+            assert resp.headers["Location"].startswith("/login?next=")
+        for who in (client, bearer):
+            status, text = await who.call("GET", path)
+            assert status == (200 if allowed(role) else 403), (path, role, status)
+            # The navigation offers exactly the screens the role may open.
+            assert ('href="/control"' in text) == at_least(role, "project_admin"), (path, role)
+
+
+async def test_control_page_follows_the_service_policy(tmp_path: Any) -> None:
+    """A site that lets duty officers mute gives them the control screen with mute only."""
+    from .conftest import make_env
+
+    env = await make_env(tmp_path, auth={"service_roles": {"mute": "user"}})
+    try:
+        client = await env.signed_in("user")
+        status, text = await client.call("GET", "/control")
+        assert status == 200
+        assert '"controls": ["mute"]' in text
+    finally:
+        for client in env.clients:
+            await client.close()
+        await env.hub.async_stop()

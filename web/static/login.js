@@ -1,5 +1,5 @@
 // Voltwatch sign-in: JSON to /api/auth/login (the hub sets an HttpOnly session cookie), then
-// the live page. The CSRF token is fetched again by the live page from /api/auth/me.
+// the page asked for (home by default). Each page carries the session's CSRF token itself.
 "use strict";
 
 (function () {
@@ -32,6 +32,7 @@
       }
       if (response.ok) {
         localStorage.removeItem("voltwatch-token");  // the session replaces any old token
+        document.cookie = "voltwatch_token=; path=/; max-age=0; SameSite=Strict";
         location.href = next();
         return;
       }
@@ -41,7 +42,10 @@
     });
     document.getElementById("token-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
-      localStorage.setItem("voltwatch-token", document.getElementById("token-input").value.trim());
+      const token = document.getElementById("token-input").value.trim();
+      localStorage.setItem("voltwatch-token", token);
+      // Pages learn who is asking from this cookie; the API from the Authorization header.
+      document.cookie = "voltwatch_token=" + encodeURIComponent(token) + "; path=/; SameSite=Strict";
       location.href = next();
     });
   });

@@ -1,0 +1,173 @@
+// 自动化 Automations: list, enable/disable, a YAML editor with the hub's validation messages
+// inline, traces and a dry run over the last 24 h of recorded history.
+"use strict";
+
+(function () {
+  const { t, api, el, fmtDateTime } = VW;
+  let editing = null;  // automation id, or "" for a new one
+  const NEW_TEMPLATE = [
+    "- id: new_automation",
+    "  alias: " + t("new_automation"),
+    "  triggers:",
+    "    - trigger: numeric_state",
+    "      entity_id: sensor.arcm_1_residual_current",
+    "      above: 500",
+    "  actions:",
+    "    - action: notify.sms",
+    "      data: {message: \"{{ trigger.to_state.state }} mA\"}",
+    "",
+  ].join("\n");
+
+  function status(id, text, kind) { VW.show(document.getElementById(id), text, kind); }
+
+  /** The textarea's YAML as one automation object; throws with the line of a syntax error. */
+  function parse(text) {
+    let data;
+    try {
+      data = jsyaml.load(text);
+    } catch (err) {
+      const line = err.mark ? err.mark.line + 1 : "?";
+      throw [{ path: t("line_n", { n: line }), reason: err.reason || err.message }];
+    }
+    if (Array.isArray(data) && data.length === 1) data = data[0];
+    if (!data || typeof data !== "object" || Array.isArray(data)) {
+      throw [{ path: "", reason: t("expected_one_automation") }];
+    }
+    return data;
+  }
+
+  function showErrors(errors) {
+    const list = document.getElementById("editor-errors");
+    const text = document.getElementById("editor-text");
+    list.replaceChildren(...errors.map((e) => el("li", {}, e.path ? el("code", {}, e.path) : null, e.path ? "：" : "", e.reason || e.message)));
+    text.setAttribute("aria-invalid", errors.length ? "true" : "false");
+  }
+
+  async function save() {
+    let data;
+    try {
+      data = parse(document.getElementById("editor-text").value);
+    } catch (errors) {
+      showErrors(errors);
+      return;
+    }
+    showErrors([]);
+    try {
+      const saved = editing
+        ? await api("PUT", "/api/automations/" + encodeURIComponent(editing), data)
+        : await api("POST", "/api/automations", data);
+      editing = saved.id;
+      document.getElementById("editor-id").textContent = saved.id;
+      status("editor-status", t("saved_version", { n: saved.version }), "ok");
+      loadList();
+    } catch (err) {
+      showErrors(err.details && err.details.length
+        ? err.details.map((d) => ({ path: Array.isArray(d.path) ? d.path.join(".") : d.path, reason: d.reason || d.message }))
+        : [{ path: "", reason: err.message }]);
+      status("editor-status", "");
+    }
+  }
+
+  async function open(id) {
+    editing = id;
+    const box = document.getElementById("editor");
+    box.hidden = false;
+    showErrors([]);
+    status("editor-status", "");
+    document.getElementById("editor-output").replaceChildren();
+    document.getElementById("editor-id").textContent = id || t("new_automation");
+    const text = document.getElementById("editor-text");
+    if (!id) {
+      text.value = NEW_TEMPLATE;
+    } else {
+      try {
+        const one = await api("GET", "/api/automations/" + encodeURIComponent(id));
+        text.value = one.yaml || jsyaml.dump([one.config]);
+      } catch (err) {
+        status("editor-status", err.message, "error");
+      }
+    }
+    document.getElementById("editor-dryrun").disabled = !id;
+    document.getElementById("editor-traces").disabled = !id;
+    text.focus();
+  }
+
+  async function toggle(one, box) {
+    box.disabled = true;
+    try {
+      const full = await api("GET", "/api/automations/" + encodeURIComponent(one.id));
+      const data = full.yaml ? parse(full.yaml) : full.config;
+      data.enabled = box.checked;
+      await api("PUT", "/api/automations/" + encodeURIComponent(one.id), data);
+      status("auto-status", t(box.checked ? "automation_enabled" : "automation_disabled", { id: one.id }), "ok");
+    } catch (err) {
+      box.checked = !box.checked;
+      status("auto-status", Array.isArray(err) ? err[0].reason : err.message, "error");
+    }
+    box.disabled = false;
+  }
+
+  async function loadList() {
+    let list;
+    try {
+      list = await api("GET", "/api/automations");
+    } catch (err) {
+      status("auto-status", err.message, "error");
+      return;
+    }
+    document.getElementById("auto-rows").replaceChildren(...list.map((one) => {
+      const box = el("input", { type: "checkbox", checked: one.enabled !== false, "aria-label": t("enabled") + " " + one.id });
+      box.addEventListener("change", () => toggle(one, box));
+      const edit = el("button", { type: "button", class: "small" }, t("edit"));
+      edit.addEventListener("click", () => open(one.id));
+      return el("tr", { dataset: { automation: one.id } }, el("td", {}, box), el("td", {}, el("code", {}, one.id)),
+        el("td", {}, one.alias || ""), el("td", {}, one.project || "—"),
+        el("td", {}, one.last_triggered ? fmtDateTime(one.last_triggered) : "—"), el("td", {}, edit));
+    }));
+    if (!list.length) status("auto-status", t("no_automations"));
+  }
+
+  async function traces() {
+    const out = document.getElementById("editor-output");
+    try {
+      const rows = await api("GET", "/api/automations/" + encodeURIComponent(editing) + "/traces");
+      out.replaceChildren(el("h3", {}, t("traces")), rows.length ? el("table", { class: "grid" },
+        el("thead", {}, el("tr", {}, el("th", {}, t("time")), el("th", {}, t("outcome")), el("th", {}, t("steps")), el("th", {}, t("error")))),
+        el("tbody", {}, rows.map((r) => el("tr", { class: r.outcome === "error" ? "alarm" : "" },
+          el("td", {}, fmtDateTime(r.started_at)), el("td", {}, r.outcome),
+          el("td", {}, (r.steps || []).map((s) => s.path || s.action || "").join(", ")), el("td", {}, r.error || "")))))
+        : el("p", { class: "empty" }, t("no_traces")));
+    } catch (err) {
+      status("editor-status", err.message, "error");
+    }
+  }
+
+  async function dryRun() {
+    const out = document.getElementById("editor-output");
+    const end = new Date();
+    const start = new Date(end.getTime() - 24 * 3600 * 1000);
+    try {
+      const result = await api("POST", "/api/automations/" + encodeURIComponent(editing) + "/dry_run",
+        { start: start.toISOString(), end: end.toISOString() });
+      out.replaceChildren(el("h3", {}, t("dry_run_24h")),
+        el("p", { class: "dry-run-summary" }, t("dry_run_result", { n: result.fired.length, runs: result.runs.length })),
+        el("ul", {}, result.runs.slice(0, 50).map((run) => el("li", {}, fmtDateTime(run.at), " — ",
+          run.would_fire ? t("would_fire") : t("would_not_fire")))),
+        result.notes && result.notes.length ? el("ul", { class: "muted" }, result.notes.map((n) => el("li", {}, n))) : null);
+    } catch (err) {
+      status("editor-status", err.message, "error");
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    document.getElementById("auto-new").addEventListener("click", () => open(""));
+    document.getElementById("editor-save").addEventListener("click", save);
+    document.getElementById("editor-traces").addEventListener("click", traces);
+    document.getElementById("editor-dryrun").addEventListener("click", dryRun);
+    document.getElementById("editor-close").addEventListener("click", () => { document.getElementById("editor").hidden = true; });
+    document.getElementById("editor-text").addEventListener("keydown", (ev) => {
+      if ((ev.ctrlKey || ev.metaKey) && ev.key === "s") { ev.preventDefault(); save(); }
+    });
+    loadList();
+  });
+})();
