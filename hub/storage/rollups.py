@@ -142,10 +142,11 @@ def aggregate(rows: Iterable[tuple[Any, ...]], day_start: DayStarts) -> list[tup
     """
     groups: dict[tuple[int, float], list[tuple[Any, ...]]] = {}
     get = groups.get
+    length = ROLLUP_5M
     for row in rows:
-        if row[_VALUE] is None:
+        if row[2] is None:  # _VALUE, _META, _UPDATED spelled out: this loop runs per reading
             continue
-        key = (row[_META], row[_UPDATED] // ROLLUP_5M)
+        key = (row[0], row[5] // length)
         group = get(key)
         if group is None:
             groups[key] = [row]
