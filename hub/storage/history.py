@@ -108,9 +108,34 @@ class History:
                         "count": 1, "state": text})
         return out
 
+    async def buckets(
+        self, entity_id: str, start: float, end: float, resolution: str
+    ) -> list[tuple[float, int, float, float, float, float]]:
+        """Rollup rows (bucket start, count, sum, min, max, last) for analysis, oldest first."""
+        async with self.database.engine.connect() as conn:
+            metadata_id = (
+                await conn.execute(
+                    select(states_meta.c.metadata_id).where(states_meta.c.entity_id == entity_id)
+                )
+            ).scalar()
+            if metadata_id is None:
+                return []
+            return await self._buckets(conn, metadata_id, RESOLUTIONS[resolution], start, end)
+
     async def _rollups(
         self, conn: Any, metadata_id: int, resolution: int, start: float, end: float
     ) -> list[dict[str, Any]]:
+        rows = await self._buckets(conn, metadata_id, resolution, start, end)
+        iso = self.iso
+        return [
+            {"t": iso(bucket), "mean": total / count, "min": low, "max": high, "last": last,
+             "count": count}
+            for bucket, count, total, low, high, last in rows
+        ]
+
+    async def _buckets(
+        self, conn: Any, metadata_id: int, resolution: int, start: float, end: float
+    ) -> list[Any]:
         r = state_rollups.c
         # The first bucket shown is the one holding `start` (a day starts at local midnight).
         if resolution == ROLLUP_1D:
@@ -130,12 +155,7 @@ class History:
         )
         rows = result.all()
         _check(len(rows))
-        iso = self.iso
-        return [
-            {"t": iso(bucket), "mean": total / count, "min": low, "max": high, "last": last,
-             "count": count}
-            for bucket, count, total, low, high, last in rows
-        ]
+        return rows
 
 
 def _check(count: int) -> None:
