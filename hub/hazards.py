@@ -51,7 +51,11 @@ def _analyzer(hub: Any) -> Any:
             AlarmQuery(types=[HAZARD_WARNING], since=since, limit=100_000))
         return {r["entity_id"] for r in records if r.get("entity_id")}
 
-    return HazardAnalyzer(hub, hub.config.get("hazard_analysis"), peaks, recent)
+    async def hourly(entity_id: str, since: float, until: float) -> list[tuple[float, float]]:
+        rows = await hub.recorder.reader.buckets(entity_id, since, until, "1h")
+        return [(row[0], row[2] / row[1]) for row in rows]
+
+    return HazardAnalyzer(hub, hub.config.get("hazard_analysis"), peaks, recent, hourly)
 
 
 async def async_stop_hazards(hub: Any) -> None:

@@ -1,4 +1,5 @@
-"""Hazard analysis, first part: a rising trend forecast to cross its alarm setpoint (隐患预警).
+"""Hazard analysis: trends forecast to cross the alarm setpoint, and steps against the daily
+load profile, each raising a 隐患预警 (hazard warning) event with its evidence.
 
 What it does: for every residual-current and cable-temperature entity, take the daily peaks
 (the `max` of the 1-day rollups, hub/storage/rollups.py) over the last `window` days, fit a
@@ -13,10 +14,16 @@ alarm engine's business, not a forecast.
 Why daily peaks: an alarm trips on the peak, not the mean, and a day smooths out the load
 cycle that would otherwise dominate any shorter trend.
 
+The step check (when no trend fired): each of the last `step_hours` complete hourly means
+(1-hour rollups) exceeds the mean of the *same hour of the day* over the previous
+`baseline_days` by more than `step_sigma` standard deviations of those hours and by at least
+`min_step` of the setpoint. Comparing an hour with the same hour on other days is the
+detector's own daily load profile as its baseline: the evening peak of a restaurant's leakage
+current is not a step, the same level at 3 a.m. is.
+
 Once warned, an entity is quiet for `repeat_after` (7 days by default). The last warnings are
 read back from the alarm records at start (`recent` callable), so a restart does not repeat
-them. Not done yet (issue 11): daily load-profile baselines, step and night-leakage anomaly
-flags, and the monthly report.
+them. Not done yet (issue 11): the night-leakage-versus-load check, and the monthly report.
 """
 
 from __future__ import annotations
@@ -24,14 +31,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import voluptuous as vol
 
 from .conditions import EVENT_DEVICE_CONDITION, Condition
+from .statistics import zone_of
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,10 +71,18 @@ CONFIG_SCHEMA = vol.Schema({
     vol.Optional("min_r2", default=0.6): vol.All(vol.Coerce(float), vol.Range(min=0, max=1)),
     vol.Optional("min_rise", default=0.05): vol.All(vol.Coerce(float), vol.Range(min=0)),
     vol.Optional("repeat_after", default=7 * DAY): _duration,
+    # the step check: the last `step_hours` hourly means against the same hours of the day
+    # over the previous `baseline_days` (the detector's own daily load profile)
+    vol.Optional("baseline_days", default=7): vol.All(int, vol.Range(min=3, max=60)),
+    vol.Optional("step_hours", default=3): vol.All(int, vol.Range(min=1, max=24)),
+    vol.Optional("step_sigma", default=4.0): vol.All(vol.Coerce(float), vol.Range(min=1)),
+    vol.Optional("min_step", default=0.1): vol.All(vol.Coerce(float), vol.Range(min=0)),
 })
 
 #: (day start, daily peak) pairs of one entity, oldest first
 DailyPeaks = Callable[[str, float, float], Awaitable[Sequence[tuple[float, float]]]]
+#: (hour start, hourly mean) pairs of one entity, oldest first
+HourlyMeans = Callable[[str, float, float], Awaitable[Sequence[tuple[float, float]]]]
 #: entity ids warned about since a time (from the persisted event records)
 RecentWarnings = Callable[[float], Awaitable[set[str]]]
 
@@ -78,6 +96,16 @@ class Trend:
     r2: float
     days: int  # days of data used
     days_to_cross: float
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The evidence of a step against the daily load profile."""
+
+    rise: float  # mean excess over the baseline of the same hours
+    baseline: float  # mean baseline of those hours
+    now: float  # mean of the last hours
+    hours: int
 
 
 def fit_trend(points: Sequence[tuple[float, float]]) -> tuple[float, float, float] | None:
@@ -104,11 +132,13 @@ class HazardAnalyzer:
     """Runs the trend forecast every `interval`; `analyse()` is one pass (tests call it)."""
 
     def __init__(self, hub: Any, config: dict[str, Any] | None, peaks: DailyPeaks,
-                 recent: RecentWarnings) -> None:
+                 recent: RecentWarnings, hourly: HourlyMeans | None = None) -> None:
         self.hub = hub
         self.config = CONFIG_SCHEMA(dict(config or {}))
         self.peaks = peaks
         self.recent = recent
+        self.hourly = hourly
+        self.zone = zone_of(getattr(hub, "time_zone", None))
         self._warned: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -181,6 +211,35 @@ class HazardAnalyzer:
             return None
         return Trend(slope, today, r2, len(points), days_to_cross)
 
+    def step(self, hours: Sequence[tuple[float, float]], now: float,
+             setpoint: float) -> Step | None:
+        """A Step when each of the last complete hours exceeds its hour-of-day baseline."""
+        cfg = self.config
+        count = cfg["step_hours"]
+        last = (now // 3600) * 3600 - 3600  # the last complete hour
+        recent = hours[-count:]
+        if len(recent) < count or [b for b, _ in recent] != [
+                last - 3600 * k for k in range(count - 1, -1, -1)]:
+            return None
+        if max(m for _, m in recent) >= setpoint:
+            return None  # at the setpoint: the alarm engine's business
+        pool: dict[int, list[float]] = {}
+        for bucket, mean in hours[:-count]:
+            pool.setdefault(datetime.fromtimestamp(bucket, self.zone).hour, []).append(mean)
+        rises, bases = [], []
+        for bucket, mean in recent:
+            same = pool.get(datetime.fromtimestamp(bucket, self.zone).hour, [])
+            if len(same) < 3:
+                return None
+            base = statistics.fmean(same)
+            limit = max(cfg["step_sigma"] * statistics.pstdev(same), cfg["min_step"] * setpoint)
+            if mean - base <= limit:
+                return None
+            rises.append(mean - base)
+            bases.append(base)
+        return Step(statistics.fmean(rises), statistics.fmean(bases),
+                    statistics.fmean(m for _, m in recent), count)
+
     async def analyse(self, now: float | None = None) -> list[Condition]:
         """One pass over every watched entity; the warnings fired."""
         now = time.time() if now is None else now
@@ -206,9 +265,14 @@ class HazardAnalyzer:
             setpoint = self._setpoint(device_id, quantity)
             points = await self.peaks(entity_id, now - cfg["window"], now)
             trend = self.forecast(points, setpoint)
-            if trend is None:
+            found: Trend | Step | None = trend
+            if found is None and self.hourly is not None:
+                since = (now // 3600) * 3600 - (cfg["baseline_days"] + 1) * DAY
+                hours = await self.hourly(entity_id, since, (now // 3600) * 3600)
+                found = self.step(hours, now, setpoint)
+            if found is None:
                 continue
-            condition = self._condition(device_id, entity_id, quantity, setpoint, trend, now)
+            condition = self._condition(device_id, entity_id, quantity, setpoint, found, now)
             self._warned[entity_id] = now
             self.warnings += 1
             fired.append(condition)
@@ -217,9 +281,19 @@ class HazardAnalyzer:
 
     @staticmethod
     def _condition(device_id: str, entity_id: str, quantity: str, setpoint: float,
-                   trend: Trend, now: float) -> Condition:
+                   found: Trend | Step, now: float) -> Condition:
         unit = _UNIT[quantity]
         zh_word, en_word = _WORDS[quantity]
+        if isinstance(found, Step):
+            detail = (f"{zh_word}近{found.hours}小时较同时段基线突升 {found.rise:+.1f}{unit}"
+                      f"（基线约{found.baseline:.1f}{unit}，现约{found.now:.1f}{unit}）")
+            detail_en = (f"{en_word} stepped up {found.rise:+.1f}{unit} over the last "
+                         f"{found.hours} hours against the same hours' baseline (baseline "
+                         f"about {found.baseline:.1f}{unit}, now about {found.now:.1f}{unit})")
+            return Condition.create(device_id, HAZARD_WARNING, True, entity_id=entity_id,
+                                    value=round(found.now, 1), unit=unit, detail=detail,
+                                    detail_en=detail_en, timestamp=now, source=SOURCE)
+        trend = found
         days = max(1, round(trend.days_to_cross))
         detail = (f"{zh_word}日峰值近{trend.days}天持续上升 {trend.slope:+.1f}{unit}/天"
                   f"（当前约{trend.fitted:.1f}{unit}，R²={trend.r2:.2f}），"

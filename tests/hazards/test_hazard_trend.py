@@ -8,6 +8,7 @@ rollups, and the warning becomes an event record through the real alarm engine.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 from hub.core.hazard_analysis import HazardAnalyzer, fit_trend
@@ -68,3 +69,30 @@ async def test_rising_peak_warns_once_with_its_evidence(hub: Any) -> None:
     again = HazardAnalyzer(hub, {}, hub.hazard_analysis.peaks, hub.hazard_analysis.recent)
     assert await again.analyse(now=now + 7200) == []
     assert len(await _warnings(hub)) == 1
+
+
+STEPPED = "sensor.arcm_2_residual_current"
+STEADY = "sensor.arcm_2_temperature_2"
+
+
+async def test_a_step_against_the_daily_load_profile_warns(hub: Any) -> None:
+    """Eight days of a daily load cycle; the last three hours jump 90 mA above their hours."""
+    now = time.time()
+    last = (now // 3600) * 3600 - 3600  # the last complete hour
+    hours = [last - 3600 * k for k in range(8 * 24, -1, -1)]
+    for n, start in enumerate(hours):
+        local_hour = datetime.fromtimestamp(start, hub.recorder.reader.zone).hour
+        profile = 40 + (20 if 8 <= local_hour < 20 else 0) + (n * 7 % 5)  # day load, jitter
+        jump = 90 if start > last - 3 * 3600 else 0
+        hub.states.async_set(STEPPED, profile + jump, {"device_id": "arcm-2"},
+                             timestamp=start + 60)
+        hub.states.async_set(STEADY, 30 + profile / 10, {"device_id": "arcm-2"},
+                             timestamp=start + 60)
+    await hub.recorder.async_flush()
+
+    fired = await hub.hazard_analysis.analyse(now=now)
+    assert [c.entity_id for c in fired] == [STEPPED]
+    message = (await _warnings(hub))[0]["message"]
+    assert "剩余电流近3小时较同时段基线突升 +" in message, message
+    rise = float(message.split("突升 +")[1].split("mA")[0])
+    assert 85 <= rise <= 95, message
