@@ -23,7 +23,14 @@ current is not a step, the same level at 3 a.m. is.
 
 Once warned, an entity is quiet for `repeat_after` (7 days by default). The last warnings are
 read back from the alarm records at start (`recent` callable), so a restart does not repeat
-them. Not done yet (issue 11): the night-leakage-versus-load check, and the monthly report.
+them.
+
+The night check (residual current only, when the device has a `_current_a` entity): the
+mean leakage of the night hours (`night_hours`, 0–5 h local) rises night after night (the
+same fit and thresholds as the trend), while the night load is low (at most
+`night_load_ratio` of the day's, 8–20 h) and does not rise with it — leakage the load does
+not explain, the classic sign of damp or failing insulation.
+Not done yet (issue 11): the monthly report.
 """
 
 from __future__ import annotations
@@ -77,6 +84,12 @@ CONFIG_SCHEMA = vol.Schema({
     vol.Optional("step_hours", default=3): vol.All(int, vol.Range(min=1, max=24)),
     vol.Optional("step_sigma", default=4.0): vol.All(vol.Coerce(float), vol.Range(min=1)),
     vol.Optional("min_step", default=0.1): vol.All(vol.Coerce(float), vol.Range(min=0)),
+    # the night check: residual current rising night after night while the load (the
+    # device's `_current_a`) is low at night — leakage that the load does not explain
+    vol.Optional("night_hours", default=[0, 5]): vol.All(
+        [vol.All(int, vol.Range(min=0, max=24))], vol.Length(min=2, max=2)),
+    vol.Optional("night_load_ratio", default=0.3): vol.All(vol.Coerce(float),
+                                                           vol.Range(min=0, max=1)),
 })
 
 #: (day start, daily peak) pairs of one entity, oldest first
@@ -96,6 +109,17 @@ class Trend:
     r2: float
     days: int  # days of data used
     days_to_cross: float
+
+
+@dataclass(frozen=True, slots=True)
+class NightLeak:
+    """The evidence of leakage rising at night while the load is low."""
+
+    slope: float  # unit per night
+    fitted: float  # last night's fitted mean
+    nights: int
+    night_load: float  # A
+    day_load: float  # A
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +264,50 @@ class HazardAnalyzer:
         return Step(statistics.fmean(rises), statistics.fmean(bases),
                     statistics.fmean(m for _, m in recent), count)
 
+    def night_leak(self, leak: Sequence[tuple[float, float]], load: Sequence[tuple[float, float]],
+                   setpoint: float) -> NightLeak | None:
+        """A NightLeak when night-time leakage rises steadily while the night load stays low."""
+        cfg = self.config
+        first, stop = cfg["night_hours"]
+        zone = self.zone
+
+        def by_night(series: Sequence[tuple[float, float]]) -> tuple[dict[Any, list[float]],
+                                                                      list[float]]:
+            nights: dict[Any, list[float]] = {}
+            days: list[float] = []
+            for bucket, mean in series:
+                local = datetime.fromtimestamp(bucket, zone)
+                if first <= local.hour < stop:
+                    nights.setdefault(local.date(), []).append(mean)
+                elif 8 <= local.hour < 20:
+                    days.append(mean)
+            return nights, days
+
+        leak_nights, _ = by_night(leak)
+        load_nights, load_days = by_night(load)
+        dates = sorted(set(leak_nights) & set(load_nights))
+        if len(dates) < cfg["min_days"] or not load_days:
+            return None
+        points = [(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp(),
+                   statistics.fmean(leak_nights[d])) for d in dates]
+        fitted = fit_trend(points)
+        if fitted is None:
+            return None
+        slope, today, r2 = fitted
+        if slope <= 0 or r2 < cfg["min_r2"] or today >= setpoint:
+            return None
+        if slope * (len(points) - 1) < cfg["min_rise"] * setpoint:
+            return None
+        night_load = statistics.fmean(v for d in dates for v in load_nights[d])
+        day_load = statistics.fmean(load_days)
+        if night_load > cfg["night_load_ratio"] * day_load:
+            return None  # the night is not quiet: the load may explain the leakage
+        load_fit = fit_trend([(t, statistics.fmean(load_nights[d]))
+                              for (t, _), d in zip(points, dates, strict=True)])
+        if load_fit is not None and load_fit[0] * (len(points) - 1) > 0.1 * max(night_load, 1e-9):
+            return None  # the night load rises with it
+        return NightLeak(slope, today, len(points), night_load, day_load)
+
     async def analyse(self, now: float | None = None) -> list[Condition]:
         """One pass over every watched entity; the warnings fired."""
         now = time.time() if now is None else now
@@ -265,11 +333,17 @@ class HazardAnalyzer:
             setpoint = self._setpoint(device_id, quantity)
             points = await self.peaks(entity_id, now - cfg["window"], now)
             trend = self.forecast(points, setpoint)
-            found: Trend | Step | None = trend
+            found: Trend | Step | NightLeak | None = trend
             if found is None and self.hourly is not None:
                 since = (now // 3600) * 3600 - (cfg["baseline_days"] + 1) * DAY
                 hours = await self.hourly(entity_id, since, (now // 3600) * 3600)
                 found = self.step(hours, now, setpoint)
+            if found is None and self.hourly is not None and quantity == "residual_current":
+                load_id = entity_id.removesuffix("_residual_current") + "_current_a"
+                if self.hub.states.get(load_id) is not None:
+                    since, until = now - cfg["window"], (now // 3600) * 3600
+                    found = self.night_leak(await self.hourly(entity_id, since, until),
+                                            await self.hourly(load_id, since, until), setpoint)
             if found is None:
                 continue
             condition = self._condition(device_id, entity_id, quantity, setpoint, found, now)
@@ -281,9 +355,19 @@ class HazardAnalyzer:
 
     @staticmethod
     def _condition(device_id: str, entity_id: str, quantity: str, setpoint: float,
-                   found: Trend | Step, now: float) -> Condition:
+                   found: Trend | Step | NightLeak, now: float) -> Condition:
         unit = _UNIT[quantity]
         zh_word, en_word = _WORDS[quantity]
+        if isinstance(found, NightLeak):
+            detail = (f"夜间低负载时段（负载约{found.night_load:.1f}A，白天约{found.day_load:.1f}A）"
+                      f"{zh_word}近{found.nights}夜持续上升 {found.slope:+.1f}{unit}/夜"
+                      f"（现约{found.fitted:.1f}{unit}）")
+            detail_en = (f"{en_word} at night, with the load low (about {found.night_load:.1f}A "
+                         f"against {found.day_load:.1f}A by day), rising {found.slope:+.1f}{unit} "
+                         f"a night over {found.nights} nights (now about {found.fitted:.1f}{unit})")
+            return Condition.create(device_id, HAZARD_WARNING, True, entity_id=entity_id,
+                                    value=round(found.fitted, 1), unit=unit, detail=detail,
+                                    detail_en=detail_en, timestamp=now, source=SOURCE)
         if isinstance(found, Step):
             detail = (f"{zh_word}近{found.hours}小时较同时段基线突升 {found.rise:+.1f}{unit}"
                       f"（基线约{found.baseline:.1f}{unit}，现约{found.now:.1f}{unit}）")

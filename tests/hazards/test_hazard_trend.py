@@ -7,6 +7,7 @@ rollups, and the warning becomes an event record through the real alarm engine.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from typing import Any
@@ -96,3 +97,32 @@ async def test_a_step_against_the_daily_load_profile_warns(hub: Any) -> None:
     assert "剩余电流近3小时较同时段基线突升 +" in message, message
     rise = float(message.split("突升 +")[1].split("mA")[0])
     assert 85 <= rise <= 95, message
+
+
+NIGHT = "sensor.arcm_3_residual_current"
+NIGHT_LOAD = "sensor.arcm_3_current_a"
+
+
+async def test_leakage_rising_at_night_with_low_load_warns(hub: Any) -> None:
+    """Day leakage flat at 100 mA; night leakage 20 → 59 mA over 14 nights at 1 A of load."""
+    now = time.time()
+    zone = hub.recorder.reader.zone
+    today = DayStarts(zone)(now)
+    for day in range(14, 0, -1):
+        start = today - day * 86400
+        for hour in range(24):
+            ts = start + hour * 3600 + 60
+            local = datetime.fromtimestamp(ts, zone).hour
+            night = local < 5
+            leak = 20 + 3 * (14 - day) + hour * 0.01 if night else 100 + hour * 0.01
+            load = 1.0 + hour * 0.001 if night else 8.0 + hour * 0.001
+            hub.states.async_set(NIGHT, leak, {"device_id": "arcm-3"}, timestamp=ts)
+            hub.states.async_set(NIGHT_LOAD, load, {"device_id": "arcm-3"}, timestamp=ts)
+    await hub.recorder.async_flush()
+
+    fired = await hub.hazard_analysis.analyse(now=now)
+    assert [c.entity_id for c in fired] == [NIGHT]
+    message = (await _warnings(hub))[0]["message"]
+    # 13 or 14 nights: the 14-day window ends now, so the oldest night is in it before 5 a.m.
+    assert re.search(r"夜间低负载时段（负载约1\.0A，白天约8\.0A）剩余电流近1[34]夜持续上升 "
+                     r"\+3\.0mA/夜（现约59\.0mA）", message), message
