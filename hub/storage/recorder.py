@@ -24,6 +24,11 @@ Why it is built the way it is:
   row cannot block history forever.
 * `async_stop()` flushes everything that reached the bus before it was called. If the
   database is still failing when `stop_timeout` runs out, what is left goes to the spool.
+* Numeric readings are also aggregated at 5 min / 1 h / 1 day (hub/storage/rollups.py) in
+  the *same transaction* as the batch's raw rows, so retries, bisection, spool replays and
+  restarts can never lose or double-count a reading in the rollups. Each level is purged
+  after its own retention by the Purger (hub/storage/retention.py), in small batches; the
+  History reader (hub/storage/history.py) serves the API from whichever level fits.
 """
 
 from __future__ import annotations
