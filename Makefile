@@ -40,9 +40,14 @@ run: install
 system-deps:
 	@bash scripts/system-deps.sh
 
+# Run a second time with every Hub fixture on PostgreSQL (tests/storage already runs each of
+# its tests on both backends); `make test PG_SUITES="tests/alarms tests/http"` changes the set.
+PG_SUITES ?= tests/alarms tests/hazards tests/http/test_http_history.py
+
 test: install $(TEST_STAMP) system-deps
 	$(VENV)/bin/ruff check hub plugins tests bench
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	VOLTWATCH_TEST_DB=postgresql $(PY) -m pytest -q $(PG_SUITES)
 
 bench: install
 	$(PY) bench/run.py

@@ -96,6 +96,12 @@ def _cmd_token_revoke(args: argparse.Namespace) -> int:
     return asyncio.run(revoke_token_cli(Path(args.config), args.which))
 
 
+def _cmd_db_migrate(args: argparse.Namespace) -> int:
+    from .storage.migrate import migrate_cli
+
+    return asyncio.run(migrate_cli(Path(args.config), args.to, args.batch))
+
+
 def _cmd_user(args: argparse.Namespace) -> int:
     from .auth import cli as user_cli
 
@@ -200,6 +206,16 @@ def build_parser(with_simulators: bool = True) -> argparse.ArgumentParser:
     revoke.add_argument("--config", default=DEFAULT_CONFIG_DIR)
     revoke.set_defaults(func=_cmd_token_revoke)
     _add_user_parser(sub)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    migrate = db_sub.add_parser(
+        "migrate", help="copy this installation's database to another (e.g. SQLite to PostgreSQL)")
+    migrate.add_argument("--to", required=True, metavar="URL",
+                         help="the empty target, e.g. postgresql://user:pw@host/voltwatch")
+    migrate.add_argument("--config", default=DEFAULT_CONFIG_DIR)
+    migrate.add_argument("--batch", type=int, default=5000, help="rows per transaction")
+    migrate.set_defaults(func=_cmd_db_migrate)
 
     if with_simulators:
         _add_simulators(sub)

@@ -156,6 +156,18 @@ async def ensure_demo_subscription(hub: Any, phone: str, kinds: list[str]) -> No
         "enabled": True, "created_at": notify.clock(), "created_by": "demo"})
 
 
+def _history_hint(config: dict[str, Any], url: str, token: str) -> str:
+    """A history query for the first ARCM detector (rollups fill in as the demo runs)."""
+    from .core.states import slugify
+
+    for device in config.get("devices", []):
+        if device.get("platform") == "arcm":
+            entity = f"sensor.{slugify(device['id'])}_residual_current"
+            return (f"  history: curl -H 'Authorization: Bearer {token}' "
+                    f"'{url}/api/history/{entity}?resolution=5m'\n")
+    return ""
+
+
 async def run_demo(port: int = 8123, data_dir: Path = Path(".voltwatch-demo")) -> int:
     """Start simulators and a real hub on them; serve until Ctrl-C."""
     import yaml
@@ -212,6 +224,7 @@ async def run_demo(port: int = 8123, data_dir: Path = Path(".voltwatch-demo")) -
         f"{sms}"
         f"  API token: {token}\n"
         f"  try: curl -H 'Authorization: Bearer {token}' {url}/api/states\n"
+        f"{_history_hint(config, url, token)}"
         "  Ctrl-C stops it.\n",
         flush=True,
     )

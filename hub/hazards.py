@@ -30,10 +30,36 @@ async def async_start_hazards(hub: Any) -> None:
                                     SqlReminderStore(hub.storage))
     await hub.reminders.async_start()
     hub.statistics = Statistics(hub, SqlStatisticsStore(hub.storage))
+    hub.hazard_analysis = _analyzer(hub)
+    await hub.hazard_analysis.async_start()
+
+
+def _analyzer(hub: Any) -> Any:
+    """The trend forecast on the recorder's daily rollups, deduplicated by the alarm records."""
+    from .core.hazard_analysis import HAZARD_WARNING, HazardAnalyzer
+    from .storage.alarm_store import AlarmQuery
+    from .storage.rollups import DayStarts
+
+    async def peaks(entity_id: str, since: float, until: float) -> list[tuple[float, float]]:
+        reader = hub.recorder.reader
+        today = DayStarts(reader.zone)(until)  # complete days only: today's peak is partial
+        rows = await reader.buckets(entity_id, since, today, "1d")
+        return [(row[0], row[4]) for row in rows]
+
+    async def recent(since: float) -> set[str]:
+        records = await hub.alarms.store.query(
+            AlarmQuery(types=[HAZARD_WARNING], since=since, limit=100_000))
+        return {r["entity_id"] for r in records if r.get("entity_id")}
+
+    async def hourly(entity_id: str, since: float, until: float) -> list[tuple[float, float]]:
+        rows = await hub.recorder.reader.buckets(entity_id, since, until, "1h")
+        return [(row[0], row[2] / row[1]) for row in rows]
+
+    return HazardAnalyzer(hub, hub.config.get("hazard_analysis"), peaks, recent, hourly)
 
 
 async def async_stop_hazards(hub: Any) -> None:
-    for name in ("reminders", "patrols", "workorders"):
+    for name in ("hazard_analysis", "reminders", "patrols", "workorders"):
         part = getattr(hub, name, None)
         if part is not None:
             await part.async_stop()

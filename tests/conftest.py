@@ -52,6 +52,21 @@ def _pg_admin(sql: str) -> None:
         pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN} (make test starts it): {err}")
 
 
+#: Database of the Hub-level fixtures: `sqlite` (default) or `postgresql` (a fresh database on
+#: the test server per test). `make test` runs the hub suites once more with `postgresql`.
+TEST_DB = os.environ.get("VOLTWATCH_TEST_DB", "sqlite").strip().lower()
+
+
+@pytest.fixture
+def hub_db_url(request: pytest.FixtureRequest) -> str:
+    """The URL a Hub fixture opens, chosen by VOLTWATCH_TEST_DB (SQLite in the config dir)."""
+    if TEST_DB in ("postgresql", "postgres", "pg"):
+        return str(request.getfixturevalue("pg_url"))
+    if TEST_DB != "sqlite":
+        pytest.fail(f"VOLTWATCH_TEST_DB={TEST_DB!r}: expected sqlite or postgresql")
+    return "sqlite+aiosqlite:///hub.db"
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database (asyncpg URL), dropped after the test."""

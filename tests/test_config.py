@@ -199,3 +199,21 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_recorder_retention_defaults_and_errors(tmp_path: Path, plugins: PluginManager) -> None:
+    write(tmp_path, "configuration.yaml", "recorder:\n  retention: {raw: 7d, 1d: forever}\n")
+    retention = load_configuration(tmp_path, plugins)["recorder"]["retention"]
+    assert retention == {"raw": 7 * 86400.0, "5m": 365 * 86400.0, "1h": 1826 * 86400.0,
+                         "1d": None}
+    write(tmp_path, "configuration.yaml",
+          "recorder:\n"                      # 1
+          "  retention:\n"                   # 2
+          "    raw: 10m\n"                   # 3
+          "    1w: 30d\n")                   # 4
+    with pytest.raises(ConfigError) as caught:
+        load_configuration(tmp_path, plugins)
+    lines = {str(issue).replace(str(tmp_path) + "/", "") for issue in caught.value.issues}
+    assert any(line.startswith("configuration.yaml:3: recorder.retention.raw: a retention "
+                               "period shorter than 1h") for line in lines), lines
+    assert any(line.startswith("configuration.yaml:4: recorder.retention.1w") for line in lines), lines

@@ -103,6 +103,24 @@ DATABASE_SCHEMA = vol.Schema(
     {vol.Optional("url", default="sqlite+aiosqlite:///voltwatch.db"): vol.All(str, vol.Length(min=1))}
 )
 
+def keep_for(value: Any) -> float | None:
+    """A retention period (`30d`, `365d`, seconds), or None (`forever`/null): never purged."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("forever", "none")):
+        return None
+    seconds = duration(value)
+    if seconds < 3600:
+        raise vol.Invalid("a retention period shorter than 1h would purge what is being written")
+    return seconds
+
+
+#: Defaults of issue 11: raw 30 days, 5 min 1 year, 1 h 5 years, 1 d 10 years.
+RETENTION_DEFAULTS = {"raw": 30 * 86400.0, "5m": 365 * 86400.0, "1h": 1826 * 86400.0,
+                      "1d": 3652 * 86400.0}
+RETENTION_SCHEMA = vol.Schema(
+    {vol.Optional(name, default=default): keep_for for name, default in RETENTION_DEFAULTS.items()}
+)
+
+
 def _queue_holds_a_batch(recorder: dict[str, Any]) -> dict[str, Any]:
     if recorder["max_queue"] < recorder["max_batch"]:
         raise vol.Invalid("max_queue must be at least max_batch", path=["max_queue"])
@@ -119,6 +137,11 @@ RECORDER_SCHEMA = vol.All(
             vol.Optional("exclude_event_types", default=[]): [str],
             vol.Optional("stop_timeout", default=30.0): duration,
             vol.Optional("retry_max", default=30.0): duration,
+            # 5 min / 1 h / 1 d aggregates written with every batch (docs/history.md)
+            vol.Optional("rollups", default=True): bool,
+            vol.Optional("retention", default={}): RETENTION_SCHEMA,
+            vol.Optional("purge_interval", default=3600.0): vol.All(duration, vol.Range(min=1)),
+            vol.Optional("purge_batch", default=5000): vol.All(int, vol.Range(min=100, max=100_000)),
         }
     ),
     _queue_holds_a_batch,

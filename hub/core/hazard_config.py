@@ -78,7 +78,14 @@ REMINDERS_SCHEMA = vol.Schema(
     }
 )
 
+def _hazard_analysis(value: Any) -> Any:
+    from .hazard_analysis import CONFIG_SCHEMA  # issue 11: trend forecasts (隐患预警)
+
+    return CONFIG_SCHEMA(value)
+
+
 HAZARD_SECTIONS: dict[str, Any] = {
     "workorders": WORKORDERS_SCHEMA,
     "reminders": REMINDERS_SCHEMA,
+    "hazard_analysis": _hazard_analysis,
 }

@@ -40,6 +40,14 @@ RECORDER_COUNTERS = frozenset(
         "replayed",
         "dropped",
         "commit_errors",
+        "rollup_rows_written",
+        "purged_raw",
+        "purged_events",
+        "purged_5m",
+        "purged_1h",
+        "purged_1d",
+        "purge_runs",
+        "purge_errors",
     }
 )
 

@@ -44,6 +44,7 @@ from . import (
     api,
     auth_api,
     automations_api,
+    history_api,
     metrics,
     notify_api,
     patrols_api,
@@ -94,6 +95,7 @@ def core_routes() -> RouteTable:
     table = RouteTable()
     table.extend(api.routes)
     table.extend(alarms_api.routes)
+    table.extend(history_api.routes)
     table.extend(automations_api.routes)
     table.extend(notify_api.routes)
     table.extend(workorders_api.routes)

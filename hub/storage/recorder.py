@@ -24,6 +24,11 @@ Why it is built the way it is:
   row cannot block history forever.
 * `async_stop()` flushes everything that reached the bus before it was called. If the
   database is still failing when `stop_timeout` runs out, what is left goes to the spool.
+* Numeric readings are also aggregated at 5 min / 1 h / 1 day (hub/storage/rollups.py) in
+  the *same transaction* as the batch's raw rows, so retries, bisection, spool replays and
+  restarts can never lose or double-count a reading in the rollups. Each level is purged
+  after its own retention by the Purger (hub/storage/retention.py), in small batches; the
+  History reader (hub/storage/history.py) serves the API from whichever level fits.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, IntegrityError
 
@@ -54,7 +59,12 @@ from ..core.events import (
     Event,
     callback,
 )
+from ..core.statistics import zone_of
+from .bulk import executemany, values_statement
 from .database import Database
+from .history import History
+from .retention import Purger
+from .rollups import Rollups
 from .schema import events, state_attributes, states, states_meta
 
 _LOGGER = logging.getLogger(__name__)
@@ -201,6 +211,16 @@ class Recorder:
         self.spool_path = Path(options.get("spool_path") or config_dir / SPOOL_NAME)
         self.replay_path = self.spool_path.with_name(REPLAY_NAME)
         self.spool_chunk = min(self.max_batch, 1000)
+        #: 5 min / 1 h / 1 d aggregates, written with each batch (hub/storage/rollups.py)
+        self.rollups: Rollups | None = None
+        zone = zone_of(options.get("time_zone") or getattr(hub, "time_zone", None))
+        if options.get("rollups", True):
+            self.rollups = Rollups(zone)
+        self._batch_rollup_rows = 0
+        #: retention per level, purged in small batches (hub/storage/retention.py)
+        self.purger = Purger(database, options)
+        #: chart points for the history API (raw or rollups, resolution chosen by span)
+        self.reader = History(database, zone, self.purger.keep)
         # Back-pressure starts at the high-water mark, the spool at max_queue; `ready` is set
         # again below the low-water mark.
         self._high_water = max(self.max_batch, self.max_queue * 3 // 4)
@@ -228,7 +248,7 @@ class Recorder:
         self._meta_ids: dict[str, int] = {}
         self._attr_ids: dict[str, int] = {}
         self._last_attrs: dict[str, tuple[Any, int]] = {}
-        self._sql: dict[str, tuple[str, bool]] = {}
+        self._sql: dict[str, tuple[str, bool, Any]] = {}
         self._jobs: asyncio.Queue[_Job | _FlushMarker] = asyncio.Queue(maxsize=1)
         self._gave_up = False
         self._building: list[Any] = []  # items taken from the queue, rows being built
@@ -237,6 +257,7 @@ class Recorder:
 
         # Counters (exposed by stats()).
         self.rows_written = 0
+        self.rollup_rows_written = 0
         self.states_written = 0
         self.events_written = 0
         self.batches = 0
@@ -277,6 +298,7 @@ class Recorder:
         self._jobs = asyncio.Queue(maxsize=1)
         self._unsub = self.hub.bus.listen(MATCH_ALL, self._on_event)
         self._task = loop.create_task(self._run(), name="recorder writer")
+        self.purger.start()
 
     async def async_stop(self) -> None:
         """Stop listening and commit everything received so far (spool it if the DB is down)."""
@@ -285,6 +307,7 @@ class Recorder:
         if self._unsub is not None:
             self._unsub()
             self._unsub = None
+        await self.purger.stop()
         self._stopping = True
         self._stop_deadline = asyncio.get_running_loop().time() + self.stop_timeout
         self._stop_requested.set()
@@ -896,6 +919,7 @@ class Recorder:
         self.states_written += len(state_rows)
         self.events_written += len(event_rows)
         self.rows_written += len(state_rows) + len(event_rows)
+        self.rollup_rows_written += self._batch_rollup_rows
         if self.error_event.is_set():
             self.error_event.clear()
             _LOGGER.warning("Recorder commits work again (database %s)", self.database.masked_url)
@@ -906,33 +930,22 @@ class Recorder:
         state_rows: list[tuple[Any, ...]],
         event_rows: list[tuple[Any, ...]],
     ) -> None:
+        self._batch_rollup_rows = 0
         if state_rows:
             self._executemany(conn, "states", state_rows)
+            if self.rollups is not None:
+                # same transaction: the batch and its aggregate commit together or not at all
+                self._batch_rollup_rows = self.rollups.add_sync(conn, state_rows)
         if event_rows:
             self._executemany(conn, "events", event_rows)
 
     def _executemany(self, conn: Connection, which: str, rows: list[tuple[Any, ...]]) -> None:
-        """One executemany with the dialect's own compiled INSERT and positional tuples.
-
-        Compiled once per dialect; skips SQLAlchemy's per-row dict processing, which costs
-        more than SQLite's insert itself.
-        """
+        """One executemany with the dialect's own compiled INSERT (hub/storage/bulk.py)."""
         if which == "states":
             table, columns = states, _STATE_COLUMNS
         else:
             table, columns = events, _EVENT_COLUMNS
-        compiled_sql = self._sql.get(which)
-        if compiled_sql is None:
-            stmt = insert(table).values({name: bindparam(name) for name in columns})
-            compiled = stmt.compile(dialect=conn.dialect)
-            order = list(compiled.positiontup or []) if compiled.positional else []
-            positional = bool(compiled.positional) and order == list(columns)
-            compiled_sql = self._sql[which] = (str(compiled), positional)
-        sql, positional = compiled_sql
-        if positional:
-            conn.exec_driver_sql(sql, rows)
-        else:
-            conn.execute(insert(table), [dict(zip(columns, row)) for row in rows])
+        executemany(conn, self._sql, which, values_statement(insert(table), columns), columns, rows)
 
     # -- reads and metrics ----------------------------------------------------------------
     async def history(
@@ -1016,6 +1029,7 @@ class Recorder:
         """Counters for /metrics (names are stable; add, don't rename)."""
         return {
             "rows_written": self.rows_written,
+            "rollup_rows_written": self.rollup_rows_written,
             "states_written": self.states_written,
             "events_written": self.events_written,
             "batches": self.batches,
@@ -1033,6 +1047,7 @@ class Recorder:
             "last_commit_duration": self.last_commit_duration,
             "last_commit_at": self.last_commit_at,
             "last_error": self.last_error,
+            **self.purger.stats(),
         }
 
 

@@ -112,6 +112,37 @@ events = Table(
     Index("ix_events_context_id", "context_id"),
 )
 
+# Rollups of numeric states (hub/storage/rollups.py; migration 0008): one row per entity,
+# resolution (300, 3600 or 86400 seconds) and bucket. They keep sum and count rather than the
+# mean, and `last_ts` beside `value_last`, so two partial aggregates of one bucket merge
+# exactly: the recorder adds each batch's aggregate in the same transaction as its raw rows.
+# 5-minute and 1-hour buckets start at multiples of their length in unix time; a 1-day bucket
+# starts at local midnight in the hub's time zone. Without rowid on SQLite: the primary key
+# is the only way these rows are read, so the table *is* that index.
+ROLLUP_5M, ROLLUP_1H, ROLLUP_1D = 300, 3600, 86400
+
+state_rollups = Table(
+    "state_rollups",
+    metadata,
+    Column(
+        "metadata_id",
+        Integer,
+        ForeignKey("states_meta.metadata_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("resolution", Integer, primary_key=True),
+    Column("bucket_ts", Double, primary_key=True),
+    Column("value_count", Integer, nullable=False),
+    Column("value_sum", Double, nullable=False),
+    Column("value_min", Double, nullable=False),
+    Column("value_max", Double, nullable=False),
+    Column("value_last", Double, nullable=False),
+    Column("last_ts", Double, nullable=False),
+    # the purge deletes by (resolution, age)
+    Index("ix_state_rollups_resolution_bucket_ts", "resolution", "bucket_ts"),
+    sqlite_with_rowid=False,
+)
+
 # Columns = the fields of hub.core.registries.DeviceEntry.
 devices = Table(
     "devices",
@@ -492,7 +523,7 @@ notify_deliveries = Table(
     Column("fallback_of", BigInteger, nullable=True),
     Column("reference", String(64), nullable=True),
     # message references (comma-separated, like `reference`) whose delivery report said
-    # "delivered"; the record is `delivered` once every part of `reference` is here (0007n)
+    # "delivered"; the record is `delivered` once every part of `reference` is here (0007)
     Column("reports", String(64), nullable=True),
     Index("ix_notify_deliveries_status", "status"),
     Index("ix_notify_deliveries_recipient_sent_at", "recipient", "sent_at"),

@@ -132,8 +132,8 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Any]:
-    instance = await start_hub(tmp_path, hub_config())
+async def hub(tmp_path: Path, hub_db_url: str) -> AsyncIterator[Any]:
+    instance = await start_hub(tmp_path, hub_config(hub_db_url))
     try:
         yield instance
     finally:

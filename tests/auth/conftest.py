@@ -208,8 +208,8 @@ async def make_env(tmp_path: Path, **extra: Any) -> Env:
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    instance = await make_env(tmp_path)
+async def env(tmp_path: Path, hub_db_url: str) -> AsyncIterator[Env]:
+    instance = await make_env(tmp_path, database={"url": hub_db_url})
     try:
         yield instance
     finally:

@@ -69,6 +69,16 @@ async def _state(env: Env, role: str, c: Client) -> None:
     assert status == (200 if sees_outside(role) else 403)
 
 
+@probe("GET", "/api/history/{entity_id}")
+async def _history(env: Env, role: str, c: Client) -> None:
+    await env.hub.recorder.async_flush()
+    status, body = await c.call("GET", "/api/history/sensor.arcm_1_residual_current")
+    assert status == 200 and body["points"], body
+    for query in ("", "?format=csv", "?resolution=1d"):
+        status, _ = await c.call("GET", f"/api/history/sensor.arcm_m_residual_current{query}")
+        assert status == (200 if sees_outside(role) else 403)
+
+
 @probe("GET", "/api/services")
 async def _services(env: Env, role: str, c: Client) -> None:
     assert (await c.call("GET", "/api/services"))[0] == 200

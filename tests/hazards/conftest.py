@@ -84,8 +84,8 @@ def hazard_config(url: str = "sqlite+aiosqlite:///hazards.db", **extra: Any) -> 
 
 
 @pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Any]:
-    instance = await start_hub(tmp_path, hazard_config())
+async def hub(tmp_path: Path, hub_db_url: str) -> AsyncIterator[Any]:
+    instance = await start_hub(tmp_path, hazard_config(hub_db_url))
     try:
         yield instance
     finally:

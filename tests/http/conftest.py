@@ -75,10 +75,11 @@ def hub_config(**extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[Any]:
+async def hub(tmp_path: Path, hub_db_url: str) -> AsyncIterator[Any]:
     from hub.hub import Hub
 
-    instance = Hub(config_dir=tmp_path, config=hub_config(), plugin_manager=make_plugins())
+    config = hub_config(database={"url": hub_db_url})
+    instance = Hub(config_dir=tmp_path, config=config, plugin_manager=make_plugins())
     await instance.async_start()
     try:
         yield instance

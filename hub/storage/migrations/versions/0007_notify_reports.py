@@ -5,7 +5,7 @@ A message of several SMS segments gets one status report per segment; the record
 already reported (comma-separated, like `reference`), so a restart between two reports
 does not forget the first.
 
-Revision ID: 0007n
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-30
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007n"
+revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
