@@ -243,6 +243,8 @@ async def test_settings_tabs_follow_the_role(site: Site, page: Any) -> None:
 
     await page.goto(f"{site.url}/settings#users")
     await page.click("#logout")
+    # The logout script navigates to /login itself; a goto before it lands would be aborted.
+    await page.wait_for_url("**/login")
     await login(page, site, "super_admin", "/settings")
     await page.locator("#user-rows tr[data-user='张老师']").wait_for()
     await page.click("#tab-audit")

@@ -1,68 +1,45 @@
-"""The device page's 24 h charts against the history API's shape (issue #11 builds the real
-endpoint): a stand-in plugin route answers `GET /api/history/{entity_id}` with points for the
-residual current and 404 for everything else, as the real one does for an entity without
-history. The chart draws the points it got and says 暂无历史数据 where there are none."""
+"""The device page's 24 h charts drawn from the real history API (`GET /api/history/{entity_id}`,
+rollups written by the recorder): a series with readings in the last 24 h is drawn with the
+points the API returns; a group whose only reading is older than 24 h says 暂无历史数据."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from .conftest import Site, login
 
-from hub.core.hookspecs import hookimpl
-from hub.http.routes import SCOPED, Route, json_response
-
-from .conftest import login, make_site
+CHART = "#charts figure[data-group={group}]"
 
 
-class HistoryStandIn:
-    """Twelve 5-minute buckets of the residual current; 404 for every other entity."""
+async def test_device_charts_draw_recorded_history_and_say_when_there_is_none(
+        site: Site, page: Any) -> None:
+    hub = site.hub
+    await hub.devices.async_upsert(id="arcm-3", name="配电箱3", platform="meter",
+                                   project="school-1-a", location="二层")
+    for entity_id, unit in [("sensor.arcm_3_residual_current", "mA"),
+                            ("sensor.arcm_3_voltage_a", "V")]:
+        await hub.entities.async_register(entity_id, "meter", device_id="arcm-3", unit=unit)
+    now = time.time()
+    attrs = {"device_id": "arcm-3", "unit_of_measurement": "mA"}
+    for minutes_ago, value in [(90, 31.0), (60, 33.0), (30, 35.0)]:
+        hub.states.async_set("sensor.arcm_3_residual_current", value, attrs,
+                             timestamp=now - minutes_ago * 60)
+    # The only voltage reading is 26 h old: known entity, nothing inside the 24 h window.
+    hub.states.async_set("sensor.arcm_3_voltage_a", 230.0,
+                         {"device_id": "arcm-3", "unit_of_measurement": "V"},
+                         timestamp=now - 26 * 3600)
+    await hub.recorder.async_flush()
 
-    def __init__(self) -> None:
-        self.asked: list[dict[str, str]] = []
+    await login(page, site, "user", "/monitor/arcm-3")
+    residual = page.locator(CHART.format(group="chart_residual"))
+    await residual.locator("canvas").wait_for()
+    assert await residual.get_attribute("data-empty") is None
+    voltage = page.locator(CHART.format(group="chart_voltage"))
+    await voltage.locator(".no-history", has_text="暂无历史数据").wait_for()
 
-    @hookimpl
-    def voltwatch_http_routes(self, hub: Any) -> list[Any]:
-        async def history(request: web.Request) -> web.StreamResponse:
-            entity_id = request.match_info["entity_id"]
-            self.asked.append({"entity_id": entity_id, **request.query})
-            if entity_id != "sensor.arcm_1_residual_current":
-                return json_response({"error": f"No history for {entity_id}", "status": 404},
-                                     status=404)
-            now = time.time()
-            points = [{"t": datetime.fromtimestamp(now - (12 - i) * 300, UTC).isoformat(),
-                       "mean": 20.0 + i, "min": 19.0 + i, "max": 21.0 + i, "last": 20.0 + i,
-                       "count": 300} for i in range(12)]
-            return json_response({"entity_id": entity_id, "resolution": "5m",
-                                  "start": request.query["start"], "end": request.query["end"],
-                                  "points": points})
-
-        return [Route("GET", "/api/history/{entity_id}", history, "History (test stand-in)",
-                      scope=SCOPED)]
-
-
-async def test_device_charts_draw_history_and_say_when_there_is_none(tmp_path: Path,
-                                                                     page: Any) -> None:
-    stand_in = HistoryStandIn()
-    async with make_site(tmp_path, {"history_stand_in": stand_in}) as site:
-        await login(page, site, "user", "/monitor/arcm-1")
-        residual = page.locator('#charts figure[data-group="chart_residual"]')
-        await residual.locator("canvas").wait_for()
-        assert await residual.get_attribute("data-empty") is None
-        voltage = page.locator('#charts figure[data-group="chart_voltage"]')
-        await voltage.locator(".no-history", has_text="暂无历史数据").wait_for()
-
-        asked = next(a for a in stand_in.asked
-                     if a["entity_id"] == "sensor.arcm_1_residual_current")
-        start = datetime.fromisoformat(asked["start"])
-        end = datetime.fromisoformat(asked["end"])
-        assert abs((end - start).total_seconds() - 24 * 3600) < 1
-        assert asked["resolution"] == "5m"
-        # The series holds the twelve points (read back from the chart itself).
-        count = await page.evaluate(
-            "echarts.getInstanceByDom(document.querySelector("
-            "'#charts figure[data-group=chart_residual] .chart')).getOption().series[0].data.length")
-        assert count >= 12
+    # The chart holds what the API answers for the same window: three 5-minute buckets.
+    series = await page.evaluate(
+        "echarts.getInstanceByDom(document.querySelector("
+        "'#charts figure[data-group=chart_residual] .chart')).getOption().series[0].data")
+    assert [point[1] for point in series] == [31.0, 33.0, 35.0]

@@ -111,7 +111,8 @@
       box.lastChild.replaceWith(el("p", { class: "notice error" }, err.message));
       return;
     }
-    if (found.every((points) => points === null)) {
+    // 404 (no such entity yet) and an empty series both mean: nothing recorded in these 24 h.
+    if (found.every((points) => points === null || points.length === 0)) {
       box.dataset.empty = "true";
       box.lastChild.replaceWith(el("p", { class: "empty no-history" }, t("no_history_yet")));
       return;
