@@ -116,14 +116,21 @@ def voltwatch_http_routes(hub: Hub) -> list[Any]:
         Each entry: imei, device_id, status (known | pending), connected, online,
         communication_lost, peer, connected_at, last_seen, units, devices and counters
         (frames, heartbeats, bytes_up, bytes_down, crc_errors, garbage, requests, timeouts,
-        exception_replies, connects, reconnects, impostors). `?status=pending` filters.
+        exception_replies, connects, reconnects, impostors, refused, throttled), `auth`
+        (key | open) and `weak` (no key: anyone who reads the label can claim it).
+        `?status=pending` filters. `refusals`: the latest refused connections (peer, claimed
+        id, reason), newest last; `policy`: the registration policy (gsm.auth).
         """
         server = _SERVERS.get(hub)
         dtus = server.listing() if server is not None else []
         wanted = request.query.get("status")
         if wanted in ("known", "pending"):
             dtus = [dtu for dtu in dtus if dtu["status"] == wanted]
-        return web.json_response({"dtus": dtus, "stats": stats(hub)})
+        return web.json_response({
+            "dtus": dtus, "stats": stats(hub),
+            "policy": server.settings.auth if server is not None else None,
+            "refusals": list(server.refusals.recent) if server is not None else [],
+        })
 
     return [web.get("/api/gsm/dtus", list_dtus)]
 
