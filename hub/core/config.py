@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import voluptuous as vol
 
+from .ratelimit import rate
 from .yaml_loader import NodeDict, NodeList, YamlError, load_yaml, locate
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ HTTP_SCHEMA = vol.Schema(
         vol.Optional("websocket_max_pending", default=2048): vol.All(int, vol.Range(min=16)),
         # session cookies marked Secure: auto = when the request came over https (hub/auth)
         vol.Optional("secure_cookies", default="auto"): vol.Any(bool, "auto"),
+        # requests per client address to the routes that declare a bucket (hub/http/security.py)
+        vol.Optional("rate_limits"): {vol.In(("login", "tokens")): rate},
     }
 )
 

@@ -86,6 +86,7 @@ LOGIN_SCHEMA = vol.Schema({
     auth=False,
     scope=PUBLIC,
     body_schema=LOGIN_SCHEMA,
+    rate_limit="login",
     tags=("auth",),
 )
 async def login(request: web.Request) -> web.StreamResponse:
@@ -147,6 +148,7 @@ PASSWORD_SCHEMA = vol.Schema({
     "Change my password (修改密码): needs the old one; my other sessions end",
     scope=AUTHENTICATED,
     body_schema=PASSWORD_SCHEMA,
+    rate_limit="login",
     tags=("auth",),
 )
 async def change_password(request: web.Request) -> web.StreamResponse:
@@ -355,6 +357,7 @@ async def list_tokens(request: web.Request) -> web.StreamResponse:
     description="The token is in the answer once and never again. `expires_in` in seconds.",
     scope=AUTHENTICATED,
     body_schema=NEW_TOKEN_SCHEMA,
+    rate_limit="tokens",
     responses={201: "Created"},
     tags=("auth",),
 )
