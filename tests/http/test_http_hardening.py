@@ -64,16 +64,16 @@ async def test_login_is_rate_limited_per_address_before_any_password_work(
             answer = await resp.json()
             assert "127.0.0.1" in answer["error"] and answer["status"] == 429
     # Another client address still gets its answer.
-    async with _session(strict_hub, "127.0.0.2") as other:
-        async with other.post("/api/auth/login", json=body) as resp:
-            assert resp.status == 401
+    async with _session(strict_hub, "127.0.0.2") as other, \
+            other.post("/api/auth/login", json=body) as resp:
+        assert resp.status == 401
     # The refused attempt did no password work: three failures audited, not four.
     entries = await strict_hub.auth.audit.query(AuditQuery(action_prefixes=["auth.login"]))
     assert len([e for e in entries if e["ip"] == "127.0.0.1"]) == 3
     token = await tokens.create_token(strict_hub.storage, "scraper")
-    async with _session(strict_hub, "127.0.0.3") as scraper:
-        async with scraper.get("/metrics", headers={"Authorization": f"Bearer {token}"}) as resp:
-            text = await resp.text()
+    async with _session(strict_hub, "127.0.0.3") as scraper, \
+            scraper.get("/metrics", headers={"Authorization": f"Bearer {token}"}) as resp:
+        text = await resp.text()
     assert 'voltwatch_http_rate_limited_total{bucket="login"} 1' in text
 
 
@@ -92,8 +92,9 @@ async def test_token_creation_is_rate_limited(strict_hub: Any) -> None:
 async def test_oversized_body_is_413_and_nothing_runs(strict_hub: Any) -> None:
     token = await tokens.create_token(strict_hub.storage, "system")
     auth = {"Authorization": f"Bearer {token}"}
-    async with _session(strict_hub) as client:
-        async with client.post("/api/services/test/echo", data=b"{" + b" " * 8192 + b"}",
-                               headers={**auth, "Content-Type": "application/json"}) as resp:
-            assert resp.status == 413
-            assert (await resp.json())["status"] == 413
+    async with _session(strict_hub) as client, client.post(
+        "/api/services/test/echo", data=b"{" + b" " * 8192 + b"}",
+        headers={**auth, "Content-Type": "application/json"},
+    ) as resp:
+        assert resp.status == 413
+        assert (await resp.json())["status"] == 413
