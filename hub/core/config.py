@@ -54,6 +54,16 @@ def duration(value: Any) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+#: The largest id a database row can have (a signed 64-bit integer); a bigger one in a request
+#: is no row at all, and handing it to the driver would overflow instead of finding nothing.
+MAX_ROW_ID = 2**63 - 1
+
+
+#: A database row id (alarm, work order, patrol, subscription): declarative, so the OpenAPI
+#: document shows it as an integer from 1 to 2**63-1.
+row_id = vol.All(vol.Coerce(int), vol.Range(min=1, max=MAX_ROW_ID))
+
+
 def device_id(value: Any) -> str:
     text = str(value)
     if not _DEVICE_ID.match(text):

@@ -25,6 +25,7 @@ from hub.auth.users import PHONE_RE, User, UserError, check_password, hash_passw
 
 from . import tokens
 from .auth import deny, principal, require_role
+from .query import query_offset
 from .routes import (
     AUTHENTICATED,
     BODY,
@@ -439,7 +440,7 @@ AUDIT_FILTERS = {
         _csv_list, [vol.In(RESULTS)]),
     vol.Optional("target"): str,
     vol.Optional("limit", default=1000): vol.All(vol.Coerce(int), vol.Range(min=1, max=MAX_AUDIT)),
-    vol.Optional("offset", default=0): vol.All(vol.Coerce(int), vol.Range(min=0)),
+    vol.Optional("offset", default=0): query_offset,
 }
 
 

@@ -98,3 +98,23 @@ async def test_oversized_body_is_413_and_nothing_runs(strict_hub: Any) -> None:
     ) as resp:
         assert resp.status == 413
         assert (await resp.json())["status"] == 413
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), [
+    # What the fuzz run found: ids past 64 bits overflowed the database driver (500).
+    ("GET", "/api/patrols?template_id=1851913101457920631564355258810368", None, 400),
+    ("GET", "/api/workorders/99999999999999999999999", None, 404),
+    ("GET", "/api/alarms/99999999999999999999999", None, 404),
+    ("POST", "/api/alarms/ack", {"ids": [2**70]}, 400),
+    ("GET", "/api/alarms?offset=99999999999999999999999", None, 400),
+    # ... and times so far ahead that formatting the due date overflowed.
+    ("POST", "/api/patrols/templates",
+     {"name": "n", "items": ["a"], "period": "daily", "allowed": 1117739063469979.0}, 400),
+    ("POST", "/api/patrols/templates",
+     {"name": "n", "items": ["a"], "period": "daily", "start_at": 1e300}, 400),
+])
+async def test_out_of_range_ids_and_times_are_client_errors(
+    client: ClientSession, auth: dict[str, str], method: str, path: str, body: Any, status: int,
+) -> None:
+    async with client.request(method, path, json=body, headers=auth) as resp:
+        assert resp.status == status, await resp.text()
