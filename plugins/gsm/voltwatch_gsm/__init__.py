@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import secrets
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -151,8 +152,13 @@ def _arcm_installed() -> bool:
 @hookimpl
 def voltwatch_demo_site(demo: DemoSite) -> None:
     port = demo.free_port()
-    demo.set_section("gsm", {"host": "127.0.0.1", "port": port, "heartbeat_timeout": "180s"})
-    options = SimOptions(host="127.0.0.1", port=port, heartbeat_interval=60.0, alarm_every=900.0)
+    # The demo DTU registers with a key (docs/plugins/gsm.md, "Registration keys"), made
+    # afresh for each demo: the API shows it as `auth: key`, not weak.
+    key = secrets.token_urlsafe(12)
+    demo.set_section("gsm", {"host": "127.0.0.1", "port": port, "heartbeat_timeout": "180s",
+                             "dtus": {DEMO_IMEI: {"key": key}}})
+    options = SimOptions(host="127.0.0.1", port=port, heartbeat_interval=60.0, alarm_every=900.0,
+                         registration_key=key.encode("ascii"))
     demo.start(run_dtus([DEMO_IMEI], [1, 2], options), name="gsm demo DTU")
     if not _arcm_installed():
         _LOGGER.info("GSM demo: the arcm plugin is not installed; the demo DTU has no devices")

@@ -190,3 +190,12 @@ async def test_payload_over_the_limit_is_dropped_counted_and_logged(
         assert f"voltwatch/dev/{DEVICE_A}/telemetry" in caplog.text and "too_large" in caplog.text
     finally:
         await _stop(hub)
+
+
+def test_counters_reach_metrics_with_prometheus_names(tmp_path: Path) -> None:
+    hub = Hub(tmp_path, config={"hub": {"name": "test"}, "mqtt": {"client_id": "m"}})
+    connection = voltwatch_mqtt.get_connection(hub)
+    connection.handle_message("voltwatch/dev/x/telemetry", b"x" * (64 * 1024 + 1))
+    numbers = voltwatch_mqtt.voltwatch_metrics(hub=hub)
+    assert numbers["mqtt_malformed_too_large_total"] == 1
+    assert numbers["mqtt_messages_total"] == 1 and numbers["mqtt_connected"] == 0

@@ -60,6 +60,17 @@ def stats(hub: Hub) -> dict[str, Any]:
     return connection.stats() if connection is not None else {}
 
 
+_GAUGES = frozenset({"connected", "commands_pending", "devices_online", "devices_offline"})
+
+
+@hookimpl
+def voltwatch_metrics(hub: Hub) -> dict[str, float]:
+    """The counters of `stats()` for /metrics: `voltwatch_mqtt_<name>_total` (counters) and
+    `voltwatch_mqtt_<name>` (connected, commands_pending, devices_online/offline)."""
+    return {f"mqtt_{key}" if key in _GAUGES else f"mqtt_{key}_total": value
+            for key, value in stats(hub).items()}
+
+
 def _uses_mqtt(config: dict[str, Any]) -> bool:
     return DOMAIN in config or any(
         (device.get("link") or {}).get("transport") == "mqtt"
