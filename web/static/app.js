@@ -67,6 +67,13 @@
     const unit = attrs.unit_of_measurement ? " " + attrs.unit_of_measurement : "";
     tr.children[0].textContent = attrs.device_id || "";
     tr.children[1].textContent = attrs.friendly_name || state.entity_id;
+    if (attrs.weak === true) {
+      // A DTU that registers by IMEI alone: anyone who reads its label could claim it.
+      const badge = document.createElement("span");
+      badge.className = "badge weak";
+      badge.textContent = document.body.dataset.weak;
+      tr.children[1].append(" ", badge);
+    }
     tr.children[2].textContent = state.state + unit;
     tr.children[2].className = state.state === "unavailable" ? "unavailable" : "";
     tr.children[3].textContent = fmtTime(state.last_updated);

@@ -30,6 +30,9 @@ async def test_key_policy_admits_the_right_key_and_refuses_a_wrong_one(
         legit_peer = legit.peer
         entry = next(d for d in server.listing() if d["imei"] == IMEI_A)
         assert entry["auth"] == "key" and entry["weak"] is False and entry["verified"] is True
+        await server.wait_until(lambda: legit.entity_ready)
+        state = harness.hub.states.get(legit.entity_id)
+        assert state.attributes["registration"] == "key" and state.attributes["weak"] is False
 
         with caplog.at_level(logging.WARNING):
             wrong = await harness.raw(IMEI_A.encode() + b"k3y-A-0123456780")

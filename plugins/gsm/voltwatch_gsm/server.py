@@ -978,6 +978,9 @@ class GsmServer:
                 "imei": dtu.id,
                 "peer": dtu.peer,
                 "communication_lost": dtu.communication_lost,
+                # Shown on the device page: an IMEI alone proves nothing (weak).
+                "registration": "key" if self.settings.key_of(dtu.id) else "open",
+                "weak": self.settings.key_of(dtu.id) is None,
             },
         )
 

@@ -195,7 +195,7 @@ GSM_SCHEMA = vol.Schema(
         vol.Optional("auth", default=AUTH_OPEN): vol.In(AUTH_POLICIES),
         # Limits (docs/plugins/gsm.md, "Limits"): new connections per peer address (many DTUs
         # may share one carrier NAT address: keep it generous), packets and bytes per DTU.
-        vol.Optional("connection_rate", default="60/min"): rate,
+        vol.Optional("connection_rate", default="1200/min"): rate,
         vol.Optional("packet_rate", default="50/s"): rate,
         vol.Optional("byte_rate", default="16384/s"): rate,
         # Per DTU: budget, heartbeat_interval, heartbeat_timeout, status/measure_interval.
@@ -248,7 +248,7 @@ class GsmSettings:
     traffic: TrafficSettings = field(default_factory=TrafficSettings)
     dtus: dict[str, dict[str, Any]] = field(default_factory=dict)
     auth: str = AUTH_OPEN
-    connection_rate: Rate = field(default_factory=lambda: rate("60/min"))
+    connection_rate: Rate = field(default_factory=lambda: rate("1200/min"))
     packet_rate: Rate = field(default_factory=lambda: rate("50/s"))
     byte_rate: Rate = field(default_factory=lambda: rate("16384/s"))
 
