@@ -51,6 +51,14 @@ async def test_key_policy_admits_the_right_key_and_refuses_a_wrong_one(
         assert legit.refused == 1
         assert server.refusals.recent[-1]["peer"] == peer_text
         assert server.refusals.recent[-1]["claimed"] == IMEI_A
+
+        # Someone retrying in a loop: every attempt refused and counted, one event (no storm).
+        for _ in range(3):
+            again = await harness.raw(IMEI_A.encode() + b"x" * len(KEY_A))
+            assert await again.closed_by_hub()
+        await harness.hub.bus.async_drain()
+        assert server.refusals.counts[access.REFUSED_BAD_KEY] == 4 and legit.refused == 4
+        assert len([c for c in harness.conditions if c["type"] == "impostor"]) == 1
     finally:
         await close_harness(harness)
 

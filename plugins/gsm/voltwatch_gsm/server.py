@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 PLATFORM = "gsm"
+#: Seconds between two 疑似冒充 events of one DTU (the refusals themselves are all counted).
+IMPOSTOR_EVENT_INTERVAL = 60.0
 EVENT_DTU_PENDING = "gsm_dtu_pending"
 
 EXCEPTION_NAMES: dict[int, str] = {
@@ -593,6 +595,7 @@ class GsmServer:
         self.throttled = 0
         self.dropped_bytes = 0
         self.refusals = access.RefusalLog()
+        self._impostor_events: dict[str, float] = {}  # DTU id -> monotonic time of the last
         self.connection_limiter = KeyedLimiter(settings.connection_rate)
         self.log_throttle = LogThrottle(_LOGGER)
         self.started = False
@@ -837,11 +840,25 @@ class GsmServer:
             dtu.refused += 1
         if reason in (access.REFUSED_BAD_KEY, access.REFUSED_IMPOSTOR) and claimed and (
             claimed in self.known_ids
-        ):
+        ) and self._impostor_event_due(claimed):
             self._condition(dtu_device_id(claimed), "impostor", True,
                             detail=f"{conn.peer} ({message})",
                             entity_id=f"binary_sensor.{slugify(dtu_device_id(claimed))}_online")
         self.notify()
+
+    def _impostor_event_due(self, dtu_id: str) -> bool:
+        """At most one 疑似冒充 event per DTU per `IMPOSTOR_EVENT_INTERVAL`.
+
+        Each event becomes an alarm record and may page people: an attacker retrying a wrong
+        key in a loop must not turn into an SMS storm. Every attempt is still refused, logged,
+        counted and listed; only the event is held back.
+        """
+        now = time.monotonic()
+        last = self._impostor_events.get(dtu_id)
+        if last is not None and now - last < IMPOSTOR_EVENT_INTERVAL:
+            return False
+        self._impostor_events[dtu_id] = now
+        return True
 
     # -- connections ----------------------------------------------------------------------
     def on_registered(self, conn: DtuConnection, dtu_id: str) -> None:
