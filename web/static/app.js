@@ -26,6 +26,9 @@
   }
 
   function toLogin() {
+    // Once: signing out closes the websocket (4001) while the logout request is still
+    // answering, and a second navigation would abort the first (ERR_ABORTED).
+    if (leaving) return;
     leaving = true;
     location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
   }
