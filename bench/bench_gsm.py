@@ -72,7 +72,10 @@ async def _run(dtus: int, window: float) -> list[Result]:
              "link": {"transport": "gsm", "imei": imei, "unit": unit}}
             for n, imei in enumerate(imeis) for unit in UNITS
         ]
-        hub = Hub(tmp, config={"gsm": {"port": 0, "heartbeat_timeout": "180s"},
+        # Every simulated DTU dials in from 127.0.0.1: lift the per-address connection rate
+        # (a real fleet comes from many addresses); packet/byte rates stay at the defaults.
+        hub = Hub(tmp, config={"gsm": {"port": 0, "heartbeat_timeout": "180s",
+                                       "connection_rate": f"{10 * dtus}/min"},
                                "devices": devices})
         loop = asyncio.get_running_loop()
         hub.bus.bind_loop(loop)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import voluptuous as vol
 
+from .ratelimit import rate
 from .yaml_loader import NodeDict, NodeList, YamlError, load_yaml, locate
 
 if TYPE_CHECKING:
@@ -51,6 +52,16 @@ def duration(value: Any) -> float:
             f"expected a duration such as 5s, 2m, 1h or a number of seconds, got {value!r}"
         )
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+#: The largest id a database row can have (a signed 64-bit integer); a bigger one in a request
+#: is no row at all, and handing it to the driver would overflow instead of finding nothing.
+MAX_ROW_ID = 2**63 - 1
+
+
+#: A database row id (alarm, work order, patrol, subscription): declarative, so the OpenAPI
+#: document shows it as an integer from 1 to 2**63-1.
+row_id = vol.All(vol.Coerce(int), vol.Range(min=1, max=MAX_ROW_ID))
 
 
 def device_id(value: Any) -> str:
@@ -96,6 +107,8 @@ HTTP_SCHEMA = vol.Schema(
         # tiles, markers on a plain background (a closed network has no tile server)
         vol.Optional("map_tiles", default=""): str,
         vol.Optional("map_attribution", default=""): str,
+        # requests per client address to the routes that declare a bucket (hub/http/security.py)
+        vol.Optional("rate_limits"): {vol.In(("login", "tokens")): rate},
     }
 )
 

@@ -393,6 +393,9 @@ class PatrolManager:
 
 
 _NAME = vol.All(str, vol.Length(min=1, max=255))
+#: A round's interval or time allowed: at most a (leap) year; beyond that it is a mistake, and
+#: a due time computed from it must stay a date that can be shown.
+MAX_SPAN = 366 * 86400.0
 ITEM_SCHEMA = vol.Any(
     _NAME,
     vol.Schema({vol.Required("name"): _NAME, vol.Optional("device_id"): _NAME,
@@ -405,11 +408,11 @@ TEMPLATE_FIELDS: dict[Any, Any] = {
         vol.All([ITEM_SCHEMA], vol.Length(min=1, max=500)),
     vol.Required("period"): vol.In(PERIODS),
     vol.Optional("interval", description="for period interval: e.g. 8h"): vol.All(
-        duration, vol.Range(min=60)),
+        duration, vol.Range(min=60, max=MAX_SPAN)),
     vol.Optional("start_at", description="first round (ISO 8601 or unix seconds); default now"):
         parse_time,
     vol.Optional("allowed", description="time to complete a round; default the period"):
-        vol.All(duration, vol.Range(min=60)),
+        vol.All(duration, vol.Range(min=60, max=MAX_SPAN)),
     vol.Optional("assignee"): vol.Any(None, _NAME),
     vol.Optional("enabled", default=True): bool,
 }

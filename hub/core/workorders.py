@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 import voluptuous as vol
 
-from .config import duration
+from .config import duration, row_id
 from .context import Context
 from .events import Event
 from .hazard_config import WORKORDERS_SCHEMA
@@ -122,15 +122,26 @@ class WorkOrderInvalid(ServiceError):
     status = 400
 
 
+#: Times outside 1970..3000 are typing mistakes (or fuzzing), and past year 9999 they cannot
+#: even be shown: refused as invalid rather than crashing whatever formats them later.
+MAX_TIME = 32503680000.0  # 3000-01-01T00:00:00Z
+
+
+def _bounded_time(value: float) -> float:
+    if not 0.0 <= value <= MAX_TIME:  # also refuses NaN
+        raise vol.Invalid("expected a time between 1970 and 3000")
+    return value
+
+
 def parse_time(value: Any) -> float:
-    """ISO 8601 (a naive time is UTC) or unix seconds -> unix seconds."""
+    """ISO 8601 (a naive time is UTC) or unix seconds -> unix seconds (1970..3000)."""
     if isinstance(value, bool):
         raise vol.Invalid("expected an ISO 8601 time or unix seconds")
     if isinstance(value, int | float):
-        return float(value)
+        return _bounded_time(float(value))
     text = str(value).strip()
     try:
-        return float(text)
+        return _bounded_time(float(text))
     except ValueError:
         pass
     try:
@@ -141,7 +152,7 @@ def parse_time(value: Any) -> float:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    return _bounded_time(parsed.timestamp())
 
 
 def assignee_refusal(row: dict[str, Any], user: str | None, *, status: str | None = None,
@@ -641,7 +652,7 @@ def _one_target(data: dict[str, Any]) -> dict[str, Any]:
 
 _TEXT = vol.All(str, vol.Length(min=1, max=255))
 CREATE_FIELDS: dict[Any, Any] = {
-    vol.Optional("alarm_id"): vol.All(vol.Coerce(int), vol.Range(min=1)),
+    vol.Optional("alarm_id"): row_id,
     vol.Optional("device_id"): _TEXT,
     vol.Optional("title"): _TEXT,
     vol.Optional("description"): vol.All(str, vol.Length(max=5000)),
@@ -665,4 +676,4 @@ UPDATE_FIELDS: dict[Any, Any] = {
         vol.Any(None, parse_time),
 }
 UPDATE_SERVICE_SCHEMA = vol.Schema(
-    {vol.Required("id"): vol.All(vol.Coerce(int), vol.Range(min=1)), **UPDATE_FIELDS})
+    {vol.Required("id"): row_id, **UPDATE_FIELDS})

@@ -28,7 +28,7 @@ from hub.core.context import Context
 from hub.storage.alarm_store import AlarmQuery
 
 from .auth import auth_manager, context_for, deny, principal
-from .query import query_bool, query_list, query_time
+from .query import MAX_ROW_ID, path_id, query_bool, query_list, query_offset, query_time
 from .routes import BODY, HUB, QUERY, SCOPED, ApiError, RouteTable, json_response
 
 routes = RouteTable()
@@ -51,7 +51,7 @@ _FILTERS = {
     vol.Optional("limit", default=1000, description=f"at most {MAX_LIMIT}"): vol.All(
         vol.Coerce(int), vol.Range(min=1, max=MAX_LIMIT)
     ),
-    vol.Optional("offset", default=0): vol.All(vol.Coerce(int), vol.Range(min=0)),
+    vol.Optional("offset", default=0): query_offset,
 }
 
 
@@ -67,7 +67,8 @@ CSV_QUERY_SCHEMA = vol.All(
         ("zh-CN", "zh", "en"), msg="expected zh-CN or en")}),
     _window_ok,
 )
-_IDS = vol.All([vol.All(int, vol.Range(min=1))], vol.Length(min=1, max=MAX_LIMIT))
+_IDS = vol.All([vol.All(int, vol.Range(min=1, max=MAX_ROW_ID))],
+               vol.Length(min=1, max=MAX_LIMIT))
 _NOTE = vol.All(str, vol.Length(max=2000))
 BATCH_SCHEMA = vol.Schema({vol.Required("ids"): _IDS, vol.Optional("note"): _NOTE})
 NOTE_SCHEMA = vol.Schema({vol.Optional("note"): _NOTE})
@@ -287,10 +288,7 @@ async def export_alarms_csv(request: web.Request) -> web.StreamResponse:
 
 
 def _alarm_id(request: web.Request) -> int:
-    text = request.match_info["alarm_id"]
-    if not text.isdigit():
-        raise ApiError(400, f"Invalid alarm id {text!r}: expected a positive integer")
-    return int(text)
+    return path_id(request, "alarm_id")
 
 
 @routes.get(

@@ -25,6 +25,7 @@ from hub.auth.users import PHONE_RE, User, UserError, check_password, hash_passw
 
 from . import tokens
 from .auth import deny, principal, require_role
+from .query import query_offset
 from .routes import (
     AUTHENTICATED,
     BODY,
@@ -86,6 +87,7 @@ LOGIN_SCHEMA = vol.Schema({
     auth=False,
     scope=PUBLIC,
     body_schema=LOGIN_SCHEMA,
+    rate_limit="login",
     tags=("auth",),
 )
 async def login(request: web.Request) -> web.StreamResponse:
@@ -147,6 +149,7 @@ PASSWORD_SCHEMA = vol.Schema({
     "Change my password (修改密码): needs the old one; my other sessions end",
     scope=AUTHENTICATED,
     body_schema=PASSWORD_SCHEMA,
+    rate_limit="login",
     tags=("auth",),
 )
 async def change_password(request: web.Request) -> web.StreamResponse:
@@ -355,6 +358,7 @@ async def list_tokens(request: web.Request) -> web.StreamResponse:
     description="The token is in the answer once and never again. `expires_in` in seconds.",
     scope=AUTHENTICATED,
     body_schema=NEW_TOKEN_SCHEMA,
+    rate_limit="tokens",
     responses={201: "Created"},
     tags=("auth",),
 )
@@ -436,7 +440,7 @@ AUDIT_FILTERS = {
         _csv_list, [vol.In(RESULTS)]),
     vol.Optional("target"): str,
     vol.Optional("limit", default=1000): vol.All(vol.Coerce(int), vol.Range(min=1, max=MAX_AUDIT)),
-    vol.Optional("offset", default=0): vol.All(vol.Coerce(int), vol.Range(min=0)),
+    vol.Optional("offset", default=0): query_offset,
 }
 
 

@@ -21,6 +21,7 @@ from hub.core.automations.schema import validate_one
 from hub.core.automations.yamlfile import AutomationFile, parse_item
 
 from .auth import deny, principal
+from .query import MAX_ROW_ID
 from .routes import BODY, HUB, ApiError, RouteTable, json_response
 
 routes = RouteTable()
@@ -196,7 +197,7 @@ async def automation_versions(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/api/automations/{automation_id}/rollback",
              "Restore the text of an earlier version (recorded as a new version)", scope=ROLE,
-             body_schema=vol.Schema({vol.Required("version"): vol.All(int, vol.Range(min=1))}),
+             body_schema=vol.Schema({vol.Required("version"): vol.All(int, vol.Range(min=1, max=MAX_ROW_ID))}),
              tags=("automations",))
 async def rollback_automation(request: web.Request) -> web.StreamResponse:
     automation_id = request.match_info["automation_id"]

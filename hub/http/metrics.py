@@ -186,6 +186,15 @@ def render_metrics(hub: Any, server: Any = None) -> str:
             "HTTP responses by status code",
             [({"code": code}, count) for code, count in sorted(server.response_counts.items())],
         )
+        limits = getattr(server, "rate_limits", None)
+        if limits is not None:
+            out.family(
+                "voltwatch_http_rate_limited_total",
+                "counter",
+                "Requests refused with 429 by a per-client rate limit, by bucket",
+                [({"bucket": name}, limiter.refused)
+                 for name, limiter in sorted(limits.limiters.items())],
+            )
     out.family("voltwatch_scrape_timestamp_seconds", "gauge", "Time of this scrape", time.time())
     return out.text()
 

@@ -19,6 +19,7 @@ from hub.core.notify import STATUSES, delivery_dict
 from hub.core.notify.base import HHMM
 
 from .auth import deny, principal
+from .query import path_id, query_offset, row_id
 from .routes import BODY, HUB, QUERY, SCOPED, ApiError, RouteTable, json_response
 
 routes = RouteTable()
@@ -29,10 +30,10 @@ _KINDS = ("alarm", "fault", "event")
 DELIVERY_QUERY = vol.Schema({
     vol.Optional("status", description="comma-separated: " + ", ".join(STATUSES)):
         vol.All(str, lambda v: [s for s in v.split(",") if s], [vol.In(STATUSES)]),
-    vol.Optional("alarm_id"): vol.All(vol.Coerce(int), vol.Range(min=1)),
+    vol.Optional("alarm_id"): row_id,
     vol.Optional("recipient"): str,
     vol.Optional("limit", default=200): vol.All(vol.Coerce(int), vol.Range(min=1, max=10_000)),
-    vol.Optional("offset", default=0): vol.All(vol.Coerce(int), vol.Range(min=0)),
+    vol.Optional("offset", default=0): query_offset,
 })
 
 SUBSCRIPTION_BODY = vol.Schema({
@@ -205,10 +206,7 @@ async def delete_subscription(request: web.Request) -> web.StreamResponse:
     manager = _manager(request)
     hub = request.app[HUB]
     who = principal(request)
-    try:
-        sub_id = int(request.match_info["sub_id"])
-    except ValueError:
-        raise ApiError(400, "sub_id must be an integer") from None
+    sub_id = path_id(request, "sub_id")
     row = await manager.store.get_subscription(sub_id)
     if row is None:
         raise ApiError(404, f"No subscription {sub_id}")

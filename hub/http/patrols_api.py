@@ -32,7 +32,7 @@ from hub.core.patrols import (
 from hub.storage.patrol_store import PatrolQuery
 
 from .auth import context_for, deny, principal, require_device, require_project
-from .query import query_bool, query_list
+from .query import path_id, query_bool, query_list, query_offset, row_id
 from .routes import BODY, HUB, QUERY, SCOPED, ApiError, RouteTable, json_response
 from .workorders_api import (
     WORKORDER_SCHEMA,
@@ -111,10 +111,10 @@ ROUNDS_QUERY = vol.Schema({
         query_list((PENDING, COMPLETED)),
     vol.Optional("project", description="includes sub-projects"): query_list(),
     vol.Optional("assignee"): query_list(),
-    vol.Optional("template_id"): vol.All(vol.Coerce(int), vol.Range(min=1)),
+    vol.Optional("template_id"): row_id,
     vol.Optional("overdue"): query_bool,
     vol.Optional("limit", default=1000): vol.All(vol.Coerce(int), vol.Range(min=1, max=10_000)),
-    vol.Optional("offset", default=0): vol.All(vol.Coerce(int), vol.Range(min=0)),
+    vol.Optional("offset", default=0): query_offset,
 })
 COMPLETE_SCHEMA = vol.Schema({
     vol.Required("results"): vol.All([RESULT_SCHEMA], vol.Length(min=1, max=500)),
@@ -175,7 +175,7 @@ async def create_patrol_template(request: web.Request) -> web.StreamResponse:
     tags=("patrols",),
 )
 async def update_patrol_template(request: web.Request) -> web.StreamResponse:
-    template_id = int(request.match_info["template_id"])
+    template_id = path_id(request, "template_id")
     changes = dict(request[BODY])
     row = await _scoped_template(request, template_id)
     await _require_item_devices(request, changes.get("items") or [])
@@ -215,7 +215,7 @@ async def list_patrols(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/patrols/{patrol_id:\\d+}", "One patrol round", scope=SCOPED,
             response_schema=_ROUND, tags=("patrols",))
 async def get_patrol(request: web.Request) -> web.StreamResponse:
-    row = await _scoped_round(request, int(request.match_info["patrol_id"]))
+    row = await _scoped_round(request, path_id(request, "patrol_id"))
     return json_response(instance_dict(row, _patrols(request).clock()))
 
 
@@ -224,7 +224,7 @@ async def get_patrol(request: web.Request) -> web.StreamResponse:
               scope=PROJECT_ADMIN, body_schema=ASSIGN_SCHEMA, response_schema=_ROUND,
               tags=("patrols",))
 async def assign_patrol(request: web.Request) -> web.StreamResponse:
-    patrol_id = int(request.match_info["patrol_id"])
+    patrol_id = path_id(request, "patrol_id")
     row = await _scoped_round(request, patrol_id)
     assignee = request[BODY]["assignee"]
     shown = await _patrols(request).async_assign(patrol_id, assignee)
@@ -249,7 +249,7 @@ async def assign_patrol(request: web.Request) -> web.StreamResponse:
     tags=("patrols",),
 )
 async def complete_patrol(request: web.Request) -> web.StreamResponse:
-    patrol_id = int(request.match_info["patrol_id"])
+    patrol_id = path_id(request, "patrol_id")
     row = await _scoped_round(request, patrol_id)
     who = principal(request)
     as_assignee: str | None = None

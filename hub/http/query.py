@@ -12,6 +12,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 import voluptuous as vol
+from aiohttp import web
+
+from hub.core.config import MAX_ROW_ID, row_id
+
+from .routes import ApiError
+
+__all__ = ["MAX_ROW_ID", "path_id", "query_bool", "query_list", "query_offset", "query_time",
+           "row_id"]
+
+#: `offset` of a paged list: beyond a 64-bit integer the database driver would overflow.
+query_offset = vol.All(vol.Coerce(int), vol.Range(min=0, max=MAX_ROW_ID))
+
+
+def path_id(request: web.Request, name: str) -> int:
+    """An integer id from the URL: 400 when it is not one, 404 when no row can have it."""
+    text = request.match_info[name]
+    if not text.isdigit():
+        raise ApiError(400, f"Invalid {name} {text!r}: expected a positive integer")
+    number = int(text)
+    if not 1 <= number <= MAX_ROW_ID:
+        raise ApiError(404, f"No such {name.removesuffix('_id')}: {text}")
+    return number
 
 _SPLIT = re.compile(r"\s*,\s*")
 _LOST_PLUS = re.compile(r" (\d\d:?\d\d)$")

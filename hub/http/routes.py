@@ -105,6 +105,8 @@ class Route:
     #: Who declared it: "core" or a plugin's name (shown in the OpenAPI document).
     owner: str = "core"
     websocket: bool = False
+    #: A request-rate bucket per client address (`http.rate_limits`, hub/http/security.py).
+    rate_limit: str | None = None
 
     @property
     def path_params(self) -> list[str]:

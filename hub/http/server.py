@@ -10,7 +10,8 @@ What every request goes through, outermost first:
    `auth=False` (health, the OpenAPI document, login, the websocket, which authenticates
    in-band): a bearer token (`Authorization: Bearer`) or the session cookie. A request
    authenticated by the cookie that changes something must carry the session's CSRF token in
-   `X-CSRF-Token`. Then the route's access decision (`Route.scope`: public, authenticated,
+   `X-CSRF-Token`. A route with a `rate_limit` is checked per client address first (429
+   with Retry-After; hub/http/security.py). Then the route's access decision (`Route.scope`: public, authenticated,
    scoped or a lowest role) is enforced; a route without one is for super_admin only. An
    unknown `/api/` path also needs a principal, so a 404 does not reveal what exists;
 3. the route's own wrapper: query string and JSON body validated by the route's schemas.
@@ -76,6 +77,7 @@ from .routes import (
     route_from_routedef,
     validate,
 )
+from .security import RateLimits, security_headers
 
 if TYPE_CHECKING:
     from .tokens import TokenInfo
@@ -126,6 +128,9 @@ class HttpServer:
         )
         #: Secure flag of the session cookie: True, False or "auto" (when the request is https).
         self.secure_cookies: bool | str = conf.get("secure_cookies", "auto")
+        #: Per-client request-rate limits of the routes that declare one (login, tokens).
+        self.rate_limits = RateLimits(conf.get("rate_limits"))
+        self.map_tiles: str = conf.get("map_tiles", "")
         self.port: int | None = None
         self.url: str | None = None
         self.started_at: float | None = None
@@ -144,6 +149,7 @@ class HttpServer:
         )
         app[HUB] = self.hub
         app[SERVER] = self
+        app.on_response_prepare.append(security_headers(self.map_tiles))
         self.routes = core_routes()
         for route in self.routes:
             self._add_route(app, route)
@@ -311,6 +317,13 @@ class HttpServer:
         needs_auth = route.auth if route is not None else _is_api(request.path)
         request[TOKEN] = None
         request[PRINCIPAL] = None
+        if route is not None and route.rate_limit is not None:
+            # Before authentication: a flood must not cost a password hash or a database read.
+            wait = self.rate_limits.check(route.rate_limit, request)
+            if wait:
+                raise ApiError(429, f"Too many requests from {request.remote} to {request.path}: "
+                                    f"try again in {max(1, round(wait))}s",
+                               headers={"Retry-After": str(max(1, int(wait + 0.999)))})
         if needs_auth:
             principal = await self._authenticate(request)
             request[PRINCIPAL] = principal

@@ -57,7 +57,7 @@ from .auth import (
     require_project,
     visible_projects,
 )
-from .query import query_bool, query_list
+from .query import path_id, query_bool, query_list, query_offset, row_id
 from .routes import BODY, HUB, QUERY, SCOPED, ApiError, RouteTable, json_response
 
 routes = RouteTable()
@@ -128,10 +128,6 @@ def manager(request: web.Request) -> Any:
     return workorders
 
 
-def _path_id(request: web.Request, name: str) -> int:
-    return int(request.match_info[name])
-
-
 async def scoped_order(request: web.Request, workorder_id: int) -> dict[str, Any]:
     """The order, if the caller may see it: 404 when there is none, 403 (audited) when it
     lies outside the caller's scope, the same answers alarms give for their ids."""
@@ -176,12 +172,12 @@ LIST_SCHEMA = vol.Schema({
     vol.Optional("project", description="project id; includes its sub-projects"): query_list(),
     vol.Optional("assignee", description="comma-separated for several"): query_list(),
     vol.Optional("device", description="device id (comma-separated for several)"): query_list(),
-    vol.Optional("alarm_id"): vol.All(vol.Coerce(int), vol.Range(min=1)),
-    vol.Optional("patrol_id"): vol.All(vol.Coerce(int), vol.Range(min=1)),
+    vol.Optional("alarm_id"): row_id,
+    vol.Optional("patrol_id"): row_id,
     vol.Optional("overdue", description="true: waiting past the due time"): query_bool,
     vol.Optional("limit", default=1000, description=f"at most {MAX_LIMIT}"): vol.All(
         vol.Coerce(int), vol.Range(min=1, max=MAX_LIMIT)),
-    vol.Optional("offset", default=0): vol.All(vol.Coerce(int), vol.Range(min=0)),
+    vol.Optional("offset", default=0): query_offset,
 })
 
 
@@ -338,7 +334,7 @@ async def create_workorder(request: web.Request) -> web.StreamResponse:
     tags=("workorders",),
 )
 async def get_workorder(request: web.Request) -> web.StreamResponse:
-    workorder_id = _path_id(request, "workorder_id")
+    workorder_id = path_id(request, "workorder_id")
     await scoped_order(request, workorder_id)
     return json_response(await manager(request).async_detail(workorder_id))
 
@@ -363,7 +359,7 @@ async def get_workorder(request: web.Request) -> web.StreamResponse:
 )
 async def update_workorder(request: web.Request) -> web.StreamResponse:
     body = request[BODY]
-    workorder_id = _path_id(request, "workorder_id")
+    workorder_id = path_id(request, "workorder_id")
     row = await scoped_order(request, workorder_id)
     kwargs: dict[str, Any] = {}
     for name in ("assignee", "due_at"):
@@ -396,7 +392,7 @@ async def update_workorder(request: web.Request) -> web.StreamResponse:
     tags=("workorders",),
 )
 async def comment_workorder(request: web.Request) -> web.StreamResponse:
-    workorder_id = _path_id(request, "workorder_id")
+    workorder_id = path_id(request, "workorder_id")
     row = await scoped_order(request, workorder_id)
     await _may_change(request, row)
     entry = await manager(request).async_comment(
@@ -431,7 +427,7 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
 )
 async def upload_workorder_photo(request: web.Request) -> web.StreamResponse:
     workorders = manager(request)
-    workorder_id = _path_id(request, "workorder_id")
+    workorder_id = path_id(request, "workorder_id")
     row = await scoped_order(request, workorder_id)
     await _may_change(request, row)  # before a byte of the upload is read
     await workorders.check_photo_room(workorder_id)
@@ -476,7 +472,7 @@ async def upload_workorder_photo(request: web.Request) -> web.StreamResponse:
 )
 async def list_workorder_photos(request: web.Request) -> web.StreamResponse:
     workorders = manager(request)
-    workorder_id = _path_id(request, "workorder_id")
+    workorder_id = path_id(request, "workorder_id")
     await scoped_order(request, workorder_id)
     return json_response([photo_dict(p) for p in await workorders.store.photos(workorder_id)])
 
@@ -490,8 +486,8 @@ async def list_workorder_photos(request: web.Request) -> web.StreamResponse:
 )
 async def get_workorder_photo(request: web.Request) -> web.StreamResponse:
     workorders = manager(request)
-    workorder_id = _path_id(request, "workorder_id")
-    photo_id = _path_id(request, "photo_id")
+    workorder_id = path_id(request, "workorder_id")
+    photo_id = path_id(request, "photo_id")
     await scoped_order(request, workorder_id)
     row = await workorders.store.photo(workorder_id, photo_id)
     if row is None:

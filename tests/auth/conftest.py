@@ -92,7 +92,9 @@ class ControlPlugin:
 def hub_config(**extra: Any) -> dict[str, Any]:
     return {
         "hub": {"name": "Auth test", "language": "zh-CN"},
-        "http": {"port": 0},
+        # Every client here is 127.0.0.1 and signs in hundreds of times: the per-address
+        # request rate limit has its own tests (tests/test_http_hardening.py).
+        "http": {"port": 0, "rate_limits": {"login": "100000/min", "tokens": "100000/min"}},
         "database": {"url": "sqlite+aiosqlite:///auth.db"},
         "projects": PROJECTS,
         "devices": DEVICES,

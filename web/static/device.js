@@ -33,6 +33,13 @@
       const on = state.state === "on";
       badge.textContent = on ? t("online") : state.state === "off" ? t("offline") : t("unknown");
       badge.className = "badge " + (on ? "ok" : "bad");
+      // A DTU that registers by IMEI alone: anyone who reads its label could claim it.
+      const weak = document.getElementById("device-weak");
+      if ((state.attributes || {}).weak === true && !weak) {
+        badge.after(" ", el("span", { id: "device-weak", class: "badge weak" }, t("weak_registration")));
+      } else if ((state.attributes || {}).weak !== true && weak) {
+        weak.remove();
+      }
       return;
     }
     let dd = values.get(state.entity_id);

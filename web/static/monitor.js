@@ -40,6 +40,9 @@
     if (!entry) return;
     if (/_online$/.test(state.entity_id)) {
       setOnline(entry, state.state === "on" ? true : state.state === "off" ? false : null);
+      // A DTU that registers by IMEI alone (gsm `auth: open`): flagged, never hidden.
+      entry.row.querySelector(".online").title = (state.attributes || {}).weak === true ? t("weak_registration") : "";
+      entry.row.classList.toggle("weak", (state.attributes || {}).weak === true);
       return;
     }
     let chip = chips.get(state.entity_id);

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import secrets
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -116,14 +117,21 @@ def voltwatch_http_routes(hub: Hub) -> list[Any]:
         Each entry: imei, device_id, status (known | pending), connected, online,
         communication_lost, peer, connected_at, last_seen, units, devices and counters
         (frames, heartbeats, bytes_up, bytes_down, crc_errors, garbage, requests, timeouts,
-        exception_replies, connects, reconnects, impostors). `?status=pending` filters.
+        exception_replies, connects, reconnects, impostors, refused, throttled), `auth`
+        (key | open) and `weak` (no key: anyone who reads the label can claim it).
+        `?status=pending` filters. `refusals`: the latest refused connections (peer, claimed
+        id, reason), newest last; `policy`: the registration policy (gsm.auth).
         """
         server = _SERVERS.get(hub)
         dtus = server.listing() if server is not None else []
         wanted = request.query.get("status")
         if wanted in ("known", "pending"):
             dtus = [dtu for dtu in dtus if dtu["status"] == wanted]
-        return web.json_response({"dtus": dtus, "stats": stats(hub)})
+        return web.json_response({
+            "dtus": dtus, "stats": stats(hub),
+            "policy": server.settings.auth if server is not None else None,
+            "refusals": list(server.refusals.recent) if server is not None else [],
+        })
 
     return [web.get("/api/gsm/dtus", list_dtus)]
 
@@ -144,8 +152,13 @@ def _arcm_installed() -> bool:
 @hookimpl
 def voltwatch_demo_site(demo: DemoSite) -> None:
     port = demo.free_port()
-    demo.set_section("gsm", {"host": "127.0.0.1", "port": port, "heartbeat_timeout": "180s"})
-    options = SimOptions(host="127.0.0.1", port=port, heartbeat_interval=60.0, alarm_every=900.0)
+    # The demo DTU registers with a key (docs/plugins/gsm.md, "Registration keys"), made
+    # afresh for each demo: the API shows it as `auth: key`, not weak.
+    key = secrets.token_urlsafe(12)
+    demo.set_section("gsm", {"host": "127.0.0.1", "port": port, "heartbeat_timeout": "180s",
+                             "dtus": {DEMO_IMEI: {"key": key}}})
+    options = SimOptions(host="127.0.0.1", port=port, heartbeat_interval=60.0, alarm_every=900.0,
+                         registration_key=key.encode("ascii"))
     demo.start(run_dtus([DEMO_IMEI], [1, 2], options), name="gsm demo DTU")
     if not _arcm_installed():
         _LOGGER.info("GSM demo: the arcm plugin is not installed; the demo DTU has no devices")

@@ -36,9 +36,10 @@ from hub.core.links import (
     LinkTimeout,
     LinkUnavailable,
 )
+from hub.core.ratelimit import KeyedLimiter, LogThrottle, TokenBucket
 from hub.core.states import STATE_OFF, STATE_ON, iso, slugify
 
-from . import rtu
+from . import access, rtu
 from .settings import ID_ICCID, REGISTRATION_DATA, GsmSettings
 from .traffic import TrafficManager
 
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 PLATFORM = "gsm"
+#: Seconds between two 疑似冒充 events of one DTU (the refusals themselves are all counted).
+IMPOSTOR_EVENT_INTERVAL = 60.0
 EVENT_DTU_PENDING = "gsm_dtu_pending"
 
 EXCEPTION_NAMES: dict[int, str] = {
@@ -108,6 +111,13 @@ class DtuConnection(asyncio.Protocol):
         self._buf = bytearray()
         self._reg_timer: asyncio.TimerHandle | None = None
         self._reg_bytes = b""
+        self._key: bytes | None = None  # the key that must follow the id, once it is known
+        self._id_len = 0  # bytes of prefix + id, once the id is read
+        #: True once this connection sent its DTU's configured key.
+        self.verified = False
+        self._packets = TokenBucket(server.settings.packet_rate)
+        self._bytes = TokenBucket(server.settings.byte_rate)
+        self._paused: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -116,12 +126,20 @@ class DtuConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.server.connections.add(self)
+        host = peer[0] if isinstance(peer, tuple) else str(peer)
+        if self.server.connection_limiter.take(host):
+            self.server.refuse(self, None, access.REFUSED_RATE,
+                               f"more than {self.settings.connection_rate} connections from {host}")
+            return
         self._reg_timer = asyncio.get_running_loop().call_later(
             self.settings.registration_timeout, self._registration_timed_out
         )
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self._packets.take() or self._bytes.take(len(data)):
+            self._throttle(len(data))
+            return
         state = self.state
         if state is ConnState.ACTIVE:
             dtu = self.dtu
@@ -140,9 +158,44 @@ class DtuConnection(asyncio.Protocol):
                 self.reject("oversized data while its id is being checked", len(self._buf))
         self.server.notify()
 
+    def _throttle(self, nbytes: int) -> None:
+        """Over its packet or byte rate: drop this packet and stop reading for a while.
+
+        Pausing the transport pushes back through TCP (the kernel stops acknowledging), so a
+        flooding peer costs the event loop nothing until it is read again, and every other
+        DTU's replies and alarms are parsed as before.
+        """
+        server = self.server
+        server.throttled += 1
+        server.dropped_bytes += nbytes
+        if self.dtu is not None:
+            self.dtu.throttled += 1
+        server.notify()
+        if server.log_throttle.allow("throttled"):
+            _LOGGER.warning(
+                "GSM: %s (%s) exceeds %s or %s; dropped %d bytes, reading paused",
+                self.dtu_id or "unregistered connection", self.peer,
+                self.settings.packet_rate, self.settings.byte_rate, nbytes,
+            )
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._paused is not None:
+            return
+        transport.pause_reading()
+        wait = max(1.0 / self._packets.per_second, nbytes / self._bytes.per_second, 0.05)
+        self._paused = asyncio.get_running_loop().call_later(min(wait, 5.0), self._resume)
+
+    def _resume(self) -> None:
+        self._paused = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         previous = self.state
         self.state = ConnState.CLOSED
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
         if self._reg_timer is not None:
             self._reg_timer.cancel()
             self._reg_timer = None
@@ -188,7 +241,12 @@ class DtuConnection(asyncio.Protocol):
 
     def _registration_timed_out(self) -> None:
         self._reg_timer = None
-        if self.state is ConnState.REGISTERING:
+        if self.state is not ConnState.REGISTERING:
+            return
+        if self._id_len:  # the id came, its key did not
+            self.server.refuse(self, self.dtu_id, access.REFUSED_BAD_KEY,
+                               f"no registration key within {self.settings.registration_timeout:g}s")
+        else:
             self.reject(f"no registration within {self.settings.registration_timeout:g}s")
 
     # -- registration ---------------------------------------------------------------------
@@ -197,9 +255,12 @@ class DtuConnection(asyncio.Protocol):
         buf = self._buf
         prefix = settings.registration_prefix
         heartbeat = settings.heartbeat
+        if self._id_len:
+            self._read_key()
+            return
         id_len = settings.id_length
         need = len(prefix) + id_len
-        if len(buf) > need + len(heartbeat) + rtu.MAX_FRAME + 2:
+        if len(buf) > need + access.MAX_KEY_BYTES + len(heartbeat) + rtu.MAX_FRAME + 2:
             self.reject("oversized packet before registration", len(buf))
             return
         while buf.startswith(heartbeat):  # a DTU may heartbeat before it registers
@@ -220,6 +281,29 @@ class DtuConnection(asyncio.Protocol):
         if len(buf) < need:
             return
         dtu_id = id_part.decode("ascii").upper()
+        self.dtu_id = dtu_id
+        verdict = self.server.registration_verdict(dtu_id)
+        if verdict.refusal is not None:
+            self.server.refuse(self, dtu_id, verdict.refusal, verdict.message)
+            return
+        self._key = verdict.key
+        self._id_len = need
+        self._read_key()
+
+    def _read_key(self) -> None:
+        """After the id: the DTU's key when it has one (exactly its length), then registered."""
+        buf = self._buf
+        need = self._id_len
+        key = self._key
+        if key is not None:
+            if len(buf) < need + len(key):
+                return  # the rest of the key is still to come (or never: registration_timeout)
+            if not access.key_matches(bytes(buf[need : need + len(key)]), key):
+                self.server.refuse(self, self.dtu_id, access.REFUSED_BAD_KEY,
+                                   "wrong or missing registration key")
+                return
+            need += len(key)
+            self.verified = True
         self._reg_bytes = bytes(buf[:need])
         del buf[:need]
         while buf[:1] in (b"\r", b"\n"):
@@ -227,9 +311,9 @@ class DtuConnection(asyncio.Protocol):
         if self._reg_timer is not None:
             self._reg_timer.cancel()
             self._reg_timer = None
-        self.dtu_id = dtu_id
+        assert self.dtu_id is not None
         self.state = ConnState.PROBATION
-        self.server.on_registered(self, dtu_id)
+        self.server.on_registered(self, self.dtu_id)
 
     def activate(self, dtu: Dtu) -> None:
         """Called by the server when this connection becomes the one speaking for `dtu`."""
@@ -267,10 +351,11 @@ class DtuConnection(asyncio.Protocol):
             if len(buf) < len(heartbeat) and heartbeat.startswith(buf):
                 return
             dtu.garbage += 1
-            _LOGGER.warning(
-                "GSM: DTU %s (%s) sent %d unexpected bytes %s; dropped",
-                dtu.id, self.peer, len(buf), bytes(buf[:16]).hex(),
-            )
+            if self.server.log_throttle.allow("garbage"):
+                _LOGGER.warning(
+                    "GSM: DTU %s (%s) sent %d unexpected bytes %s; dropped",
+                    dtu.id, self.peer, len(buf), bytes(buf[:16]).hex(),
+                )
             buf.clear()
 
     def _take_reply(self, expect: _Expect) -> bool:
@@ -336,6 +421,8 @@ class Dtu:
         self.connects = 0
         self.reconnects = 0
         self.impostors = 0
+        self.refused = 0  # connections claiming this id that were refused (key, impostor)
+        self.throttled = 0  # packets dropped over the packet/byte rate
 
     @property
     def known(self) -> bool:
@@ -459,6 +546,11 @@ class Dtu:
             "devices": [d.id for d in self.server.devices_behind(self.id)],
             "counters": self.counters(),
             "busy": conn is not None and conn.expect is not None,
+            # Registration: "key" when a key is configured (and checked), else "open": an IMEI
+            # alone proves nothing, so such a DTU is flagged weak.
+            "auth": "key" if self.server.settings.key_of(self.id) else "open",
+            "weak": self.server.settings.key_of(self.id) is None,
+            "verified": conn is not None and conn.verified,
             "traffic": self.server.traffic.report(self.id),
         }
 
@@ -476,6 +568,8 @@ class Dtu:
             "connects": self.connects,
             "reconnects": self.reconnects,
             "impostors": self.impostors,
+            "refused": self.refused,
+            "throttled": self.throttled,
         }
 
 
@@ -498,6 +592,12 @@ class GsmServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.rejected = 0
         self.accepted = 0
+        self.throttled = 0
+        self.dropped_bytes = 0
+        self.refusals = access.RefusalLog()
+        self._impostor_events: dict[str, float] = {}  # DTU id -> monotonic time of the last
+        self.connection_limiter = KeyedLimiter(settings.connection_rate)
+        self.log_throttle = LogThrottle(_LOGGER)
         self.started = False
         self._waiters: list[asyncio.Future[None]] = []
         self.traffic = TrafficManager(self, settings.traffic)
@@ -716,6 +816,50 @@ class GsmServer:
         self._write_state(dtu)
         self.notify()
 
+    # -- who may register -----------------------------------------------------------------
+    def registration_verdict(self, dtu_id: str) -> access.Verdict:
+        """The policy's answer for a claimed id: refuse now, or the key that must follow."""
+        return access.decide(self.settings.auth, dtu_id, dtu_id in self.known_ids,
+                             self.settings.key_of(dtu_id))
+
+    def refuse(self, conn: DtuConnection, claimed: str | None, reason: str, message: str) -> None:
+        """Close a connection that may not speak for the id it claims; counted, logged, shown.
+
+        A wrong or missing key for a known DTU is also a security event: the `impostor`
+        condition (疑似冒充) on the DTU device, naming the peer. The live connection, if any,
+        is untouched: the refused one never got near it.
+        """
+        self.rejected += 1
+        quiet = reason == access.REFUSED_RATE and not self.log_throttle.allow("refused rate")
+        self.refusals.record(conn.peer, claimed, reason, message, log=not quiet)
+        conn.state = ConnState.CLOSED
+        conn.reset_buffer()
+        conn.close()
+        dtu = self.dtus.get(claimed) if claimed else None
+        if dtu is not None:
+            dtu.refused += 1
+        if reason in (access.REFUSED_BAD_KEY, access.REFUSED_IMPOSTOR) and claimed and (
+            claimed in self.known_ids
+        ) and self._impostor_event_due(claimed):
+            self._condition(dtu_device_id(claimed), "impostor", True,
+                            detail=f"{conn.peer} ({message})",
+                            entity_id=f"binary_sensor.{slugify(dtu_device_id(claimed))}_online")
+        self.notify()
+
+    def _impostor_event_due(self, dtu_id: str) -> bool:
+        """At most one 疑似冒充 event per DTU per `IMPOSTOR_EVENT_INTERVAL`.
+
+        Each event becomes an alarm record and may page people: an attacker retrying a wrong
+        key in a loop must not turn into an SMS storm. Every attempt is still refused, logged,
+        counted and listed; only the event is held back.
+        """
+        now = time.monotonic()
+        last = self._impostor_events.get(dtu_id)
+        if last is not None and now - last < IMPOSTOR_EVENT_INTERVAL:
+            return False
+        self._impostor_events[dtu_id] = now
+        return True
+
     # -- connections ----------------------------------------------------------------------
     def on_registered(self, conn: DtuConnection, dtu_id: str) -> None:
         dtu = self.dtus.get(dtu_id)
@@ -772,16 +916,9 @@ class GsmServer:
                 continue  # someone else changed it meanwhile: decide again
             if alive:
                 dtu.impostors += 1
-                _LOGGER.warning(
-                    "GSM: suspected impostor (疑似冒充) for DTU %s from %s: the connection from "
-                    "%s still answers; refused", dtu.id, newcomer.peer, current.peer,
-                )
-                newcomer.state = ConnState.CLOSED
-                newcomer.close()
-                self.notify()
-                if dtu.known:
-                    self._condition(dtu.device_id, "impostor", True, detail=newcomer.peer,
-                                    entity_id=dtu.entity_id)
+                self.refuse(newcomer, dtu.id, access.REFUSED_IMPOSTOR,
+                            f"suspected impostor (疑似冒充): the connection from {current.peer} "
+                            "still answers")
                 return
             _LOGGER.info(
                 "GSM: DTU %s: old connection from %s failed the probe; replaced by %s",
@@ -858,6 +995,9 @@ class GsmServer:
                 "imei": dtu.id,
                 "peer": dtu.peer,
                 "communication_lost": dtu.communication_lost,
+                # Shown on the device page: an IMEI alone proves nothing (weak).
+                "registration": "key" if self.settings.key_of(dtu.id) else "open",
+                "weak": self.settings.key_of(dtu.id) is None,
             },
         )
 
@@ -871,22 +1011,28 @@ class GsmServer:
         """Totals for /metrics (per-DTU detail is in the API: 5,000 label sets is too many)."""
         totals: dict[str, float] = {
             "gsm_dtus_known": 0, "gsm_dtus_pending": 0, "gsm_dtus_connected": 0,
-            "gsm_dtus_online": 0, "gsm_dtus_communication_lost": 0,
+            "gsm_dtus_online": 0, "gsm_dtus_communication_lost": 0, "gsm_dtus_weak": 0,
         }
         sums = dict.fromkeys(
             ("frames", "heartbeats", "bytes_up", "bytes_down", "crc_errors", "garbage",
-             "requests", "timeouts", "exception_replies", "reconnects", "impostors"), 0)
+             "requests", "timeouts", "exception_replies", "reconnects", "impostors",
+             "refused", "throttled"), 0)
         for dtu in self.dtus.values():
             totals["gsm_dtus_known" if dtu.known else "gsm_dtus_pending"] += 1
             totals["gsm_dtus_connected"] += dtu.connected
             totals["gsm_dtus_online"] += dtu.online
             totals["gsm_dtus_communication_lost"] += dtu.communication_lost
+            if dtu.known and self.settings.key_of(dtu.id) is None:
+                totals["gsm_dtus_weak"] += 1
             for key in sums:
                 sums[key] += getattr(dtu, key)
         totals.update({f"gsm_{key}_total": value for key, value in sums.items()})
         totals["gsm_connections_accepted_total"] = self.accepted
         totals["gsm_connections_rejected_total"] = self.rejected
         totals["gsm_connections_open"] = len(self.connections)
+        totals["gsm_throttled_total"] = self.throttled
+        totals["gsm_throttled_bytes_total"] = self.dropped_bytes
+        totals.update(self.refusals.stats())
         self.traffic.settle()
         totals.update(self.traffic.stats())
         return totals

@@ -23,6 +23,9 @@ from typing import Any
 import voluptuous as vol
 
 from hub.core.config import duration, port
+from hub.core.ratelimit import Rate, rate
+
+from .access import AUTH_OPEN, AUTH_POLICIES, MAX_KEY_BYTES
 
 DEFAULT_PORT = 9502
 REGISTRATION_LINK = "link"
@@ -48,6 +51,14 @@ def ascii_text(value: Any) -> str:
     text = str(value)
     if not text.isascii():
         raise vol.Invalid("expected ASCII text (use heartbeat_hex for other bytes)")
+    return text
+
+
+def dtu_key(value: Any) -> str:
+    """A DTU's registration key: printable ASCII, 1-100 bytes (what DTUs accept)."""
+    text = str(value)
+    if not text.isascii() or not text.isprintable() or not 1 <= len(text) <= MAX_KEY_BYTES:
+        raise vol.Invalid(f"a DTU key is 1-{MAX_KEY_BYTES} printable ASCII characters")
     return text
 
 
@@ -130,6 +141,8 @@ DTU_SCHEMA = vol.Schema(
         vol.Optional("heartbeat_timeout"): vol.All(duration, vol.Range(min=0.01, max=86400)),
         vol.Optional("status_interval"): _INTERVAL,
         vol.Optional("measure_interval"): _INTERVAL,
+        # Sent right after the id in the registration packet (use !secret).
+        vol.Optional("key"): dtu_key,
     }
 )
 
@@ -178,6 +191,13 @@ GSM_SCHEMA = vol.Schema(
         vol.Optional("status_interval"): _INTERVAL,
         vol.Optional("measure_interval"): _INTERVAL,
         vol.Optional("traffic", default={}): TRAFFIC_SCHEMA,
+        # Who may register (docs/plugins/gsm.md, "Registration keys"): open | allowlist | key.
+        vol.Optional("auth", default=AUTH_OPEN): vol.In(AUTH_POLICIES),
+        # Limits (docs/plugins/gsm.md, "Limits"): new connections per peer address (many DTUs
+        # may share one carrier NAT address: keep it generous), packets and bytes per DTU.
+        vol.Optional("connection_rate", default="1200/min"): rate,
+        vol.Optional("packet_rate", default="50/s"): rate,
+        vol.Optional("byte_rate", default="16384/s"): rate,
         # Per DTU: budget, heartbeat_interval, heartbeat_timeout, status/measure_interval.
         vol.Optional("dtus", default={}): _dtu_map,
     }
@@ -227,6 +247,15 @@ class GsmSettings:
     measure_interval: float | None = None
     traffic: TrafficSettings = field(default_factory=TrafficSettings)
     dtus: dict[str, dict[str, Any]] = field(default_factory=dict)
+    auth: str = AUTH_OPEN
+    connection_rate: Rate = field(default_factory=lambda: rate("1200/min"))
+    packet_rate: Rate = field(default_factory=lambda: rate("50/s"))
+    byte_rate: Rate = field(default_factory=lambda: rate("16384/s"))
+
+    def key_of(self, dtu_id: str) -> bytes | None:
+        """The DTU's registration key as bytes, or None when it has none."""
+        key = self.dtus.get(dtu_id, {}).get("key")
+        return key.encode("ascii") if key else None
 
     @property
     def id_length(self) -> int:
@@ -263,4 +292,8 @@ class GsmSettings:
             measure_interval=conf.get("measure_interval"),
             traffic=TrafficSettings(**conf["traffic"]),
             dtus=conf["dtus"],
+            auth=conf["auth"],
+            connection_rate=conf["connection_rate"],
+            packet_rate=conf["packet_rate"],
+            byte_rate=conf["byte_rate"],
         )

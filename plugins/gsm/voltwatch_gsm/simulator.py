@@ -177,6 +177,8 @@ class SimOptions:
     heartbeat: bytes = b"ping"
     heartbeat_interval: float = 60.0
     registration_prefix: bytes = b""
+    #: Sent right after the IMEI (gsm.dtus.<imei>.key on the hub); the same for every DTU.
+    registration_key: bytes = b""
     drop_every: float = 0.0
     alarm_every: float = 0.0
     reconnect_delay: float = 1.0
@@ -210,7 +212,8 @@ class SimulatedDtu(asyncio.Protocol):
         self.units = {unit: ArcmRefUnit(unit, rng) for unit in units}
         self.rng = rng
         self.transport: asyncio.Transport | None = None
-        self.registration = options.registration_prefix + imei.encode("ascii")
+        self.registration = (options.registration_prefix + imei.encode("ascii")
+                             + options.registration_key)
         self._buf = bytearray()
         self._timers: list[asyncio.TimerHandle] = []
         self._closed = asyncio.Event()
@@ -366,6 +369,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat-payload", default="ping", help="ASCII heartbeat bytes")
     parser.add_argument("--heartbeat-hex", default=None, help="heartbeat bytes as hex")
     parser.add_argument("--registration-prefix", default="", help="hex bytes before the IMEI")
+    parser.add_argument("--registration-key", default="",
+                        help="ASCII key sent after the IMEI (the hub's gsm.dtus.<imei>.key)")
     parser.add_argument("--drop-every", type=float, default=0.0,
                         help="close the socket about every S seconds and dial in again")
     parser.add_argument("--alarm-every", type=float, default=0.0,
@@ -380,6 +385,7 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
         host=args.host, port=args.port, registration=args.registration, heartbeat=heartbeat,
         heartbeat_interval=args.heartbeat,
         registration_prefix=bytes.fromhex(args.registration_prefix),
+        registration_key=args.registration_key.encode("ascii"),
         drop_every=args.drop_every, alarm_every=args.alarm_every, latency=args.latency,
     )
 

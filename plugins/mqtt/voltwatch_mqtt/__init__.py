@@ -25,6 +25,7 @@ import voluptuous as vol
 from hub import hookimpl
 
 from .connection import DeviceStatus, MqttConnection, MqttLink
+from .credentials import BrokerFiles
 from .settings import DOMAIN, LINK_SCHEMA, MQTT_SCHEMA, MqttSettings
 from .simulator import SimOptions, SimulatedDevice, add_arguments, run_devices, simulate
 
@@ -39,6 +40,7 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 _CONNECTIONS: weakref.WeakKeyDictionary[Any, MqttConnection] = weakref.WeakKeyDictionary()
+_BROKER_FILES: weakref.WeakKeyDictionary[Any, BrokerFiles] = weakref.WeakKeyDictionary()
 
 
 def get_connection(hub: Hub) -> MqttConnection:
@@ -56,6 +58,17 @@ def stats(hub: Hub) -> dict[str, Any]:
     """Counters for /metrics and /api/mqtt (names in docs/plugins/mqtt.md)."""
     connection = _CONNECTIONS.get(hub)
     return connection.stats() if connection is not None else {}
+
+
+_GAUGES = frozenset({"connected", "commands_pending", "devices_online", "devices_offline"})
+
+
+@hookimpl
+def voltwatch_metrics(hub: Hub) -> dict[str, float]:
+    """The counters of `stats()` for /metrics: `voltwatch_mqtt_<name>_total` (counters) and
+    `voltwatch_mqtt_<name>` (connected, commands_pending, devices_online/offline)."""
+    return {f"mqtt_{key}" if key in _GAUGES else f"mqtt_{key}_total": value
+            for key, value in stats(hub).items()}
 
 
 def _uses_mqtt(config: dict[str, Any]) -> bool:
@@ -95,6 +108,9 @@ def voltwatch_setup(hub: Hub, config: dict[str, Any]) -> Any:
 
     async def start() -> None:
         connection = get_connection(hub)
+        if connection.settings.broker_files:
+            files = _BROKER_FILES[hub] = BrokerFiles(hub, connection.settings)
+            await files.start()
         connection.start()
 
     return start()
@@ -102,6 +118,9 @@ def voltwatch_setup(hub: Hub, config: dict[str, Any]) -> Any:
 
 @hookimpl
 def voltwatch_shutdown(hub: Hub) -> Any:
+    files = _BROKER_FILES.pop(hub, None)
+    if files is not None:
+        files.stop()
     connection = _CONNECTIONS.get(hub)
     if connection is None or not connection.started:
         return None
@@ -128,7 +147,30 @@ def voltwatch_http_routes(hub: Hub) -> list[Any]:
             return web.json_response({"enabled": False})
         return web.json_response({"enabled": True, **connection.describe()})
 
-    return [web.get("/api/mqtt", get_mqtt)]
+    async def get_credentials(request: web.Request) -> web.Response:
+        """A device's broker user name and password (super_admin; every read is audited).
+
+        Needs `mqtt.broker_files`; 404 for a device that is not an MQTT device. The password
+        is derived from the hub's secret, so it is the same on every read until the secret
+        file (`<config>/.mqtt_device_secret`) is replaced.
+        """
+        files = _BROKER_FILES.get(hub)
+        device_id = request.match_info["device_id"]
+        if files is None:
+            raise web.HTTPConflict(text="mqtt.broker_files is not configured")
+        if device_id not in files.device_ids():
+            raise web.HTTPNotFound(text=f"{device_id} is not an MQTT device")
+        auth = getattr(hub, "auth", None)
+        if auth is not None:
+            from hub.http.auth import request_user
+
+            await auth.audit.record("mqtt.credentials", "ok", actor=request_user(request),
+                                    ip=request.remote, target=device_id)
+        return web.json_response({"device_id": device_id, "username": device_id,
+                                  "password": files.password(device_id)})
+
+    return [web.get("/api/mqtt", get_mqtt),
+            web.get("/api/mqtt/credentials/{device_id}", get_credentials)]
 
 
 @hookimpl

@@ -32,6 +32,7 @@ import aiomqtt
 
 from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.core.push import CommandError, PushMessage
+from hub.core.ratelimit import LogThrottle
 from hub.core.states import STATE_OFF, STATE_ON, slugify
 
 from .settings import MqttSettings
@@ -45,7 +46,7 @@ _LOGGER = logging.getLogger(__name__)
 TRANSPORT = "mqtt"
 KINDS = ("telemetry", "event", "status", "ack")
 EVENT_STATES = ("active", "cleared")
-MALFORMED_REASONS = ("bad_topic", "bad_json", "bad_shape", "bad_status")
+MALFORMED_REASONS = ("bad_topic", "bad_json", "bad_shape", "bad_status", "too_large")
 _MAX_REMEMBERED_IDS = 10_000  # ids logged once; beyond this new ids are counted, not logged
 _LOG_WINDOW = 60.0
 _LOG_PER_WINDOW = 20
@@ -81,28 +82,6 @@ class _Pending:
     future: asyncio.Future[dict[str, Any]]
 
 
-class _Throttle:
-    """At most `_LOG_PER_WINDOW` log lines per key and minute, then one summary line."""
-
-    def __init__(self) -> None:
-        self._windows: dict[str, list[float | int]] = {}
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        window = self._windows.get(key)
-        if window is None or now - window[0] >= _LOG_WINDOW:
-            if window is not None and window[2]:
-                _LOGGER.warning("MQTT: %d more %s message(s) not logged in the last minute",
-                                window[2], key)
-            self._windows[key] = [now, 1, 0]
-            return True
-        if window[1] < _LOG_PER_WINDOW:
-            window[1] += 1
-            return True
-        window[2] += 1
-        return False
-
-
 class MqttConnection:
     """Owns the aiomqtt client, the subscriptions, the per-device status and the counters."""
 
@@ -113,6 +92,7 @@ class MqttConnection:
         self._dev_prefix = f"{prefix}/dev/"
         self._dev_prefix_len = len(self._dev_prefix)
         self._cmd_prefix = f"{prefix}/cmd/"
+        self._max_payload = settings.max_payload
         self.devices: dict[str, DeviceStatus] = {}
         self._pending: dict[str, _Pending] = {}
         self._client: aiomqtt.Client | None = None
@@ -123,7 +103,7 @@ class MqttConnection:
         self.last_error: str | None = None
         self._unknown_logged: set[str] = set()
         self._unhandled_logged: set[str] = set()
-        self._throttle = _Throttle()
+        self._throttle = LogThrottle(_LOGGER, _LOG_PER_WINDOW, _LOG_WINDOW)
         self.link = MqttLink(self)
         # Counters: plain ints and one dict each, bumped on the hot path.
         self.messages = 0
@@ -204,6 +184,7 @@ class MqttConnection:
             password=s.password,
             timeout=max(10.0, s.command_timeout),
             max_inflight_messages=100,
+            tls_context=s.ssl_context(),
             logger=logging.getLogger(f"{__name__}.paho"),
         )
 
@@ -279,6 +260,10 @@ class MqttConnection:
         Public so that tests and the benchmark can drive the decoder without a broker.
         """
         self.messages += 1
+        if len(payload) > self._max_payload:
+            return self._bad("too_large", topic,
+                             f"{len(payload)} bytes, more than mqtt.max_payload "
+                             f"({self._max_payload}); dropped")
         if not topic.startswith(self._dev_prefix):
             return self._bad("bad_topic", topic, "not under " + self._dev_prefix)
         device_id, _, kind = topic[self._dev_prefix_len:].rpartition("/")

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import re
 import secrets
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,20 @@ DEFAULT_PREFIX = "voltwatch"
 CLIENT_ID_FILE = ".mqtt_client_id"
 _TOPIC_LEVEL = re.compile(r"^[^#+$\x00][^#+\x00]*$")
 _GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+DEFAULT_MAX_PAYLOAD = 64 * 1024
+
+TLS_SCHEMA = vol.Schema(
+    {
+        vol.Optional("enabled", default=False): bool,
+        # CA bundle that signed the broker's certificate (default: the system's).
+        vol.Optional("ca_file"): vol.All(str, vol.Length(min=1)),
+        # Client certificate and key, when the broker asks for one.
+        vol.Optional("cert_file"): vol.All(str, vol.Length(min=1)),
+        vol.Optional("key_file"): vol.All(str, vol.Length(min=1)),
+        # Only for a lab broker with a self-made certificate; never in the field.
+        vol.Optional("insecure", default=False): bool,
+    }
+)
 
 
 def topic_prefix(value: Any) -> str:
@@ -73,6 +88,16 @@ MQTT_SCHEMA = vol.Schema(
             duration, vol.Range(min=0.01, max=3600)
         ),
         vol.Optional("qos", default=1): vol.In([0, 1]),
+        # Bytes; a larger message is dropped, counted (malformed_too_large) and logged with
+        # its topic before it is decoded. Telemetry is a few hundred bytes.
+        vol.Optional("max_payload", default=DEFAULT_MAX_PAYLOAD): vol.All(
+            int, vol.Range(min=64, max=256 * 1024 * 1024)
+        ),
+        # Directory (relative to the config dir) for the broker's generated password and ACL
+        # files: one user per MQTT device, each confined to its own topics.
+        vol.Optional("broker_files"): vol.All(str, vol.Length(min=1)),
+        # TLS for the hub's own connection (docs/plugins/mqtt.md, "Security").
+        vol.Optional("tls", default={}): TLS_SCHEMA,
     }
 )
 
@@ -100,6 +125,9 @@ class MqttSettings:
     reconnect_min: float
     reconnect_max: float
     qos: int
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    tls: dict[str, Any] | None = None
+    broker_files: str | None = None
 
     @classmethod
     def from_config(
@@ -120,7 +148,35 @@ class MqttSettings:
             reconnect_min=conf["reconnect_min"],
             reconnect_max=max(conf["reconnect_max"], conf["reconnect_min"]),
             qos=conf["qos"],
+            max_payload=conf["max_payload"],
+            tls=_tls_paths(conf["tls"], config_dir),
+            broker_files=(str(Path(config_dir or ".") / conf["broker_files"])
+                          if conf.get("broker_files") else None),
         )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the hub's connection, or None for plain MQTT."""
+        tls = self.tls
+        if tls is None:
+            return None
+        context = ssl.create_default_context(cafile=tls.get("ca_file"))
+        if tls.get("cert_file"):
+            context.load_cert_chain(tls["cert_file"], tls.get("key_file"))
+        if tls.get("insecure"):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+def _tls_paths(tls: dict[str, Any], config_dir: Path | None) -> dict[str, Any] | None:
+    """TLS is on when `enabled` or a CA is given; relative files are beside configuration.yaml."""
+    if not (tls.get("enabled") or tls.get("ca_file")):
+        return None
+    out = dict(tls)
+    for key in ("ca_file", "cert_file", "key_file"):
+        if out.get(key) and config_dir is not None:
+            out[key] = str(Path(config_dir) / out[key])
+    return out
 
 
 def stable_client_id(config_dir: Path | None, hub_name: str = "") -> str:

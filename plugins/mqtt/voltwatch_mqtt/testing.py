@@ -58,7 +58,9 @@ class MosquittoBroker:
 
     `persistence=True` makes the broker save sessions and queued QoS 1 messages to
     `directory` on stop, so a test can restart it and prove a persistent session survives.
-    `extra` lines are appended to the configuration (e.g. `max_queued_messages 0`).
+    `extra` lines are appended to the configuration (e.g. `max_queued_messages 0`, or
+    `password_file`/`acl_file`/`certfile` lines, which apply to the one listener);
+    `anonymous=False` refuses clients without a user name.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class MosquittoBroker:
         persistence: bool = False,
         extra: list[str] | None = None,
         binary: str | None = None,
+        anonymous: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -76,6 +79,7 @@ class MosquittoBroker:
         self.port = port or free_port(host)
         self.persistence = persistence
         self.extra = list(extra or [])
+        self.anonymous = anonymous
         self.binary = binary or find_mosquitto()
         if self.binary is None:
             raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
@@ -86,7 +90,7 @@ class MosquittoBroker:
     def _write_config(self) -> None:
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            f"allow_anonymous {'true' if self.anonymous else 'false'}",
             f"persistence {'true' if self.persistence else 'false'}",
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:

@@ -1,0 +1,201 @@
+"""Per-device broker credentials and ACLs, TLS to the broker, payload limits (issue #14).
+
+A real Mosquitto runs with the password and ACL files the hub generated from its registry
+(hashed by the real `mosquitto_passwd`), and with a TLS listener whose certificate the test
+makes with the real `openssl`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import voltwatch_mqtt
+from mqtt_testkit import PLATFORM, PushRecorder, mqtt_section
+from voltwatch_mqtt.credentials import ACL_FILE, PASSWD_FILE, device_password, device_secret
+from voltwatch_mqtt.testing import MosquittoBroker, free_port
+
+from hub.hub import Hub
+
+HUB_USER, HUB_PASSWORD = "hub", "hub-password-1"
+DEVICE_A, DEVICE_B = "smoke-a", "smoke-b"
+
+
+async def _stop(hub: Hub) -> None:
+    await voltwatch_mqtt.voltwatch_shutdown(hub=hub)
+    for task in list(hub._tasks):
+        task.cancel()
+    await asyncio.gather(*hub._tasks, return_exceptions=True)
+
+
+async def _hub(config_dir: Path, broker: MosquittoBroker, recorder: PushRecorder,
+               **extra: object) -> Hub:
+    hub = Hub(config_dir, config={"hub": {"name": "test"},
+                                  "mqtt": mqtt_section(broker, **extra)})
+    hub.loop = asyncio.get_running_loop()
+    hub.bus.bind_loop(hub.loop)
+    for device_id in (DEVICE_A, DEVICE_B):
+        await hub.devices.async_upsert(id=device_id, platform=PLATFORM,
+                                       link={"transport": "mqtt"})
+    hub.push_handlers[PLATFORM] = recorder.handle
+    await voltwatch_mqtt.voltwatch_setup(hub=hub, config=hub.config)
+    return hub
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[tuple[Hub, MosquittoBroker, PushRecorder]]:
+    """The hub writes the files, then Mosquitto starts with them and no anonymous access."""
+    files = tmp_path / "hub" / "broker"
+    broker = MosquittoBroker(tmp_path / "mosquitto", anonymous=False, extra=[
+        f"password_file {files / PASSWD_FILE}", f"acl_file {files / ACL_FILE}"])
+    recorder = PushRecorder()
+    hub = await _hub(tmp_path / "hub", broker, recorder, broker_files="broker",
+                     username=HUB_USER, password=HUB_PASSWORD)
+    broker.start()
+    try:
+        await voltwatch_mqtt.get_connection(hub).wait_ready()
+        yield hub, broker, recorder
+    finally:
+        await _stop(hub)
+        broker.stop()
+
+
+def _client(broker: MosquittoBroker, user: str | None, password: str | None) -> aiomqtt.Client:
+    return aiomqtt.Client(broker.host, broker.port, username=user, password=password,
+                          identifier=f"test-{user}", protocol=aiomqtt.ProtocolVersion.V311)
+
+
+async def test_device_a_cannot_publish_or_read_as_device_b(
+    secured: tuple[Hub, MosquittoBroker, PushRecorder],
+) -> None:
+    hub, broker, recorder = secured
+    secret = device_secret(hub.config_dir)
+    acl = (hub.config_dir / "broker" / ACL_FILE).read_text()
+    assert f"topic write voltwatch/dev/{DEVICE_A}/#" in acl
+    passwd = (hub.config_dir / "broker" / PASSWD_FILE).read_text()
+    assert device_password(secret, DEVICE_A) not in passwd  # hashed by mosquitto_passwd
+    assert f"{DEVICE_A}:$7$" in passwd
+
+    async with _client(broker, DEVICE_A, device_password(secret, DEVICE_A)) as device_a:
+        # Forged first, own second, same connection: the broker keeps their order, so had
+        # the forgery passed, the hub would have received it before A's own message.
+        await device_a.publish(f"voltwatch/dev/{DEVICE_B}/telemetry",
+                               json.dumps({"values": {"smoke_level": 999}}), qos=1)
+        await device_a.publish(f"voltwatch/dev/{DEVICE_A}/telemetry",
+                               json.dumps({"values": {"smoke_level": 1}}), qos=1)
+        first = await recorder.next("telemetry")
+        assert first.device_id == DEVICE_A
+        assert all(m.device_id != DEVICE_B for m in recorder.messages)
+
+        # Commands: A subscribes to every device's commands but only gets its own.
+        await device_a.subscribe("voltwatch/cmd/#", qos=1)
+        async with _client(broker, HUB_USER, HUB_PASSWORD) as hub_side:
+            await hub_side.publish(f"voltwatch/cmd/{DEVICE_B}", '{"id": "b", "command": "mute"}',
+                                   qos=1)
+            await hub_side.publish(f"voltwatch/cmd/{DEVICE_A}", '{"id": "a", "command": "mute"}',
+                                   qos=1)
+        async for message in device_a.messages:
+            assert message.topic.value == f"voltwatch/cmd/{DEVICE_A}"
+            break
+
+    # A wrong password and no password at all are refused by the broker.
+    for user, password in ((DEVICE_A, "guess"), (None, None)):
+        with pytest.raises(aiomqtt.MqttError):
+            async with _client(broker, user, password):
+                pass
+
+
+async def test_a_device_added_later_gets_credentials(
+    secured: tuple[Hub, MosquittoBroker, PushRecorder],
+) -> None:
+    hub, broker, recorder = secured
+    files = voltwatch_mqtt._BROKER_FILES[hub]
+    writes = files.writes
+    await hub.devices.async_upsert(id="smoke-c", platform=PLATFORM, link={"transport": "mqtt"})
+    await files.wait_written("smoke-c")  # the rewrite the registry event started
+    assert files.writes == writes + 1
+    assert "user smoke-c" in (hub.config_dir / "broker" / ACL_FILE).read_text()
+    connection = voltwatch_mqtt.get_connection(hub)
+    await connection.stop()
+    broker.restart()  # Mosquitto reads the files at start (or on SIGHUP)
+    connection.start()
+    await connection.wait_ready()
+    async with _client(broker, "smoke-c", files.password("smoke-c")) as device_c:
+        await device_c.publish("voltwatch/dev/smoke-c/telemetry",
+                               json.dumps({"values": {"smoke_level": 3}}), qos=1)
+        assert (await recorder.next("telemetry")).device_id == "smoke-c"
+
+
+def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1, made with openssl."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out",
+        str(ca_crt), "-days", "2", "-subj", "/CN=Voltwatch test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+        "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile", str(ext))
+    return ca_crt, crt, key
+
+
+async def test_hub_connects_over_tls_with_the_configured_ca(tmp_path: Path) -> None:
+    ca, crt, key = _make_certificates(tmp_path / "pki")
+    broker = MosquittoBroker(tmp_path / "mosquitto", port=free_port(), extra=[
+        f"cafile {ca}", f"certfile {crt}", f"keyfile {key}"])
+    broker.start()
+    recorder = PushRecorder()
+    hub = await _hub(tmp_path / "hub", broker, recorder, tls={"ca_file": str(ca)})
+    try:
+        connection = voltwatch_mqtt.get_connection(hub)
+        await connection.wait_ready()  # the listener speaks only TLS
+        assert connection.settings.tls is not None
+        # A plain client is not served by a TLS-only listener.
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client(broker.host, broker.port, timeout=5):
+                pass
+    finally:
+        await _stop(hub)
+        broker.stop()
+
+
+async def test_payload_over_the_limit_is_dropped_counted_and_logged(
+    tmp_path: Path, mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = PushRecorder()
+    hub = await _hub(tmp_path / "hub", mosquitto, recorder, max_payload=1024)
+    try:
+        connection = voltwatch_mqtt.get_connection(hub)
+        await connection.wait_ready()
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as device:
+            big = json.dumps({"values": {"blob": "x" * 4096}})
+            await device.publish(f"voltwatch/dev/{DEVICE_A}/telemetry", big, qos=1)
+            await device.publish(f"voltwatch/dev/{DEVICE_A}/telemetry",
+                                 json.dumps({"values": {"smoke_level": 2}}), qos=1)
+            message = await recorder.next("telemetry")
+        assert message.payload["values"] == {"smoke_level": 2}
+        assert connection.stats()["malformed_too_large"] == 1
+        assert f"voltwatch/dev/{DEVICE_A}/telemetry" in caplog.text and "too_large" in caplog.text
+    finally:
+        await _stop(hub)
+
+
+def test_counters_reach_metrics_with_prometheus_names(tmp_path: Path) -> None:
+    hub = Hub(tmp_path, config={"hub": {"name": "test"}, "mqtt": {"client_id": "m"}})
+    connection = voltwatch_mqtt.get_connection(hub)
+    connection.handle_message("voltwatch/dev/x/telemetry", b"x" * (64 * 1024 + 1))
+    numbers = voltwatch_mqtt.voltwatch_metrics(hub=hub)
+    assert numbers["mqtt_malformed_too_large_total"] == 1
+    assert numbers["mqtt_messages_total"] == 1 and numbers["mqtt_connected"] == 0
