@@ -37,8 +37,10 @@ async def test_alarm_sms_in_chinese_and_reply_acknowledges(tmp_path: Path) -> No
         assert any(c.startswith("AT+CMGS=") for c in sim.commands)
 
         acked = events(hub, "alarm_acknowledged")
+        replied = events(hub, "notification_reply")  # fired once the reply is audited
         sim.inject_reply(PHONE, "1")
         await acked.wait(lambda d: d.get("id") == alarm_id)
+        await replied.wait(lambda d: d.get("alarm_id") == alarm_id)
         rows = await hub.alarms.store.get_many([alarm_id])
         assert rows[0]["acked_by"] == "duty" and rows[0]["acked_at"] is not None
         from hub.auth.audit import AuditQuery
