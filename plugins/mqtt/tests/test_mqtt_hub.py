@@ -19,6 +19,7 @@ from hub.core.config import ConfigError, validate_configuration
 from hub.core.plugins import PluginManager
 from hub.core.push import PushMessage
 from hub.core.registries import DeviceEntry
+from hub.core.tasks import cancel_and_wait
 from hub.demo import DemoSite
 from hub.hub import Hub
 
@@ -86,8 +87,8 @@ async def test_real_hub_end_to_end(tmp_path, mosquitto: MosquittoBroker) -> None
         await wait_until(lambda: hub.entities.get("binary_sensor.smoke_1_online") is not None)
     finally:
         if device_task is not None:
-            device_task.cancel()
-            await asyncio.gather(device_task, return_exceptions=True)
+            await cancel_and_wait(device_task, timeout=10)
+            assert device_task.done(), "the simulated device did not stop when cancelled"
         await hub.async_stop()
     assert not connection.started
     assert not connection.connected

@@ -27,6 +27,8 @@ from typing import Any
 
 import aiomqtt
 
+from hub.core.tasks import cancel_and_wait
+
 _LOGGER = logging.getLogger(__name__)
 
 KNOWN_COMMANDS = ("mute", "self_test", "reset", "trip", "set")
@@ -175,9 +177,7 @@ class SimulatedDevice:
                         async for message in client.messages:
                             await self._answer(message.payload)
                     finally:
-                        ticker.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                            await ticker
+                        await cancel_and_wait(ticker)  # our own cancel still propagates
                         if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                             # A clean stop: say offline ourselves (a clean DISCONNECT has no will).
                             with contextlib.suppress(aiomqtt.MqttError):

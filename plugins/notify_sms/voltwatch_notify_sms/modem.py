@@ -30,6 +30,8 @@ from typing import Any
 
 import serial_asyncio
 
+from hub.core.tasks import cancel_and_wait
+
 from . import pdu
 from .reassembly import Reassembler
 
@@ -113,10 +115,7 @@ class Modem:
         if self._expiry is not None:
             self._expiry.cancel()
         for task in (self._supervisor, self._incoming_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(task)
         await self._close()
 
     async def _supervise(self) -> None:
@@ -191,9 +190,7 @@ class Modem:
         self.connected = False
         self.connected_event.clear()
         if self._read_task is not None:
-            self._read_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._read_task
+            await cancel_and_wait(self._read_task)
             self._read_task = None
         if self._writer is not None:
             with contextlib.suppress(Exception):

@@ -25,6 +25,8 @@ from typing import Any
 
 import aiomqtt
 
+from hub.core.tasks import cancel_and_wait
+
 _LOGGER = logging.getLogger(__name__)
 
 COMMANDS = ("mute", "self_test", "reset")
@@ -200,9 +202,7 @@ class SimulatedSmokeDetector:
                         async for message in client.messages:
                             await self.answer(message.payload)
                     finally:
-                        ticker.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                            await ticker
+                        await cancel_and_wait(ticker)  # our own cancel still propagates
                         if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                             # A clean DISCONNECT sends no will: say offline ourselves.
                             with contextlib.suppress(aiomqtt.MqttError):
