@@ -20,7 +20,9 @@ import asyncio
 import heapq
 import itertools
 import logging
+import random
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -96,6 +98,17 @@ class LinkScheduler:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"poll {self.name}")
         return job
+
+    def add_periodic(self, name: str, poll: Callable[[], Awaitable[Any]], interval: float,
+                     spread: float) -> PollJob:
+        """Poll every `interval` seconds, starting at a random point of the next `spread`.
+
+        Keeps its phase (due times are start + k * interval), but a unit that fell behind (a
+        slow line) carries on from now instead of bursting to catch up. The random start
+        spreads a thousand detectors that start together over the first `spread` seconds.
+        """
+        first = asyncio.get_running_loop().time() + random.uniform(0, spread)
+        return self.add(name, _Periodic(poll, interval, first), first, retry_after=interval)
 
     async def remove(self, job: PollJob) -> None:
         job.active = False
@@ -189,6 +202,23 @@ class LinkScheduler:
         finally:
             timer.cancel()
             self._waiter = None
+
+
+class _Periodic:
+    """The poll function of `LinkScheduler.add_periodic`."""
+
+    __slots__ = ("interval", "next_due", "poll")
+
+    def __init__(self, poll: Callable[[], Awaitable[Any]], interval: float,
+                 first_due: float) -> None:
+        self.poll = poll
+        self.interval = interval
+        self.next_due = first_due
+
+    async def __call__(self) -> float:
+        await self.poll()
+        self.next_due = max(self.next_due + self.interval, asyncio.get_running_loop().time())
+        return self.next_due
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

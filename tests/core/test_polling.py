@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from hub.core.links import LinkRegistry
-from hub.core.polling import LinkScheduler
+from hub.core.polling import LinkScheduler, _Periodic
 
 BOUND = 10.0  # failure bound for awaited conditions, never a synchronisation delay
 FAR = 1e6  # a due time that never comes during a test
@@ -176,3 +176,24 @@ async def test_the_registry_gives_one_scheduler_per_link_and_closes_them() -> No
     await links.async_close_all()
     with pytest.raises(RuntimeError, match="closed"):
         first.add("b", rec.poll("b", now), now())
+
+
+async def test_periodic_polls_keep_their_phase_and_never_burst(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: clock[0])
+    polled: list[float] = []
+
+    async def poll() -> None:
+        polled.append(clock[0])
+
+    periodic = _Periodic(poll, 5.0, 100.0)
+    clock[0] = 100.3  # a late turn keeps the phase
+    assert await periodic() == 105.0
+    clock[0] = 105.1
+    assert await periodic() == 110.0
+    clock[0] = 123.0  # fell behind (a slow line): carry on from now, no catch-up burst
+    assert await periodic() == 123.0
+    assert await periodic() == 128.0
+    assert polled == [100.3, 105.1, 123.0, 123.0]

@@ -186,7 +186,6 @@ class ArcmDevice:
         self.online: bool | None = None
         self.last_error: str | None = None
         self._job: PollJob | None = None
-        self._next_at = 0.0  # loop time of the next flat poll
         self._info_read = False
         # While a control call runs, relay changes the poller sees are that call's doing.
         self._command_context: Context | None = None
@@ -341,15 +340,16 @@ class ArcmDevice:
                 self._withdraw = self.link.declare_schedule(self.schedule)
             except Exception:  # accounting must never stop a detector
                 _LOGGER.exception("%s: declaring the poll schedule to the link failed", self.id)
-        loop = asyncio.get_running_loop()
-        # Spread the first polls so a thousand detectors do not all ask in the same tick.
-        spread = self.status_interval if self.tiered else self.poll_interval
-        first = loop.time() + random.uniform(0, min(spread, 5.0))
-        self._next_at = first
-        poll = self._poll_tiered if self.tiered else self._poll_flat
-        self._job = self.hub.links.scheduler(self.link).add(
-            f"arcm {self.id}", poll, first,
-            retry_after=self.status_interval if self.tiered else self.poll_interval)
+        scheduler = self.hub.links.scheduler(self.link)
+        if self.tiered:
+            # Spread the first polls so a thousand detectors do not all ask in the same tick.
+            first = asyncio.get_running_loop().time() + random.uniform(
+                0, min(self.status_interval, 5.0))
+            self._job = scheduler.add(f"arcm {self.id}", self._poll_tiered, first,
+                                      retry_after=self.status_interval)
+        else:
+            self._job = scheduler.add_periodic(f"arcm {self.id}", self._poll_flat,
+                                               self.poll_interval, min(self.poll_interval, 5.0))
 
     async def stop(self) -> None:
         """Stop polling (a poll in flight is cancelled; the link's other units go on)."""
@@ -365,8 +365,8 @@ class ArcmDevice:
         await self.poll_once()
         return asyncio.get_running_loop().time() + max(0.0, self.next_wake() - self._clock())
 
-    async def _poll_flat(self) -> float:
-        """One scheduler turn (flat): every block; keeps the phase but never bursts to catch up."""
+    async def _poll_flat(self) -> None:
+        """One scheduler turn (flat): model and firmware the first time, then every block."""
         if not self._info_read:
             self._info_read = True
             try:
@@ -374,10 +374,6 @@ class ArcmDevice:
             except LinkError as err:
                 _LOGGER.debug("%s: cannot read model/firmware yet: %s", self.id, err)
         await self.poll_once()
-        now = asyncio.get_running_loop().time()
-        # Behind (a slow line): carry on from now rather than burst to catch up.
-        self._next_at = max(self._next_at + self.poll_interval, now)
-        return self._next_at
 
     def add_poll_listener(self, listener: Callable[[ArcmDevice], None]) -> Callable[[], None]:
         """Called after every poll (tests and the benchmark await polls instead of sleeping)."""
