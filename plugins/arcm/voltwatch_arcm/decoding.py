@@ -40,7 +40,7 @@ class Slot:
 class BlockPlan:
     """The slots and bitfields of one block for one device, and the words last read."""
 
-    __slots__ = ("bitfields", "relays", "slot_of", "slots", "words")
+    __slots__ = ("bitfields", "relays", "slot_of", "slots", "states", "words")
 
     def __init__(self, block: Block, entity_of: dict[str, str],
                  attrs_of: dict[str, dict[str, Any]]) -> None:
@@ -58,3 +58,10 @@ class BlockPlan:
             slot.entity_id: slot for slot in self.slots if slot.entity_id is not None}
         #: The words of the last read of this block (None before the first).
         self.words: list[int] | None = None
+        #: The States of every entity slot after the last read (None while one is missing),
+        #: so that a block whose words all repeat is reported with one call.
+        self.states: list[State] | None = None
+
+    def remember_states(self) -> None:
+        states = [slot.state for slot in self.slots if slot.entity_id is not None]
+        self.states = None if None in states else states  # type: ignore[assignment]

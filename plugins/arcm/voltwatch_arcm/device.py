@@ -527,6 +527,14 @@ class ArcmDevice:
         for block, words in blocks:
             plan = self._plan(block)
             prev = plan.words
+            if prev == words and plan.states is not None:
+                # The whole block repeats the last read (most polls of a busy line): one
+                # report for its entities, and its bit words cannot have changed either.
+                if report(plan.states, now):
+                    plan.states = None  # someone wrote one of them: the slow path rewrites
+                else:
+                    relay_words.extend((bf, words[offset]) for bf, offset in plan.relays)
+                    continue
             plan.words = list(words)
             unchanged: list[State] = []
             for slot in plan.slots:
@@ -559,6 +567,7 @@ class ArcmDevice:
                 for stale in report(unchanged, now):
                     slot = plan.slot_of[stale.entity_id]
                     slot.state = set_state(slot.entity_id, slot.text, slot.attrs, timestamp=now)
+            plan.remember_states()
             bit_words = self._bit_words
             for bitfield, offset in plan.bitfields:
                 word = words[offset]
