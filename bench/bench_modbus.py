@@ -182,7 +182,8 @@ async def _plugin_rate(ports: list[int], units: int) -> tuple[int, float, int]:
     links = hub.links.links()
 
     def failed() -> int:
-        return sum(link.stats.requests - link.stats.ok for link in links)
+        return sum(link.stats.timeouts + link.stats.exceptions + link.stats.protocol_errors
+                   + link.stats.connect_failures for link in links)
 
     await asyncio.sleep(1.0)  # warm-up (first polls are spread over the interval)
     start_polls, start, failed0 = sum(d.good_polls for d in devices), time.perf_counter(), failed()

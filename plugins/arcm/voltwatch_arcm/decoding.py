@@ -40,7 +40,7 @@ class Slot:
 class BlockPlan:
     """The slots and bitfields of one block for one device, and the words last read."""
 
-    __slots__ = ("bitfields", "relays", "slot_of", "slots", "states", "words")
+    __slots__ = ("bitfields", "entity_slots", "relays", "slot_of", "slots", "states", "words")
 
     def __init__(self, block: Block, entity_of: dict[str, str],
                  attrs_of: dict[str, dict[str, Any]]) -> None:
@@ -54,8 +54,10 @@ class BlockPlan:
             (bf, bf.address - start) for bf in block.bitfields if bf.kind != "relay"]
         self.relays: list[tuple[BitField, int]] = [
             (bf, bf.address - start) for bf in block.bitfields if bf.kind == "relay"]
-        self.slot_of: dict[str, Slot] = {
-            slot.entity_id: slot for slot in self.slots if slot.entity_id is not None}
+        self.entity_slots = [slot for slot in self.slots if slot.entity_id is not None]
+        self.slot_of: dict[str, Slot] = {}
+        for slot in self.entity_slots:
+            self.slot_of[str(slot.entity_id)] = slot
         #: The words of the last read of this block (None before the first).
         self.words: list[int] | None = None
         #: The States of every entity slot after the last read (None while one is missing),
@@ -63,5 +65,10 @@ class BlockPlan:
         self.states: list[State] | None = None
 
     def remember_states(self) -> None:
-        states = [slot.state for slot in self.slots if slot.entity_id is not None]
-        self.states = None if None in states else states  # type: ignore[assignment]
+        states: list[State] = []
+        for slot in self.entity_slots:
+            if slot.state is None:
+                self.states = None
+                return
+            states.append(slot.state)
+        self.states = states
