@@ -38,7 +38,7 @@ PollFunction = Callable[[], Awaitable[float]]
 class PollJob:
     """One unit's place in its link's schedule (returned by `LinkScheduler.add`)."""
 
-    __slots__ = ("_generation", "active", "errors", "name", "poll", "retry_after", "scheduler")
+    __slots__ = ("_generation", "active", "name", "poll", "retry_after", "scheduler")
 
     def __init__(self, scheduler: LinkScheduler, name: str, poll: PollFunction,
                  retry_after: float) -> None:
@@ -47,7 +47,6 @@ class PollJob:
         self.poll = poll
         self.retry_after = retry_after
         self.active = True
-        self.errors = 0  # polls that raised (a bug, not a link failure: those are the poll's)
         # Bumped on every (re)schedule; heap entries of an older generation are stale.
         self._generation = 0
 
@@ -175,13 +174,9 @@ class LinkScheduler:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    # A bug in one device's poll: count it, log it (with the traceback the
-                    # first time and every 100th, not once a second forever), try again later.
                     self.poll_errors += 1
-                    job.errors += 1
-                    if job.errors == 1 or job.errors % 100 == 0:
-                        _LOGGER.exception("%s: poll of %s failed (%d times); retrying every %gs",
-                                          self.name, job.name, job.errors, job.retry_after)
+                    _LOGGER.exception("%s: poll of %s failed; retrying in %gs", self.name,
+                                      job.name, job.retry_after)
                     next_due = loop.time() + job.retry_after
                 finally:
                     if self._current is job:
