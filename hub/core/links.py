@@ -11,6 +11,9 @@ A link whose bytes are paid for (a GSM DTU on a SIM plan) may also satisfy `Mete
 poller that finds it polls in tiers, declares its regular reads as a `PollSchedule`, and
 honours the `measure_scale` the link sets to stay inside its data budget. Poller and link
 cooperate through these two small types only; neither imports the other's plugin.
+
+Pollers do not run a task per unit: `LinkRegistry.scheduler(link)` gives the one
+`hub.core.polling.LinkScheduler` of that link, which walks its units in order of due time.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from .polling import LinkScheduler
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -116,6 +121,7 @@ class LinkRegistry:
     def __init__(self) -> None:
         self.factories: dict[str, LinkFactory] = {}
         self._links: dict[str, Any] = {}
+        self._schedulers: dict[str, LinkScheduler] = {}
 
     def transports(self) -> list[str]:
         return sorted(self.factories)
@@ -137,7 +143,18 @@ class LinkRegistry:
     def links(self) -> list[Any]:
         return list(self._links.values())
 
+    def scheduler(self, link: Any) -> LinkScheduler:
+        """The poll scheduler of `link` (by its key): every unit on one line, one task."""
+        key = link.key
+        scheduler = self._schedulers.get(key)
+        if scheduler is None:
+            scheduler = self._schedulers[key] = LinkScheduler(key)
+        return scheduler
+
     async def async_close_all(self) -> None:
+        for scheduler in list(self._schedulers.values()):
+            await scheduler.close()
+        self._schedulers.clear()
         for link in list(self._links.values()):
             try:
                 await link.close()

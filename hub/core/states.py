@@ -193,16 +193,7 @@ class StateMachine:
         if old is not None and old.state == text and not force_update and (
             attributes is None or old.attributes == attributes
         ):
-            old_last_reported = old.last_reported
-            old.last_reported = now
-            if self._bus._listeners.get(EVENT_STATE_REPORTED):
-                self._bus.async_fire(
-                    EVENT_STATE_REPORTED,
-                    {"entity_id": entity_id, "old_last_reported": old_last_reported,
-                     "new_state": old},
-                    context=context,
-                    time_fired=now,
-                )
+            self._reported(old, now, context)
             return old
 
         if old is None and not valid_entity_id(entity_id):
@@ -233,6 +224,46 @@ class StateMachine:
             time_fired=now,
         )
         return state
+
+    def async_report(self, states: Iterable[State], timestamp: float | None = None,
+                     context: Context | None = None) -> list[State]:
+        """Say that the writer of each State read the same value and attributes again.
+
+        The same outcome as an identical `async_set` per entity (only `last_reported` moves;
+        `state_reported` fires when anyone listens), for a poller that keeps the States it
+        wrote and knows its readings did not change: no formatting, no comparison of values
+        and attributes, one call per poll. Returns the States that are no longer their entity's
+        current one (someone wrote it since), untouched; the caller writes those with
+        `async_set`.
+        """
+        now = time.time() if timestamp is None else timestamp
+        current = self._states
+        stale: list[State] = []
+        if self._bus._listeners.get(EVENT_STATE_REPORTED):
+            for state in states:
+                if current.get(state.entity_id) is state:
+                    self._reported(state, now, context)
+                else:
+                    stale.append(state)
+            return stale
+        for state in states:
+            if current.get(state.entity_id) is state:
+                state.last_reported = now
+            else:
+                stale.append(state)
+        return stale
+
+    def _reported(self, state: State, now: float, context: Context | None) -> None:
+        old_last_reported = state.last_reported
+        state.last_reported = now
+        if self._bus._listeners.get(EVENT_STATE_REPORTED):
+            self._bus.async_fire(
+                EVENT_STATE_REPORTED,
+                {"entity_id": state.entity_id, "old_last_reported": old_last_reported,
+                 "new_state": state},
+                context=context,
+                time_fired=now,
+            )
 
     def async_remove(self, entity_id: str, context: Context | None = None) -> bool:
         old = self._states.pop(entity_id, None)

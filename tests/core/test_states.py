@@ -140,6 +140,45 @@ def test_state_reported_is_not_fired_when_nobody_listens(
     assert states.get(LEAK).last_reported == T2  # type: ignore[union-attr]
 
 
+def test_report_is_an_identical_write_for_the_current_state(
+    bus: EventBus, states: StateMachine
+) -> None:
+    first = states.async_set(LEAK, 12, {"unit_of_measurement": "mA"}, timestamp=T1)
+    other = states.async_set("sensor.arcm_1_temperature_1", 25.5, timestamp=T1)
+    changed = record(bus, EVENT_STATE_CHANGED)
+    reported = record(bus, EVENT_STATE_REPORTED)
+    context = Context(user_id="poller")
+    assert states.async_report([first, other], timestamp=T2, context=context) == []
+    assert states.get(LEAK) is first
+    assert (first.last_changed, first.last_updated, first.last_reported) == (T1, T1, T2)
+    assert other.last_reported == T2
+    assert changed.events == []
+    event, _other = reported.events
+    assert event.data == {"entity_id": LEAK, "old_last_reported": T1, "new_state": first}
+    assert event.context is context and event.time_fired == T2
+
+
+def test_report_without_listeners_fires_nothing(bus: EventBus, states: StateMachine) -> None:
+    first = states.async_set(LEAK, 12, timestamp=T1)
+    everything = record(bus, MATCH_ALL)
+    assert states.async_report([first], timestamp=T2) == []
+    assert first.last_reported == T2
+    assert everything.events == []
+
+
+def test_report_of_a_replaced_state_does_nothing(bus: EventBus, states: StateMachine) -> None:
+    first = states.async_set(LEAK, 12, timestamp=T1)
+    second = states.async_set(LEAK, "unavailable", timestamp=T2)
+    other = states.async_set("sensor.arcm_1_temperature_1", 25.5, timestamp=T1)
+    reported = record(bus, EVENT_STATE_REPORTED)
+    assert states.async_report([first, other], timestamp=T3) == [first]
+    assert states.get(LEAK) is second and second.last_reported == T2
+    assert first.last_reported == T1 and other.last_reported == T3
+    states.async_remove(LEAK)
+    assert states.async_report([second], timestamp=T4) == [second]
+    assert [e.data["entity_id"] for e in reported.events] == ["sensor.arcm_1_temperature_1"]
+
+
 def test_a_new_value_moves_all_three(bus: EventBus, states: StateMachine) -> None:
     first = states.async_set(LEAK, 12, {"unit_of_measurement": "mA"}, timestamp=T1)
     changed = record(bus, EVENT_STATE_CHANGED)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +36,7 @@ from hub.core.links import (
     MeteredLink,
     PollSchedule,
 )
+from hub.core.polling import PollJob
 from hub.core.services import ServiceError, ServiceValidationError
 from hub.core.states import STATE_OFF, STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN, slugify
 
@@ -145,8 +145,7 @@ class ArcFaultDevice:
         self.good_polls = 0
         self.online: bool | None = None
         self.last_error: str | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._stopping = False
+        self._job: PollJob | None = None
         self._withdraw: Callable[[], None] | None = None
         self._poll_done: list[Callable[[ArcFaultDevice], None]] = []
         self._command_context: Context | None = None
@@ -194,35 +193,24 @@ class ArcFaultDevice:
                 self._withdraw = self.link.declare_schedule(schedule)
             except Exception:  # accounting must never stop a detector
                 _LOGGER.exception("%s: declaring the poll schedule failed", self.id)
-        self._task = self.hub.create_task(self._run(), name=f"arc_fault poll {self.id}")
+        # One task per link walks its units (hub.core.polling); spread over the first second.
+        self._job = self.hub.links.scheduler(self.link).add_periodic(
+            f"arc_fault {self.id}", self.poll_once, self.poll_interval,
+            min(self.poll_interval, 1.0))
 
     async def stop(self) -> None:
-        self._stopping = True
+        """Stop polling (a poll in flight is cancelled; the link's other units go on)."""
         withdraw, self._withdraw = self._withdraw, None
         if withdraw is not None:
             withdraw()
-        task, self._task = self._task, None
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=0.5)
+        job, self._job = self._job, None
+        if job is not None:
+            await job.cancel()
 
     def add_poll_listener(self, listener: Callable[[ArcFaultDevice], None]) -> Callable[[], None]:
         """Called after every poll (tests await polls instead of sleeping)."""
         self._poll_done.append(listener)
         return lambda: self._poll_done.remove(listener) if listener in self._poll_done else None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        # Spread the first polls so many detectors on one line do not ask in the same tick.
-        await asyncio.sleep(random.uniform(0, min(self.poll_interval, 1.0)))
-        next_at = loop.time()
-        while not self._stopping:
-            await self.poll_once()
-            next_at += self.poll_interval
-            delay = next_at - loop.time()
-            if delay < 0:  # a slow line: do not burst to catch up
-                next_at, delay = loop.time(), 0
-            await asyncio.sleep(delay)
 
     # -- reading --------------------------------------------------------------------------
     async def read_threshold(self) -> int:

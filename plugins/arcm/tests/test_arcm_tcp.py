@@ -13,6 +13,7 @@ from voltwatch_arcm.device import DeviceRejected
 from voltwatch_arcm.simulator import ArcmSimulator, SimOptions
 
 from hub.core.context import Context
+from hub.core.events import EVENT_STATE_REPORTED, callback
 from hub.core.services import ServiceValidationError
 from hub.core.states import STATE_UNAVAILABLE
 
@@ -70,6 +71,48 @@ async def test_one_request_per_poll(site: Any) -> None:
     _hub, runtime, _sim = site
     device = runtime.devices["arcm-1"]
     assert [(b.start, b.count) for b in device.profile.poll_blocks] == [(0, 35)]
+
+
+async def test_the_units_of_a_link_share_one_poll_task(site: Any) -> None:
+    hub, runtime, _sim = site
+    devices = list(runtime.devices.values())
+    await asyncio.gather(*(wait_polls(d, 2) for d in devices[:2]))
+    link = devices[0].link
+    assert all(d.link is link for d in devices)
+    assert len(hub.links.scheduler(link)) == 3
+    names = [task.get_name() for task in asyncio.all_tasks()]
+    assert names.count(f"poll {link.key}") == 1
+    assert not [name for name in names if name.startswith("arcm poll")]
+
+
+async def test_an_unchanged_reading_moves_last_reported_only(site: Any) -> None:
+    hub, runtime, _sim = site
+    device = runtime.devices["arcm-1"]
+    await wait_polls(device, 1)
+    first = hub.states.get("sensor.arcm_1_residual_current")
+    changed, reported_at = first.last_changed, first.last_reported
+    reported: list[str] = []
+    unsub = hub.bus.listen(EVENT_STATE_REPORTED,
+                           callback(lambda event: reported.append(event.data["entity_id"])))
+    await wait_polls(device, 2)
+    unsub()
+    state = hub.states.get("sensor.arcm_1_residual_current")
+    assert state is first and state.state == "30"
+    assert state.last_changed == changed and state.last_reported > reported_at
+    assert {"sensor.arcm_1_residual_current", "sensor.arcm_1_temperature_4",
+            "switch.arcm_1_breaker", "binary_sensor.arcm_1_online"} <= set(reported)
+
+
+async def test_an_unchanged_reading_rewrites_a_state_someone_else_replaced(site: Any) -> None:
+    hub, runtime, _sim = site
+    device = runtime.devices["arcm-1"]
+    await wait_polls(device, 1)
+    hub.states.async_set("sensor.arcm_1_residual_current", STATE_UNAVAILABLE)
+    hub.states.async_set("binary_sensor.arcm_1_online", "off")
+    await wait_polls(device, 1)
+    state = hub.states.get("sensor.arcm_1_residual_current")
+    assert state.state == "30" and state.attributes["friendly_name"] == "配电箱1 剩余电流"
+    assert hub.states.get("binary_sensor.arcm_1_online").state == "on"
 
 
 async def test_residual_alarm_raised_once_and_cleared(site: Any) -> None:

@@ -39,17 +39,20 @@ from hub.core.links import (
     MeteredLink,
     PollSchedule,
 )
+from hub.core.polling import PollJob
 from hub.core.services import ServiceError, ServiceValidationError
 from hub.core.states import (
     STATE_OFF,
     STATE_ON,
     STATE_UNAVAILABLE,
     STATE_UNKNOWN,
+    State,
     format_state,
     slugify,
 )
 
-from .profile import Bit, BitField, Profile, Register
+from .decoding import BlockPlan
+from .profile import BitField, Profile, Register
 
 SOURCE = "arcm"  # the `source` of every condition this plugin fires
 _LOGGER = logging.getLogger(__name__)
@@ -154,12 +157,18 @@ class ArcmDevice:
             self._sensors.append((reg, entity_id, attrs))
         self._entity_of = {reg.name: entity_id for reg, entity_id, _ in self._sensors}
         self._attrs = {entity_id: attrs for _reg, entity_id, attrs in self._sensors}
-        # register name -> (words, value, state text) of the last poll
-        self._last: dict[str, tuple[Any, float | None, str]] = {}
+        # Per block read: what its words mean for this device and what they last said.
+        self._plans: dict[int, BlockPlan] = {}
         self._unit_of = {reg.name: reg.unit for reg in profile.registers}
         self.breaker_entity = f"switch.{self.obj}_breaker" if profile.breaker_bit else None
         self._breaker_attrs = {"friendly_name": f"{self.name} {label('breaker', language)}",
                                "device_id": self.id, "device_class": "switch"}
+        self._breaker_field = profile.relay_bits[profile.breaker_bit][0] \
+            if profile.breaker_bit in profile.relay_bits else None
+        self._breaker_text = STATE_UNKNOWN
+        # The States last written for the breaker and online entities (see async_report).
+        self._breaker_state: State | None = None
+        self._online_state: State | None = None
         self.online_entity = f"binary_sensor.{self.obj}_online"
         self._online_attrs: dict[str, Any] = {
             "friendly_name": f"{self.name} {label('online', language)}", "device_id": self.id,
@@ -176,8 +185,8 @@ class ArcmDevice:
         self.good_polls = 0
         self.online: bool | None = None
         self.last_error: str | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._stopping = False
+        self._job: PollJob | None = None
+        self._info_read = False
         # While a control call runs, relay changes the poller sees are that call's doing.
         self._command_context: Context | None = None
         self._poll_done: list[Callable[[ArcmDevice], None]] = []
@@ -185,6 +194,12 @@ class ArcmDevice:
         # status-only poll must not clear a sentinel fault only a measurement read can see.
         self._sentinel_wanted: dict[str, tuple[str, str | None]] = {}
         self._bits_wanted: dict[str, dict[str, Any]] = {}
+        # Last word of each bitfield (alarm/fault and relay), to skip unchanged ones.
+        self._bit_words: dict[str, int] = {}
+        self._relay_words: dict[str, int] = {}
+        # Bumped whenever `active` changes; conditions are recomputed when it moved.
+        self._active_version = 0
+        self._reconciled_version = -1
         # Tier bookkeeping (tiered polling only).
         self._next_status: float | None = None
         self._last_measure: float | None = None
@@ -194,7 +209,6 @@ class ArcmDevice:
         self.tier_reads: dict[str, int] = {"status": 0, "measure": 0, "alarm_measure": 0,
                                            "setpoints": 0, "info": 0}
         self._withdraw: Callable[[], None] | None = None
-        self._wake: asyncio.Event | None = None
 
     # -- schedule -------------------------------------------------------------------------
     def _setup_polling(self, config: dict[str, Any]) -> None:
@@ -246,10 +260,13 @@ class ArcmDevice:
         _LOGGER.info("%s: measurement interval now %.0fs (%s)", self.id,
                      self.schedule.effective_measure_interval, self.schedule.reason or "budget")
         self._update_polling_attrs()
+        self._online_state = None  # new attributes: the next write must be a full one
         if self.online is not None:
             self._set_online(self.online, time.time())
-        if self._wake is not None:
-            self._wake.set()
+        job = self._job
+        if job is not None:
+            job.reschedule(asyncio.get_running_loop().time()
+                           + max(0.0, self.next_wake() - self._clock()))
 
     def _update_polling_attrs(self) -> None:
         """The online entity says how the device is polled, so its page can show why."""
@@ -317,57 +334,46 @@ class ArcmDevice:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        """Join the link's poll scheduler (one task per line walks its units; hub.core.polling)."""
         if self.tiered and self.metered:
             try:
                 self._withdraw = self.link.declare_schedule(self.schedule)
             except Exception:  # accounting must never stop a detector
                 _LOGGER.exception("%s: declaring the poll schedule to the link failed", self.id)
-        runner = self._run_tiered() if self.tiered else self._run()
-        self._task = self.hub.create_task(runner, name=f"arcm poll {self.id}")
+        scheduler = self.hub.links.scheduler(self.link)
+        if self.tiered:
+            # Spread the first polls so a thousand detectors do not all ask in the same tick.
+            first = asyncio.get_running_loop().time() + random.uniform(
+                0, min(self.status_interval, 5.0))
+            self._job = scheduler.add(f"arcm {self.id}", self._poll_tiered, first,
+                                      retry_after=self.status_interval)
+        else:
+            self._job = scheduler.add_periodic(f"arcm {self.id}", self._poll_flat,
+                                               self.poll_interval, min(self.poll_interval, 5.0))
 
     async def stop(self) -> None:
-        """Stop polling; insists, because Python 3.11's wait_for (inside pymodbus) can swallow
-        a cancellation that lands just as a response arrives."""
-        self._stopping = True
+        """Stop polling (a poll in flight is cancelled; the link's other units go on)."""
         withdraw, self._withdraw = self._withdraw, None
         if withdraw is not None:
             withdraw()
-        task, self._task = self._task, None
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=0.5)
+        job, self._job = self._job, None
+        if job is not None:
+            await job.cancel()
 
-    async def _run_tiered(self) -> None:
-        self._wake = asyncio.Event()
-        # Spread the first polls so a thousand detectors do not all ask in the same tick.
-        await asyncio.sleep(random.uniform(0, min(self.status_interval, 5.0)))
-        while not self._stopping:
-            await self.poll_once()
-            delay = self.next_wake() - self._clock()
-            self._wake.clear()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                except TimeoutError:
-                    pass
+    async def _poll_tiered(self) -> float:
+        """One scheduler turn (tiered): the tiers that are due; returns the next loop time."""
+        await self.poll_once()
+        return asyncio.get_running_loop().time() + max(0.0, self.next_wake() - self._clock())
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        # Spread the first polls so a thousand detectors do not all ask in the same tick.
-        await asyncio.sleep(random.uniform(0, min(self.poll_interval, 5.0)))
-        try:
-            await self._read_info()
-        except LinkError as err:
-            _LOGGER.debug("%s: cannot read model/firmware yet: %s", self.id, err)
-        next_at = loop.time()
-        while not self._stopping:
-            await self.poll_once()
-            next_at += self.poll_interval
-            delay = next_at - loop.time()
-            if delay < 0:  # we fell behind (a slow line): do not burst to catch up
-                next_at = loop.time()
-                delay = 0
-            await asyncio.sleep(delay)
+    async def _poll_flat(self) -> None:
+        """One scheduler turn (flat): model and firmware the first time, then every block."""
+        if not self._info_read:
+            self._info_read = True
+            try:
+                await self._read_info()
+            except LinkError as err:
+                _LOGGER.debug("%s: cannot read model/firmware yet: %s", self.id, err)
+        await self.poll_once()
 
     def add_poll_listener(self, listener: Callable[[ArcmDevice], None]) -> Callable[[], None]:
         """Called after every poll (tests and the benchmark await polls instead of sleeping)."""
@@ -410,8 +416,9 @@ class ArcmDevice:
         else:
             self._apply(blocks)
             ok = True
-        for listener in list(self._poll_done):
-            listener(self)
+        if self._poll_done:
+            for listener in list(self._poll_done):
+                listener(self)
         return ok
 
     async def _poll_tiers(self, now: float) -> bool:
@@ -466,8 +473,9 @@ class ArcmDevice:
             base = self._next_status if self._next_status is not None else now
             # Keep the phase, but never burst to catch up after a slow line.
             self._next_status = base + interval if base + interval > now else now + interval
-        for listener in list(self._poll_done):
-            listener(self)
+        if self._poll_done:
+            for listener in list(self._poll_done):
+                listener(self)
         return ok
 
     async def _try_info(self) -> None:
@@ -494,74 +502,112 @@ class ArcmDevice:
                         return True
         return False
 
-    def _apply(self, blocks: list[tuple[Any, list[int]]], context: Context | None = None) -> None:
-        now = time.time()
-        profile = self.profile
-        states = self.hub.states
-        values = self.values
-        relay_words: list[tuple[BitField, int]] = []
-        last = self._last
-        entity_of = self._entity_of
-        sentinel_wanted = self._sentinel_wanted
-        bits_wanted = self._bits_wanted
-        for block, words in blocks:
-            start = block.start
-            for reg in block.registers:
-                offset = reg.address - start
-                key = words[offset] if reg.size == 1 else (words[offset], words[offset + 1])
-                cached = last.get(reg.name)
-                if cached is None or cached[0] != key:
-                    # Decode and format only what changed: most polls repeat the last words.
-                    raw, value = profile.decode(reg, words, offset)
-                    if reg.sentinel is not None and raw == reg.sentinel:
-                        value = None
-                    cached = last[reg.name] = (key, value,
-                                               STATE_UNAVAILABLE if value is None else
-                                               format_state(value))
-                value = cached[1]
-                values[reg.name] = value
-                if reg.sentinel_fault:
-                    if value is None:
-                        sentinel_wanted[reg.name] = (reg.sentinel_fault, entity_of.get(reg.name))
-                    else:
-                        sentinel_wanted.pop(reg.name, None)
-                entity_id = entity_of.get(reg.name)
-                if entity_id is not None:
-                    states.async_set(entity_id, cached[2], self._attrs[entity_id],
-                                     timestamp=now)
-            for bitfield in block.bitfields:
-                word = words[bitfield.address - start]
-                if bitfield.kind == "relay":
-                    relay_words.append((bitfield, word))
-                    continue
-                on: dict[str, Bit] = {}
-                for bit in bitfield.bits:
-                    if word >> bit.index & 1 and bit.type:
-                        on[bit.type] = bit
-                bits_wanted[bitfield.name] = on
+    def _plan(self, block: Any) -> BlockPlan:
+        plan = self._plans.get(id(block))
+        if plan is None:
+            plan = self._plans[id(block)] = BlockPlan(block, self._entity_of, self._attrs)
+        return plan
 
-        # What every source last asked for; values are quoted after all blocks are decoded,
-        # so an alarm bit read with its measurement quotes the fresh value.
-        desired: dict[str, tuple[str | None, float | None, str | None]] = {}
-        for type_, entity_id in sentinel_wanted.values():
-            desired[type_] = (entity_id, None, None)
-        for on in bits_wanted.values():
-            for type_, bit in on.items():
-                if type_ not in desired:
-                    desired[type_] = (None, None, None)
-                    if type_ not in self.active:
-                        desired[type_] = self._bit_value(bit.values, bit.pick)
+    def _apply(self, blocks: list[tuple[Any, list[int]]], context: Context | None = None) -> None:
+        """Publish the blocks of one poll: states, then conditions, then relay bits.
+
+        Hot path (every poll of every detector): a register is decoded only when its words
+        changed since the last read of its block, and conditions are recomputed only when a
+        bit word or a sentinel changed, or a condition was raised or cleared elsewhere.
+        """
+        now = time.time()
+        states = self.hub.states
+        set_state = states.async_set
+        report = states.async_report
+        decode = self.profile.decode
+        values = self.values
+        sentinel_wanted = self._sentinel_wanted
+        relay_words: list[tuple[BitField, int]] = []
+        dirty = False
+        for block, words in blocks:
+            plan = self._plan(block)
+            prev = plan.words
+            if prev == words and plan.states is not None:
+                # The whole block repeats the last read (most polls of a busy line): one
+                # report for its entities, and its bit words cannot have changed either.
+                if report(plan.states, now):
+                    plan.states = None  # someone wrote one of them: the slow path rewrites
+                else:
+                    relay_words.extend((bf, words[offset]) for bf, offset in plan.relays)
+                    continue
+            plan.words = list(words)
+            unchanged: list[State] = []
+            for slot in plan.slots:
+                offset = slot.offset
+                if prev is not None and words[offset] == prev[offset] and (
+                        not slot.wide or words[offset + 1] == prev[offset + 1]):
+                    # Unchanged since the last read: reported below in one call.
+                    if slot.state is not None:
+                        unchanged.append(slot.state)
+                        continue
+                else:
+                    reg = slot.reg
+                    raw, value = decode(reg, words, offset)
+                    if raw == reg.sentinel:
+                        value = None
+                    slot.value = value
+                    slot.text = STATE_UNAVAILABLE if value is None else format_state(value)
+                    values[reg.name] = value
+                    if reg.sentinel_fault:
+                        if value is None:
+                            if reg.name not in sentinel_wanted:
+                                sentinel_wanted[reg.name] = (reg.sentinel_fault, slot.entity_id)
+                                dirty = True
+                        elif sentinel_wanted.pop(reg.name, None) is not None:
+                            dirty = True
+                if slot.entity_id is not None:
+                    slot.state = set_state(slot.entity_id, slot.text, slot.attrs, timestamp=now)
+            if unchanged:
+                # Someone wrote these entities since (e.g. unavailable after a comms loss).
+                for stale in report(unchanged, now):
+                    slot = plan.slot_of[stale.entity_id]
+                    slot.state = set_state(slot.entity_id, slot.text, slot.attrs, timestamp=now)
+            plan.remember_states()
+            bit_words = self._bit_words
+            for bitfield, offset in plan.bitfields:
+                word = words[offset]
+                if bit_words.get(bitfield.name) != word:
+                    bit_words[bitfield.name] = word
+                    self._bits_wanted[bitfield.name] = {
+                        bit.type: bit for bit in bitfield.bits if word >> bit.index & 1 and bit.type}
+                    dirty = True
+            for bitfield, offset in plan.relays:
+                relay_words.append((bitfield, words[offset]))
 
         # A good poll clears what only a failing poll can raise.
         self.failures = 0
         self.good_polls += 1
         self.last_error = None
         self._set_online(True, now)
-        for type_ in ("communication_lost", "device_fault"):
-            if type_ in self.active:
-                self._fire(Condition.create(self.id, type_, False,
-                                            entity_id=self.online_entity, timestamp=now))
+        active = self.active
+        if active:
+            for type_ in ("communication_lost", "device_fault"):
+                if type_ in active:
+                    self._fire(Condition.create(self.id, type_, False,
+                                                entity_id=self.online_entity, timestamp=now))
+        if dirty or self._active_version != self._reconciled_version:
+            self._reconcile(context, now)
+        for bitfield, word in relay_words:
+            self._apply_relay(bitfield, word, context, now)
 
+    def _reconcile(self, context: Context | None, now: float) -> None:
+        """Raise and clear conditions so `active` matches what bits and sentinels ask for."""
+        # What every source last asked for; values are quoted after all blocks are decoded,
+        # so an alarm bit read with its measurement quotes the fresh value.
+        desired: dict[str, tuple[str | None, float | None, str | None]] = {}
+        for type_, entity_id in self._sentinel_wanted.values():
+            desired[type_] = (entity_id, None, None)
+        for on in self._bits_wanted.values():
+            for type_, bit in on.items():
+                if type_ not in desired:
+                    desired[type_] = (None, None, None)
+                    if type_ not in self.active:
+                        desired[type_] = self._bit_value(bit.values, bit.pick)
         for type_, (entity_id, value, unit) in desired.items():
             if type_ not in self.active:
                 self._fire(Condition.create(self.id, type_, True, entity_id=entity_id,
@@ -570,8 +616,7 @@ class ArcmDevice:
             if type_ not in desired and type_ not in ("communication_lost", "device_fault"):
                 self._fire(Condition.create(self.id, type_, False, entity_id=old.entity_id,
                                             unit=old.unit, timestamp=now), context)
-        for bitfield, word in relay_words:
-            self._apply_relay(bitfield, word, context, now)
+        self._reconciled_version = self._active_version
 
     def _bit_value(self, names: tuple[str, ...], pick: str) -> tuple[str | None, float | None,
                                                                       str | None]:
@@ -591,30 +636,44 @@ class ArcmDevice:
 
     def _apply_relay(self, bitfield: BitField, word: int, context: Context | None,
                      now: float) -> None:
+        """Relay bits: events on transitions, and the breaker switch state (reported always)."""
         context = context or self._command_context
-        for bit in bitfield.bits:
-            if not bit.name:
-                continue
-            new = word >> bit.index & 1
-            old = self.relay.get(bit.name)
-            self.relay[bit.name] = new
-            if old is not None and old != new:
-                event = bit.on_event if new else bit.off_event
-                if event:
-                    self._fire(Condition.create(self.id, event, True,
-                                                entity_id=self.breaker_entity
-                                                if bit.name == self.profile.breaker_bit else None,
-                                                timestamp=now), context)
-            if bit.name == self.profile.breaker_bit and self.breaker_entity:
-                closed = new == self.profile.breaker_closed_when
-                self.hub.states.async_set(self.breaker_entity, STATE_ON if closed else STATE_OFF,
-                                          self._breaker_attrs, context=context, timestamp=now)
+        if self._relay_words.get(bitfield.name) != word:
+            self._relay_words[bitfield.name] = word
+            breaker_bit = self.profile.breaker_bit
+            for bit in bitfield.bits:
+                if not bit.name:
+                    continue
+                new = word >> bit.index & 1
+                old = self.relay.get(bit.name)
+                self.relay[bit.name] = new
+                if old is not None and old != new:
+                    event = bit.on_event if new else bit.off_event
+                    if event:
+                        self._fire(Condition.create(self.id, event, True,
+                                                    entity_id=self.breaker_entity
+                                                    if bit.name == breaker_bit else None,
+                                                    timestamp=now), context)
+                if bit.name == breaker_bit:
+                    closed = new == self.profile.breaker_closed_when
+                    self._breaker_text = STATE_ON if closed else STATE_OFF
+        if self.breaker_entity and bitfield is self._breaker_field:
+            state = self._breaker_state
+            if state is None or state.state != self._breaker_text or \
+                    self.hub.states.async_report((state,), now, context):
+                self._breaker_state = self.hub.states.async_set(
+                    self.breaker_entity, self._breaker_text, self._breaker_attrs,
+                    context=context, timestamp=now)
 
     def _set_online(self, online: bool, now: float) -> None:
-        if self.online != online:
-            self.online = online
-        self.hub.states.async_set(self.online_entity, STATE_ON if online else STATE_OFF,
-                                  self._online_attrs, timestamp=now)
+        self.online = online
+        state = self._online_state
+        if state is not None and state.state == (STATE_ON if online else STATE_OFF) and \
+                not self.hub.states.async_report((state,), now):
+            return
+        self._online_state = self.hub.states.async_set(
+            self.online_entity, STATE_ON if online else STATE_OFF, self._online_attrs,
+            timestamp=now)
 
     def _failed(self, err: LinkError) -> None:
         now = time.time()
@@ -655,6 +714,7 @@ class ArcmDevice:
                 self.active[condition.type] = condition
             else:
                 self.active.pop(condition.type, None)
+            self._active_version += 1
         data = condition.as_dict()
         # Named so the alarm engine can tell our view of a fault from the DTU server's: a
         # communication_lost clears only when every source that raised it has cleared it.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,13 +177,20 @@ class PymodbusLink:
         self._next_connect = 0.0  # reconnect on the next request; backoff applies if that fails
 
     # -- requests -------------------------------------------------------------------------
-    async def _execute(self, unit: int, what: str, call: Any) -> Any:
-        """Run one request under the line lock, with retries; map every failure to LinkError."""
+    async def _execute(self, unit: int, what: Callable[[], str],
+                       call: Callable[[Any], Awaitable[Any]]) -> Any:
+        """Run one request under the line lock, with retries; map every failure to LinkError.
+
+        `what` describes the request for error messages; it is called only when something
+        failed, so the hot path (a good answer) formats no text.
+        """
         async with self._lock:
             attempts = self.retries + 1
             last: LinkError | None = None
             for _attempt in range(attempts):
-                client = await self._ensure_connected()
+                client = self._client
+                if client is None or not client.connected:
+                    client = await self._ensure_connected()
                 self.stats.requests += 1
                 try:
                     response = await call(client)
@@ -190,7 +198,7 @@ class PymodbusLink:
                     # No (valid) answer within the timeout: CRC garbage, silence, wrong unit.
                     self.stats.timeouts += 1
                     self._silent += 1
-                    last = LinkTimeout(f"{self.key} unit {unit}: no valid response to {what} "
+                    last = LinkTimeout(f"{self.key} unit {unit}: no valid response to {what()} "
                                        f"within {self.timeout:g}s")
                     if self._silent >= self.max_silent and self.transport != "modbus_rtu":
                         self._drop_connection(f"{self._silent} requests unanswered")
@@ -203,18 +211,18 @@ class PymodbusLink:
                     continue
                 except TimeoutError:
                     self.stats.timeouts += 1
-                    last = LinkTimeout(f"{self.key} unit {unit}: timeout on {what}")
+                    last = LinkTimeout(f"{self.key} unit {unit}: timeout on {what()}")
                     continue
                 except ModbusException as err:
                     self.stats.protocol_errors += 1
-                    raise LinkProtocolError(f"{self.key} unit {unit}: {what}: {err}") from err
+                    raise LinkProtocolError(f"{self.key} unit {unit}: {what()}: {err}") from err
                 self._silent = 0
                 if response.isError():
                     code = int(getattr(response, "exception_code", 0) or 0)
                     self.stats.exceptions += 1
                     _zh, en = EXCEPTION_NAMES.get(code, ("未知异常", "unknown exception"))
                     raise LinkExceptionResponse(
-                        f"{self.key} unit {unit}: {what}: exception code {code} ({en})", code
+                        f"{self.key} unit {unit}: {what()}: exception code {code} ({en})", code
                     )
                 self.stats.ok += 1
                 return response
@@ -226,22 +234,24 @@ class PymodbusLink:
     async def read_holding_registers(self, unit: int, address: int, count: int) -> list[int]:
         response = await self._execute(
             unit,
-            f"read {count} registers at {address}",
+            lambda: f"read {count} registers at {address}",
             lambda client: client.read_holding_registers(address, count=count, device_id=unit),
         )
-        registers = list(response.registers)
-        if len(registers) < count:
-            self.stats.protocol_errors += 1
-            raise LinkProtocolError(
-                f"{self.key} unit {unit}: short response: {len(registers)} of {count} registers"
-                f" at {address}"
-            )
-        return registers[:count]
+        registers: list[int] = response.registers
+        if len(registers) != count:
+            if len(registers) < count:
+                self.stats.protocol_errors += 1
+                raise LinkProtocolError(
+                    f"{self.key} unit {unit}: short response: {len(registers)} of {count} "
+                    f"registers at {address}"
+                )
+            registers = registers[:count]
+        return registers
 
     async def write_register(self, unit: int, address: int, value: int) -> None:
         response = await self._execute(
             unit,
-            f"write register {address}={value}",
+            lambda: f"write register {address}={value}",
             lambda client: client.write_register(address, value & 0xFFFF, device_id=unit),
         )
         echoed = getattr(response, "registers", None)
@@ -254,7 +264,7 @@ class PymodbusLink:
     async def write_registers(self, unit: int, address: int, values: list[int]) -> None:
         await self._execute(
             unit,
-            f"write {len(values)} registers at {address}",
+            lambda: f"write {len(values)} registers at {address}",
             lambda client: client.write_registers(
                 address, [v & 0xFFFF for v in values], device_id=unit
             ),
