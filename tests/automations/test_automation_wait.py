@@ -9,6 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+import voluptuous as vol
+
+from hub.core.automations.schema import TRIGGER
+
 from .conftest import FakeClock, RecordPlugin, Waiter, start, write_config
 
 SENSOR = "sensor.arcm_1_residual_current"
@@ -83,3 +88,52 @@ async def test_wait_for_trigger_times_out_while_the_hold_is_still_running(
     assert finished.data["outcome"] == "fired"  # continue_on_timeout (the default)
     assert [c.data["value"] for c in record.calls] == ["timeout"]
     assert hub.automations.pending_wait_timers() == []  # the hold went with the wait
+
+
+REMIND_YAML = """\
+- id: remind
+  mode: parallel
+  triggers: [{trigger: alarm, on: raised}]
+  actions:
+    - wait_for_trigger:
+        - trigger: alarm
+          on: [acknowledged, cleared]
+          alarm_id: "{{ trigger.alarm.id }}"
+      timeout: 600
+    - action: test.record
+      data:
+        alarm: "{{ trigger.alarm.id }}"
+        answered_by: "{{ wait.trigger.alarm.id if wait.trigger else 'timeout' }}"
+"""
+
+
+async def test_a_wait_for_one_alarm_ignores_the_acknowledgement_of_another(
+        tmp_path: Path, hubs: list[Any], record: RecordPlugin) -> None:
+    """The starter reminder's shape: each run waits for *its* alarm (a templated `alarm_id`);
+    acknowledging another alarm must not end it (it used to, sending the reminder at once)."""
+    write_config(tmp_path, REMIND_YAML)
+    hub = await start(tmp_path, record)
+    hubs.append(hub)
+    engine = hub.automations
+    waiter = Waiter(hub, "automation_wait", "automation_finished")
+    for alarm_id in (1, 2):
+        hub.bus.async_fire("alarm_raised", {"id": alarm_id, "kind": "alarm", "type": "leak"})
+    assert len(await waiter.wait_for("automation_wait", count=2)) == 2
+
+    hub.bus.async_fire("alarm_acknowledged", {"id": 2, "kind": "alarm", "type": "leak"})
+    await waiter.wait_for("automation_finished")
+    # Listeners run inline in the event's dispatch: had alarm 1's wait matched, it would be
+    # over too by now.
+    assert [c.data for c in record.calls] == [{"alarm": "2", "answered_by": "2"}]
+    assert len(engine.waits) == 1
+
+    hub.bus.async_fire("alarm_cleared", {"id": 1, "kind": "alarm", "type": "leak"})
+    await waiter.wait_for("automation_finished", count=2)
+    assert [c.data for c in record.calls][1] == {"alarm": "1", "answered_by": "1"}
+    assert engine.waits == set()
+
+
+def test_an_alarm_id_that_is_neither_ids_nor_a_template_is_refused() -> None:
+    assert TRIGGER({"trigger": "alarm", "alarm_id": 7})["alarm_id"] == [7]
+    with pytest.raises(vol.Invalid):
+        TRIGGER({"trigger": "alarm", "alarm_id": ["twelve"]})

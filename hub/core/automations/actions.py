@@ -218,8 +218,9 @@ class Run:
                 raise ConditionFailed()
 
     async def _wait(self, action: Mapping[str, Any], path: str) -> None:
+        confs = [await self._bind_alarm_id(conf) for conf in action["wait_for_trigger"]]
         result = await self.engine.wait_for_trigger(
-            action["wait_for_trigger"], action.get("timeout"),
+            confs, action.get("timeout"),
             # told once the wait listens: a trigger from then on cannot be missed
             lambda: self.engine.hub.bus.async_fire(EVENT_AUTOMATION_WAIT, {
                 "automation_id": self.automation.id, "run_id": self.trace.run_id,
@@ -228,6 +229,18 @@ class Run:
         self.trace.step(path, "wait_for_trigger", triggered=result is not None)
         if result is None and not action.get("continue_on_timeout", True):
             raise StopRun("wait_for_trigger timed out", False)
+
+    async def _bind_alarm_id(self, conf: Mapping[str, Any]) -> Mapping[str, Any]:
+        """An alarm trigger's templated `alarm_id`, rendered with this run's variables."""
+        value = conf.get("alarm_id")
+        if conf.get("trigger") != "alarm" or not isinstance(value, str):
+            return conf
+        rendered = await self.render(value)
+        try:
+            ids = [int(item) for item in (rendered if isinstance(rendered, list) else [rendered])]
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"alarm_id rendered to {rendered!r}, not alarm ids") from err
+        return {**conf, "alarm_id": ids}
 
     async def _call(self, action: Mapping[str, Any], path: str) -> None:
         domain, service = action["action"].split(".", 1)

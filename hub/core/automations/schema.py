@@ -124,6 +124,13 @@ def _normalise(kind_key: str, old_key: str) -> Any:
     return fix
 
 
+def _alarm_ids(value: Any) -> Any:
+    """Alarm record ids, or a template (`{{ trigger.alarm.id }}`) rendered when a wait starts."""
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        return validate_template(value)
+    return vol.Schema([vol.Coerce(int)])(_to_list(value))
+
+
 def _yaml11_on(value: Any) -> Any:
     """YAML 1.1 reads the key `on:` as the boolean True; take it back as `on`."""
     if isinstance(value, dict) and True in value and "on" not in value:
@@ -165,6 +172,9 @@ TRIGGER_SCHEMAS: dict[str, vol.Schema] = {
         vol.Optional("severity"): vol.All(_to_list, [str]),
         vol.Optional("device_id"): vol.All(_to_list, [str]),
         vol.Optional("project"): vol.All(_to_list, [str]),
+        # One alarm record: ids, or (inside wait_for_trigger) a template rendered when the
+        # wait starts, e.g. "{{ trigger.alarm.id }}" — wait for *this* alarm's acknowledgement.
+        vol.Optional("alarm_id"): _alarm_ids,
     })),
     "time": vol.Schema({
         **_BASE_TRIGGER, vol.Required("trigger"): "time",

@@ -47,8 +47,9 @@ STARTER = """\
     - wait_for_trigger:
         - trigger: alarm
           on: [acknowledged, cleared]
+          alarm_id: "{{ trigger.alarm.id }}"   # this alarm, not any other one
       timeout: 10m
-    - if: "{{ wait.trigger is none or wait.trigger.alarm.id != trigger.alarm.id }}"
+    - if: "{{ wait.trigger is none }}"
       then:
         - action: notify.send
           if_missing: skip

@@ -108,6 +108,10 @@ def alarm_matches(conf: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
                        ("device_id", "device_id"), ("project", "project")):
         if key in conf and record.get(field) not in conf[key]:
             return False
+    if "alarm_id" in conf:
+        ids = conf["alarm_id"]
+        if not isinstance(ids, list) or record.get("id") not in ids:
+            return False  # an unrendered template (top-level trigger) matches nothing
     return True
 
 
