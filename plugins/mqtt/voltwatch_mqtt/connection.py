@@ -34,6 +34,7 @@ from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.core.push import CommandError, PushMessage
 from hub.core.ratelimit import LogThrottle
 from hub.core.states import STATE_OFF, STATE_ON, slugify
+from hub.core.tasks import cancel_requested
 
 from .settings import MqttSettings
 
@@ -252,6 +253,8 @@ class MqttConnection:
                     await result
                 except Exception:  # noqa: BLE001 - a handler must not end the loop
                     self._handler_failed(topic)
+            if cancel_requested():  # a stop lost in a library's wait_for (hub/core/tasks.py)
+                raise asyncio.CancelledError
 
     # -- incoming -------------------------------------------------------------------------
     def handle_message(self, topic: str, payload: bytes | bytearray) -> Any:

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiomqtt
 
-from hub.core.tasks import cancel_and_wait
+from hub.core.tasks import cancel_and_wait, cancel_requested
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -176,6 +176,8 @@ class SimulatedDevice:
                     try:
                         async for message in client.messages:
                             await self._answer(message.payload)
+                            if cancel_requested():  # a cancel lost in aiomqtt's wait_for
+                                raise asyncio.CancelledError
                     finally:
                         await cancel_and_wait(ticker)  # our own cancel still propagates
                         if asyncio.current_task().cancelling():  # type: ignore[union-attr]
@@ -197,7 +199,7 @@ class SimulatedDevice:
     async def _ticks(self) -> None:
         if self.options.publish_on_connect:
             await self._tick()
-        while True:
+        while not cancel_requested():  # a cancel lost in aiomqtt's wait_for ends it too
             await asyncio.sleep(self.options.interval)
             await self._tick()
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import aiomqtt
 
-from hub.core.tasks import cancel_and_wait
+from hub.core.tasks import cancel_and_wait, cancel_requested
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -201,6 +201,8 @@ class SimulatedSmokeDetector:
                     try:
                         async for message in client.messages:
                             await self.answer(message.payload)
+                            if cancel_requested():  # a cancel lost in aiomqtt's wait_for
+                                raise asyncio.CancelledError
                     finally:
                         await cancel_and_wait(ticker)  # our own cancel still propagates
                         if asyncio.current_task().cancelling():  # type: ignore[union-attr]
@@ -222,7 +224,7 @@ class SimulatedSmokeDetector:
     async def _ticks(self) -> None:
         if self.options.publish_on_connect:
             await self.tick()
-        while True:
+        while not cancel_requested():  # a cancel lost in aiomqtt's wait_for ends it too
             await asyncio.sleep(self.options.interval)
             await self.tick()
 
