@@ -9,7 +9,7 @@ the ordinary Core path with dicts is used instead, so correctness never depends 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam
@@ -26,13 +26,15 @@ def executemany(
     conn: Connection,
     cache: dict[str, tuple[str, bool, Any]],
     key: str,
-    stmt: Insert,
+    build: Callable[[], Insert],
     columns: Sequence[str],
     rows: list[tuple[Any, ...]],
 ) -> None:
-    """Run `stmt` (built by `values_statement` with `columns`) for every tuple in `rows`."""
+    """Run the statement `build()` makes (with `values_statement` and `columns`) for every
+    tuple in `rows`; `build` is called only the first time for `key`, which caches the rest."""
     entry = cache.get(key)
     if entry is None:
+        stmt = build()
         compiled = stmt.compile(dialect=conn.dialect)
         order = list(compiled.positiontup or []) if compiled.positional else []
         positional = bool(compiled.positional) and order == list(columns)

@@ -945,7 +945,8 @@ class Recorder:
             table, columns = states, _STATE_COLUMNS
         else:
             table, columns = events, _EVENT_COLUMNS
-        executemany(conn, self._sql, which, values_statement(insert(table), columns), columns, rows)
+        executemany(conn, self._sql, which, lambda: values_statement(insert(table), columns),
+                    columns, rows)
 
     # -- reads and metrics ----------------------------------------------------------------
     async def history(

@@ -177,7 +177,6 @@ class Rollups:
         self.zone = zone
         self.day_start = DayStarts(zone)
         self._sql: dict[str, tuple[str, bool, Any]] = {}
-        self._stmt: dict[str, Insert] = {}
         #: rollup rows upserted (for /metrics)
         self.rows_written = 0
 
@@ -187,8 +186,5 @@ class Rollups:
         if not rows:
             return 0
         name = conn.dialect.name
-        stmt = self._stmt.get(name)
-        if stmt is None:
-            stmt = self._stmt[name] = upsert_statement(name)
-        executemany(conn, self._sql, name, stmt, COLUMNS, rows)
+        executemany(conn, self._sql, name, lambda: upsert_statement(name), COLUMNS, rows)
         return len(rows)
