@@ -9,7 +9,7 @@ Actions (the `action` column) use dotted names so a filter by prefix works:
 | action | when |
 |---|---|
 | `auth.login` | every login attempt: result ok, failed or locked |
-| `auth.logout`, `auth.password` | logout; password change (own) |
+| `auth.logout`, `auth.password`, `auth.preferences` | logout; password change (own); own language |
 | `auth.csrf` | a cookie request without a matching CSRF token (result denied) |
 | `service.<domain>.<service>` | a control service (trip, close, reset, mute, self_test, set_parameter) whoever called it, and any service a person called; result ok, failed or denied |
 | `alarm.ack`, `alarm.handle`, `alarm.clear` | acknowledgement, handling, reset through the API |

@@ -138,6 +138,41 @@ async def me(request: web.Request) -> web.StreamResponse:
     return json_response({**who.as_dict(), "csrf_token": who.csrf_token})
 
 
+MY_PREFERENCES_SCHEMA = vol.Schema({
+    vol.Required("language"): vol.Any(None, vol.In(("zh-CN", "en"))),
+})
+
+
+@routes.patch(
+    "/api/auth/me",
+    "Change my own preferences: `language` (zh-CN, en, or null for the hub's language)",
+    description=(
+        "Kept on my user record, so the pages follow me to another browser. A system token "
+        "has no user record: 400."
+    ),
+    scope=AUTHENTICATED,
+    body_schema=MY_PREFERENCES_SCHEMA,
+    tags=("auth",),
+)
+async def update_me(request: web.Request) -> web.StreamResponse:
+    manager = _auth(request)
+    who = principal(request)
+    if who.user_id is None:
+        raise ApiError(400, f"{who.name} is a system token: it has no user record to keep "
+                            "preferences on")
+    language = request[BODY]["language"]
+    updated = await manager.users.update(who.user_id, language=language)
+    manager.forget_user(who.user_id)
+    if updated is None:
+        raise ApiError(404, f"User {who.name} not found")
+    await manager.audit.record(
+        "auth.preferences", "ok", actor=who.name, actor_role=who.role, ip=request.remote,
+        target=who.name, detail={"language": language},
+    )
+    return json_response({**who.as_dict(), "language": updated.language,
+                          "csrf_token": who.csrf_token})
+
+
 PASSWORD_SCHEMA = vol.Schema({
     vol.Required("old"): vol.All(str, vol.Length(max=1024)),
     vol.Required("new"): vol.All(str, vol.Length(max=1024)),

@@ -245,6 +245,19 @@ async def _me(env: Env, role: str, c: Client) -> None:
     assert status == 200 and body["role"] == role and body["name"] == USERS[role][0]
 
 
+@probe("PATCH", "/api/auth/me")
+async def _my_language(env: Env, role: str, c: Client) -> None:
+    # Everyone may set their own language, and only their own: it lands on their record.
+    status, body = await c.call("PATCH", "/api/auth/me", json={"language": "en"})
+    assert status == 200 and body["language"] == "en", body
+    user = await env.hub.auth.users.get_by_name(USERS[role][0])
+    assert user is not None and user.language == "en"
+    status, body = await c.call("PATCH", "/api/auth/me", json={"language": "fr"})
+    assert status == 400, body
+    status, body = await c.call("PATCH", "/api/auth/me", json={"language": None})
+    assert status == 200 and body["language"] is None
+
+
 @probe("POST", "/api/auth/password")
 async def _password(env: Env, role: str, c: Client) -> None:
     status, _ = await c.call("POST", "/api/auth/password", json={"old": "nope", "new": "x" * 12})
