@@ -2,7 +2,7 @@
 
 The templates, static files and translations live in `web/` at the top of the repository
 (`VOLTWATCH_WEB_ROOT` points elsewhere, e.g. for a packaged install). Front-end packages
-(htmx, ECharts, Leaflet, js-yaml) come from npm into `web/node_modules` at `make install`;
+(htmx, ECharts, Leaflet, js-yaml, jsdiff) come from npm into `web/node_modules` at `make install`;
 they are served from there and never committed or fetched at run time.
 
 Pages are not part of the JSON API: they are not in the OpenAPI document. A page holds no
@@ -54,6 +54,7 @@ VENDOR_FILES = {
     "leaflet.js": "leaflet/dist/leaflet.js",
     "leaflet.css": "leaflet/dist/leaflet.css",
     "js-yaml.min.js": "js-yaml/dist/js-yaml.min.js",
+    "diff.min.js": "diff/dist/diff.min.js",
 }
 
 
@@ -81,9 +82,13 @@ def _environment(root: Path) -> jinja2.Environment:
     )
 
 
-def pick_language(request: web.Request, default: str) -> str:
-    """?lang= wins (and is remembered in a cookie), then the cookie, then the hub's language."""
-    for candidate in (request.query.get("lang"), request.cookies.get(LANG_COOKIE), default):
+def pick_language(request: web.Request, default: str, who: Principal | None = None) -> str:
+    """?lang= wins (and is remembered in a cookie), then the signed-in user's own language
+    (kept on the user record, so it follows them to another browser), then the cookie, then
+    the hub's language."""
+    mine = who.language if who is not None else None
+    for candidate in (request.query.get("lang"), mine, request.cookies.get(LANG_COOKIE),
+                      default):
         if candidate in LANGUAGES:
             return candidate
     return "zh-CN"
@@ -176,6 +181,7 @@ def _boot(hub: Any, lang: str, words: dict[str, str], who: Principal | None,
             "name": who.name, "role": who.role, "via": who.via,
             "role_word": ROLE_WORDS.get(who.role, (who.role, who.role))[0 if zh else 1],
             "csrf": who.csrf_token, "controls": allowed_controls(hub, who),
+            "user": who.user_id is not None,
             "at_least": {role: who.at_least(role) for role in ROLE_WORDS},
         }
     # `</` cannot end the script element early.
@@ -193,7 +199,7 @@ def render(request: web.Request, template: str, who: Principal | None = None,
            status: int = 200, **context: Any) -> web.Response:
     hub = request.app[HUB]
     root = web_root()
-    lang = pick_language(request, getattr(hub, "language", "zh-CN"))
+    lang = pick_language(request, getattr(hub, "language", "zh-CN"), who)
     words = _translations(root)[lang]
     nav = [page for page in PAGES if page.nav and who is not None and page.permits(hub, who)]
     html = _environment(root).get_template(template).render(

@@ -204,6 +204,7 @@ async def test_edit_an_automation_and_see_the_validation_error(site: Site, page:
     editor = page.locator("#editor-text")
     await page.wait_for_function(
         "document.getElementById('editor-text').value.includes('above: 500')")
+    await page.click("#tab-yaml")  # the form is the first view (tests/web/test_web_automation_editor.py)
     text = await editor.input_value()
     await editor.fill(text.replace("above: 500", "above: lots"))
     await page.click("#editor-save")

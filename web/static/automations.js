@@ -1,10 +1,16 @@
-// 自动化 Automations: list, enable/disable, a YAML editor with the hub's validation messages
-// inline, traces and a dry run over the last 24 h of recorded history.
+// 自动化 Automations: list, enable/disable, an editor with two views of one document (a form,
+// autoform.js, and the YAML; switching converts), the hub's validation messages next to the
+// field they name, versions with rollback (autoversions.js), traces and a dry run over the
+// last 24 h of recorded history.
 "use strict";
 
 (function () {
   const { t, api, el, fmtDateTime } = VW;
   let editing = null;  // automation id, or "" for a new one
+  let view = "pane-form";  // the editor's view: pane-form | pane-yaml | pane-versions
+  let loading = false;  // views switched by the editor itself: no conversion
+  let baseDoc = null;  // the document the YAML text said when the form was last filled from it
+  const VIEW_KEY = "voltwatch-automation-view";
   const NEW_TEMPLATE = [
     "- id: new_automation",
     "  alias: " + t("new_automation"),
@@ -36,17 +42,105 @@
     return data;
   }
 
+  const errorPath = (d) => (Array.isArray(d.path) ? d.path.join(".") : d.path || "");
+  // The hub's reasons start with the automation they concern; the editor already says which.
+  const errorReason = (d) => String(d.reason || d.message || "").replace(/^automation (?:'[^']*'|without id): /, "");
+
+  /** Errors next to their form field when the form is shown; the rest (and YAML's) listed. */
   function showErrors(errors) {
     const list = document.getElementById("editor-errors");
     const text = document.getElementById("editor-text");
-    list.replaceChildren(...errors.map((e) => el("li", {}, e.path ? el("code", {}, e.path) : null, e.path ? "：" : "", e.reason || e.message)));
-    text.setAttribute("aria-invalid", errors.length ? "true" : "false");
+    const rest = view === "pane-form" ? VWAutoForm.showErrors(errors) : errors;
+    if (view !== "pane-form") VWAutoForm.clearErrors();
+    list.replaceChildren(...rest.map((e) => el("li", {}, e.path ? el("code", {}, e.path) : null, e.path ? "：" : "", e.reason || e.message)));
+    text.setAttribute("aria-invalid", errors.length && view === "pane-yaml" ? "true" : "false");
+  }
+
+  /** Key order does not make a different automation. */
+  function canonical(value) {
+    if (Array.isArray(value)) return "[" + value.map(canonical).join(",") + "]";
+    if (value && typeof value === "object") {
+      return "{" + Object.keys(value).sort().map((k) => JSON.stringify(k) + ":" + canonical(value[k])).join(",") + "}";
+    }
+    return JSON.stringify(value);
+  }
+
+  /** The document as the current view holds it; throws a list of errors. */
+  function currentDoc() {
+    if (view === "pane-form") return VWAutoForm.read();
+    return parse(document.getElementById("editor-text").value);
+  }
+
+  /** Switching views converts; a document that does not parse keeps the current view. */
+  function leaveView(from, to) {
+    if (!loading && from !== "pane-versions") {
+      try {
+        if (from === "pane-yaml") {
+          baseDoc = parse(document.getElementById("editor-text").value);
+          VWAutoForm.render(baseDoc, { fixedId: Boolean(editing) });
+        } else {
+          const doc = VWAutoForm.read();
+          // Untouched, the text stays as written (comments and all); changed, it is the form's.
+          if (canonical(doc) !== canonical(baseDoc)) {
+            document.getElementById("editor-text").value = jsyaml.dump([doc], { lineWidth: -1, noRefs: true });
+            baseDoc = doc;
+          }
+        }
+      } catch (errors) {
+        showErrors(errors);
+        return false;
+      }
+      showErrors([]);
+    }
+    view = to;
+    if (to === "pane-versions") loadVersions();
+    else if (!loading) localStorage.setItem(VIEW_KEY, to);
+    return true;
+  }
+
+  /** Show a view; `convert` false when both views already hold the same document. */
+  function selectView(pane, convert) {
+    loading = !convert;
+    try {
+      document.querySelector(`#editor-tabs [aria-controls="${pane}"]`).click();
+    } finally {
+      loading = false;
+    }
+  }
+
+  /** Both views filled from `text`; YAML that does not parse opens in the YAML view. */
+  function fill(text) {
+    document.getElementById("editor-text").value = text;
+    try {
+      baseDoc = parse(text);
+      VWAutoForm.render(baseDoc, { fixedId: Boolean(editing) });
+    } catch (errors) {
+      baseDoc = null;
+      selectView("pane-yaml", false);
+      showErrors(errors);
+    }
+  }
+
+  /** What automations.yaml now says about the automation being edited, comments included. */
+  async function reload() {
+    const one = await api("GET", "/api/automations/" + encodeURIComponent(editing));
+    fill(one.yaml || jsyaml.dump([one.config]));
+    if (view === "pane-versions") loadVersions();
+  }
+
+  function loadVersions() {
+    if (!editing) {
+      document.getElementById("version-list").replaceChildren(el("p", { class: "empty" }, t("no_versions")));
+      return;
+    }
+    VWAutoVersions.show(document.getElementById("version-list"), editing,
+      (text, kind) => status("editor-status", text, kind), async () => { await reload(); loadList(); });
   }
 
   async function save() {
     let data;
     try {
-      data = parse(document.getElementById("editor-text").value);
+      data = currentDoc();
     } catch (errors) {
       showErrors(errors);
       return;
@@ -58,11 +152,17 @@
         : await api("POST", "/api/automations", data);
       editing = saved.id;
       document.getElementById("editor-id").textContent = saved.id;
+      document.getElementById("editor-dryrun").disabled = false;
+      document.getElementById("editor-traces").disabled = false;
+      document.getElementById("tab-versions").disabled = false;
+      // What the file now says (comments kept by the hub) is what both views show.
+      await reload();
       status("editor-status", t("saved_version", { n: saved.version }), "ok");
       loadList();
     } catch (err) {
+      if (Array.isArray(err)) { showErrors(err); return; }
       showErrors(err.details && err.details.length
-        ? err.details.map((d) => ({ path: Array.isArray(d.path) ? d.path.join(".") : d.path, reason: d.reason || d.message }))
+        ? err.details.map((d) => ({ path: errorPath(d), reason: errorReason(d) }))
         : [{ path: "", reason: err.message }]);
       status("editor-status", "");
     }
@@ -76,20 +176,24 @@
     status("editor-status", "");
     document.getElementById("editor-output").replaceChildren();
     document.getElementById("editor-id").textContent = id || t("new_automation");
-    const text = document.getElementById("editor-text");
+    baseDoc = null;
     if (!id) {
-      text.value = NEW_TEMPLATE;
+      fill(NEW_TEMPLATE);
     } else {
       try {
-        const one = await api("GET", "/api/automations/" + encodeURIComponent(id));
-        text.value = one.yaml || jsyaml.dump([one.config]);
+        await reload();
       } catch (err) {
         status("editor-status", err.message, "error");
       }
     }
+    const wanted = localStorage.getItem(VIEW_KEY) || "pane-form";
+    selectView(baseDoc ? wanted : "pane-yaml", false);
+    document.getElementById("tab-versions").disabled = !id;
     document.getElementById("editor-dryrun").disabled = !id;
     document.getElementById("editor-traces").disabled = !id;
-    text.focus();
+    const first = view === "pane-form" ? document.querySelector("#auto-form input:not([readonly]), #auto-form select")
+      : document.getElementById("editor-text");
+    if (first) first.focus();
   }
 
   async function toggle(one, box) {
@@ -165,9 +269,12 @@
     document.getElementById("editor-traces").addEventListener("click", traces);
     document.getElementById("editor-dryrun").addEventListener("click", dryRun);
     document.getElementById("editor-close").addEventListener("click", () => { document.getElementById("editor").hidden = true; });
-    document.getElementById("editor-text").addEventListener("keydown", (ev) => {
+    document.getElementById("editor").addEventListener("keydown", (ev) => {
       if ((ev.ctrlKey || ev.metaKey) && ev.key === "s") { ev.preventDefault(); save(); }
     });
+    document.getElementById("auto-form").addEventListener("submit", (ev) => { ev.preventDefault(); save(); });
+    VWAutoForm.mount(document.getElementById("auto-form"));
+    VW.tabs(document.getElementById("editor-tabs"), null, leaveView);
     loadList();
   });
 })();

@@ -21,17 +21,6 @@
     return (device.name || device.id) + (where(device) ? "（" + where(device) + "）" : "");
   }
 
-  /** The confirmation dialog: resolves true only on the explicit confirm button. */
-  function confirmAction(text) {
-    const dialog = document.getElementById("confirm-dialog");
-    document.getElementById("confirm-text").textContent = text;
-    return new Promise((resolve) => {
-      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
-      dialog.returnValue = "";
-      dialog.showModal();
-      document.getElementById("confirm-cancel").focus();
-    });
-  }
 
   function report(text, ok) {
     VW.show(document.getElementById("control-result"), text, ok ? "ok" : "error");
@@ -48,7 +37,7 @@
 
   async function run(service, data, text) {
     const device = current;
-    if (!(await confirmAction(text))) return;
+    if (!(await VW.confirmAction(text))) return;
     try {
       const answer = await api("POST", "/api/services/" + device.platform + "/" + service,
         Object.assign({ device_id: device.id }, data));

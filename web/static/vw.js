@@ -184,10 +184,27 @@ window.VW = (function () {
     node.hidden = !text;
   }
 
+  /** The page's confirmation <dialog>: resolves true only on the explicit confirm button. */
+  function confirmAction(text) {
+    const dialog = document.getElementById("confirm-dialog");
+    document.getElementById("confirm-text").textContent = text;
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+      dialog.returnValue = "";
+      dialog.showModal();
+      document.getElementById("confirm-cancel").focus();
+    });
+  }
+
   /** Tabs: buttons [role=tab][aria-controls] inside `bar`; arrow keys move between them. */
-  function tabs(bar, onChange) {
+  function tabs(bar, onChange, canLeave) {
     const list = [...bar.querySelectorAll("[role=tab]")];
+    let current = null;
     function select(tab, focus) {
+      // canLeave(from, to) === false keeps the current tab (e.g. a document that does not parse)
+      const to = tab.getAttribute("aria-controls");
+      if (current && current !== to && canLeave && canLeave(current, to) === false) return;
+      current = to;
       for (const other of list) {
         const on = other === tab;
         other.setAttribute("aria-selected", String(on));
@@ -388,13 +405,24 @@ window.VW = (function () {
         location.href = "/login";
       });
     }
+    // A signed-in person's language is kept on their user record (it follows them to another
+    // browser); the link's ?lang= still switches this browser when that cannot be saved.
+    const langSwitch = document.getElementById("lang-switch");
+    if (langSwitch && boot.me && boot.me.user) {
+      langSwitch.addEventListener("click", async (ev) => {
+        ev.preventDefault();
+        leaving = true;
+        await api("PATCH", "/api/auth/me", { language: langSwitch.hreflang }).catch(() => null);
+        location.href = langSwitch.href;
+      });
+    }
     if (!boot.me) return;
     watchAlarms();
     connect();
   });
 
   return {
-    boot, lang, t, api, download, ApiError, el, show, tabs, fmtDateTime, fmtTime, hubMonth, hubInstant,
+    boot, lang, t, api, download, ApiError, el, show, tabs, confirmAction, fmtDateTime, fmtTime, hubMonth, hubInstant,
     typeWord, message, stateText, valueRank, subscribeStates, subscribeEvents, getStates, whenConnected,
     stopSound,
   };
