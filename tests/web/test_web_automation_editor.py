@@ -120,7 +120,14 @@ async def test_unknown_kinds_stay_and_a_validation_error_sits_next_to_its_field(
     await page.locator("#editor-errors li", has_text="第").wait_for()
     assert await page.locator("#pane-yaml").is_visible()
 
-    await editor.fill((await editor.input_value()).replace("\n  bad: [unclosed\n", "\n"))
+    fixed = (await editor.input_value()).replace("\n  bad: [unclosed\n", "\n").replace(
+        "above: 650", "above: 650  # 漏电阈值")
+    await editor.fill(fixed)
+    await page.click("#tab-form")
+    await page.locator("#pane-form").wait_for()
+    # Untouched in the form, the text comes back as written, comment and all.
+    await page.click("#tab-yaml")
+    assert await editor.input_value() == fixed
     await page.click("#tab-form")
     await page.locator("#pane-form").wait_for()
     await page.keyboard.press("Control+s")

@@ -324,6 +324,8 @@ window.VWAutoForm = (function () {
           errors.push({ path: err.box.dataset.path, reason: err.reason, box: err.box });
         }
       }
+      const single = doc[key] != null && !Array.isArray(doc[key]);
+      if (single && items.length === 1 && JSON.stringify(items[0]) === JSON.stringify(doc[key])) continue;  // `trigger: {…}` stays one
       if (items.length || key in out) out[key] = items;
     }
     if (errors.length) throw errors;
