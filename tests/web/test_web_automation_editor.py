@@ -197,3 +197,31 @@ async def test_language_follows_the_user_to_a_fresh_browser(site: Site, browser:
     await second.close()
     user = await site.hub.auth.users.get_by_name("张老师")
     assert user is not None and user.language == "zh-CN"
+
+
+async def test_the_form_on_a_phone_by_keyboard(site: Site, page: Any) -> None:
+    await api(site, "POST", "/api/automations", LEAK)
+    await page.set_viewport_size({"width": 390, "height": 800})
+    await login(page, site, "project_admin", "/automations")
+    await open_editor(page, "leak_sms")
+    # Nothing wider than the phone, and every field says what it is.
+    assert await page.evaluate(
+        "document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    unlabelled = await page.evaluate("""() => [...document.querySelectorAll(
+        '#auto-form input, #auto-form select, #auto-form textarea')]
+        .filter((f) => !f.labels.length && !f.getAttribute('aria-label')).map((f) => f.outerHTML)""")
+    assert unlabelled == []
+
+    # The focus lands in the form; arrow keys move between the views; the kind of a row is a
+    # select that the keyboard changes, and the new kind's fields come with it.
+    assert await page.evaluate("document.activeElement.closest('#auto-form') !== null")
+    await page.focus("#tab-form")
+    await page.keyboard.press("ArrowRight")
+    assert await page.evaluate("document.activeElement.id") == "tab-yaml"
+    assert await page.locator("#editor-text").is_visible()
+    await page.keyboard.press("ArrowLeft")
+    kind = page.locator('.af-row[data-path="triggers[0]"] select.af-kind')
+    await kind.focus()
+    await page.keyboard.press("ArrowDown")  # numeric_state -> alarm
+    await field(page, "triggers[0].on").wait_for()
+    assert await page.evaluate("document.activeElement.classList.contains('af-kind')")
