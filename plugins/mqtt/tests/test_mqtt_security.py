@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -51,10 +52,11 @@ async def _hub(config_dir: Path, broker: MosquittoBroker, recorder: PushRecorder
 async def secured(tmp_path: Path) -> AsyncIterator[tuple[Hub, MosquittoBroker, PushRecorder]]:
     """The hub writes the files, then Mosquitto starts with them and no anonymous access."""
     files = tmp_path / "hub" / "broker"
-    broker = MosquittoBroker(tmp_path / "mosquitto", anonymous=False, extra=[
+    broker = MosquittoBroker(tmp_path / "mosquitto", anonymous=False, log_topic=True, extra=[
         f"password_file {files / PASSWD_FILE}", f"acl_file {files / ACL_FILE}"])
     recorder = PushRecorder()
     hub = await _hub(tmp_path / "hub", broker, recorder, broker_files="broker",
+                     broker_pid_file=str(broker.pid_path),
                      username=HUB_USER, password=HUB_PASSWORD)
     broker.start()
     try:
@@ -120,15 +122,54 @@ async def test_a_device_added_later_gets_credentials(
     await files.wait_written("smoke-c")  # the rewrite the registry event started
     assert files.writes == writes + 1
     assert "user smoke-c" in (hub.config_dir / "broker" / ACL_FILE).read_text()
-    connection = voltwatch_mqtt.get_connection(hub)
-    await connection.stop()
-    broker.restart()  # Mosquitto reads the files at start (or on SIGHUP)
-    connection.start()
-    await connection.wait_ready()
+    # The hub itself sent the broker SIGHUP (mqtt.broker_pid_file); Mosquitto logs the reload
+    # and has re-read the files before it serves the next client, no restart, no operator.
+    assert files.reloads >= 1
+    log = voltwatch_mqtt.get_connection(hub).broker_log
+    await log.wait_for(lambda log: log.reloads >= 1)
     async with _client(broker, "smoke-c", files.password("smoke-c")) as device_c:
         await device_c.publish("voltwatch/dev/smoke-c/telemetry",
                                json.dumps({"values": {"smoke_level": 3}}), qos=1)
         assert (await recorder.next("telemetry")).device_id == "smoke-c"
+
+
+def _refused_connect(broker: MosquittoBroker, user: str, password: str) -> tuple[str, int]:
+    """A raw MQTT 3.1.1 CONNECT, so the test knows its own peer address; returns the peer
+    and the CONNACK return code."""
+
+    def field(text: str) -> bytes:
+        data = text.encode()
+        return len(data).to_bytes(2, "big") + data
+
+    body = (field("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
+            + field("impostor-1") + field(user) + field(password))
+    with socket.create_connection((broker.host, broker.port), timeout=5) as sock:
+        host, port = sock.getsockname()[:2]
+        peer = f"{host}:{port}"
+        sock.sendall(bytes([0x10, len(body)]) + body)
+        connack = sock.recv(4)
+    return peer, connack[3]
+
+
+async def test_a_wrong_password_is_a_refusal_the_admin_sees(
+    secured: tuple[Hub, MosquittoBroker, PushRecorder],
+) -> None:
+    hub, broker, _recorder = secured
+    connection = voltwatch_mqtt.get_connection(hub)
+    peer, code = await asyncio.to_thread(_refused_connect, broker, DEVICE_A, "guess")
+    assert code == 5  # the broker said: not authorised
+    await connection.broker_log.wait_for(lambda log: log.counts["not_authorised"] >= 1)
+    (refusal,) = connection.describe()["refusals"]
+    assert refusal["peer"] == peer and refusal["reason"] == "not_authorised"
+    assert "refused the credentials" in refusal["message"]
+    metrics = voltwatch_mqtt.voltwatch_metrics(hub=hub)
+    assert metrics["mqtt_refused_not_authorised_total"] == 1
+    assert metrics["mqtt_refused_total"] == 1
+    # The right password is no refusal.
+    secret = device_secret(hub.config_dir)
+    async with _client(broker, DEVICE_B, device_password(secret, DEVICE_B)):
+        pass
+    assert connection.stats()["refused"] == 1
 
 
 def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
