@@ -18,6 +18,7 @@ import aiomqtt
 import pytest
 import voltwatch_mqtt
 from mqtt_testkit import PLATFORM, PushRecorder, mqtt_section
+from voltwatch_mqtt.brokerlog import BrokerLog
 from voltwatch_mqtt.credentials import ACL_FILE, PASSWD_FILE, device_password, device_secret
 from voltwatch_mqtt.testing import MosquittoBroker, free_port
 
@@ -240,3 +241,27 @@ def test_counters_reach_metrics_with_prometheus_names(tmp_path: Path) -> None:
     numbers = voltwatch_mqtt.voltwatch_metrics(hub=hub)
     assert numbers["mqtt_malformed_too_large_total"] == 1
     assert numbers["mqtt_messages_total"] == 1 and numbers["mqtt_connected"] == 0
+
+
+def test_broker_log_names_the_peer_of_each_refusal_in_turn() -> None:
+    """Lines as Mosquitto 2.0.11 writes them: two logins being set up at once, one succeeds,
+    two fail; each refusal names a peer still being set up, never the one that got in, and
+    says when it had to choose."""
+    log = BrokerLog()
+    for line in (
+        "1796048691: New connection from 10.0.0.5:40001 on port 1883.",
+        "1796048691: New connection from 10.0.0.6:40002 on port 1883.",
+        "1796048691: New connection from 10.0.0.7:40003 on port 1883.",
+        ("1796048691: New client connected from 10.0.0.6:40002 as smoke-a (p2, c1, k60, "
+         "u'smoke-a')."),
+        "1796048691: Client <unknown> disconnected, not authorised.",
+        "1796048692: Client <unknown> disconnected, not authorised.",
+        "1796048692: Saving in-memory database to /var/lib/mosquitto/mosquitto.db.",
+    ):
+        log.feed(line.encode())
+    first, second = log.recent
+    assert (first["peer"], second["peer"]) == ("10.0.0.5:40001", "10.0.0.7:40003")
+    assert "2 connections were being set up" in first["message"]
+    assert "connections were being set up" not in second["message"]
+    assert first["claimed"] is None and first["reason"] == "not_authorised"
+    assert log.stats()["refused"] == 2 and log.stats()["broker_log_lines"] == 7
