@@ -140,8 +140,10 @@ def voltwatch_http_routes(hub: Hub) -> list[Any]:
         last_error, subscriptions, stats (messages, messages_<kind>, malformed,
         malformed_<reason>, unknown_device, unhandled, handler_errors, connects, reconnects,
         commands_sent / acked / failed / refused / timed_out, acks_unmatched, devices_online,
-        devices_offline) and devices (device_id, entity_id, online, status_at, last_seen,
-        messages).
+        devices_offline, refused, refused_not_authorised, broker_log_lines, broker_reloads),
+        devices (device_id, entity_id, online, status_at, last_seen, messages) and refusals:
+        the latest logins the broker refused, read from its log (at, peer, claimed, reason,
+        message, broker_line).
         """
         connection = _CONNECTIONS.get(hub)
         if connection is None:
