@@ -103,6 +103,15 @@ async def test_demo_serves_live_detector_values(tmp_path: Path) -> None:
                                    headers=headers) as response:
                 (sms,) = await response.json()
             assert sms["name"] == "sms" and sms["healthy"] is True and sms["delivered"] >= 1
+            # The demo's broker takes no anonymous clients: the hub and the smoke detector
+            # got in with the credentials the hub generated, and nobody was refused.
+            async with session.get(f"{base}/api/mqtt", headers=headers) as response:
+                mqtt = await response.json()
+            assert mqtt["connected"] is True and mqtt["refusals"] == []
+            (smoke,) = [d for d in mqtt["devices"] if d["device_id"] == "smoke-1"]
+            assert smoke["online"] is True
+        broker_conf = (tmp_path / "demo" / "mosquitto" / "mosquitto.conf").read_text()
+        assert "allow_anonymous false" in broker_conf and "password_file" in broker_conf
         assert {"arcm", "modbus", "gsm", "mqtt"} <= plugins
         assert "broken" not in plugins  # test-only plugins never reach the demo
     finally:

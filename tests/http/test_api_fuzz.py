@@ -7,14 +7,17 @@ Only the `not_a_server_error` check is asked for: a 4xx for nonsense is the righ
 500 is a bug. The hub's own response counter is checked too, so an error that schemathesis
 might not attribute (a websocket, a HEAD) still fails the test.
 
-Run time is bounded by `--max-examples` per operation (about a minute here); raise
-`VOLTWATCH_FUZZ_EXAMPLES` for a deeper run.
+Four phases: examples, coverage, fuzzing (each operation alone) and stateful (chains of calls
+along the links schemathesis infers from the document, docs/security.md "Fuzzing"). Run time
+is bounded by the examples per operation and the stateful scenarios (about 1-2 minutes
+here); raise `VOLTWATCH_FUZZ_EXAMPLES` and `VOLTWATCH_FUZZ_SCENARIOS` for a deeper run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -38,6 +41,19 @@ CONFIG = {
 }
 
 
+# Passed as --config-file. The stateful phase chains operations along the links
+# schemathesis infers from the document (a resource an operation returns feeds the path
+# parameters of the next: 166 links here); it gets its own, larger scenario count, because a
+# scenario only follows a link when its first call succeeded.
+SCHEMATHESIS_TOML = f"""
+generation.max-examples = {EXAMPLES}
+
+[phases.stateful]
+max-steps = 6
+generation.max-examples = {os.environ.get("VOLTWATCH_FUZZ_SCENARIOS", "30")}
+"""
+
+
 def _schemathesis() -> str:
     return str(Path(sys.executable).with_name("schemathesis"))
 
@@ -47,12 +63,14 @@ async def test_fuzzing_the_openapi_document_finds_no_server_error(tmp_path: Path
     await hub.async_start()
     try:
         token = await tokens.create_token(hub.storage, "fuzz")
+        (tmp_path / "schemathesis.toml").write_text(SCHEMATHESIS_TOML, encoding="utf-8")
         process = await asyncio.create_subprocess_exec(
-            _schemathesis(), "run", f"{hub.http.url}/api/openapi.json",
+            _schemathesis(), "--config-file", str(tmp_path / "schemathesis.toml"),
+            "run", f"{hub.http.url}/api/openapi.json",
             "--checks", "not_a_server_error",
             "--header", f"Authorization: Bearer {token}",
-            "--max-examples", EXAMPLES, "--seed", "14", "--workers", "1",
-            "--phases", "examples,coverage,fuzzing",
+            "--seed", "14", "--workers", "1",
+            "--phases", "examples,coverage,fuzzing,stateful",
             # Revoking the run's own token would turn the rest of the run into 401s.
             "--exclude-path-regex", "^/api/tokens/",
             "--request-timeout", "30", "--no-color", "--warnings", "off",
@@ -64,5 +82,8 @@ async def test_fuzzing_the_openapi_document_finds_no_server_error(tmp_path: Path
         assert process.returncode == 0, text[-6000:]
         assert not server_errors, (server_errors, text[-3000:])
         assert sum(hub.http.response_counts.values()) > 500, text[-3000:]  # it really ran
+        # The stateful phase ran and had links to follow (a document that lost them shows).
+        links = re.search(r"API Links:\s+(\d+) covered / (\d+) selected", text)
+        assert links is not None and int(links.group(2)) > 0, text[-3000:]
     finally:
         await hub.async_stop()

@@ -186,3 +186,33 @@ async def test_a_flooding_dtu_never_delays_another_dtus_alarm(tmp_path: Path) ->
         stop.set()
         await close_harness(harness)
 
+
+
+async def test_bytes_dropped_from_a_flood_count_against_the_data_budget(tmp_path: Path) -> None:
+    """The hub drops a flooding DTU's packets unread, but the SIM carried them and the carrier
+    bills them: the month's usage counts them, apart from the bytes the hub used."""
+    harness = await make_harness(tmp_path, {"byte_rate": "4096/s"}, DEVICES)
+    try:
+        server = harness.server
+        raw = await harness.raw(IMEI_B.encode())
+        await server.wait_until(lambda: IMEI_B in server.dtus and server.dtus[IMEI_B].connected)
+        dtu = server.dtus[IMEI_B]
+        flood = b"\xff" * 12000  # more than the byte rate's burst: dropped
+        await raw.send(flood)
+        sent = len(IMEI_B) + len(flood)
+        await server.wait_until(lambda: dtu.bytes_up + dtu.dropped_bytes == sent)
+        assert dtu.dropped_bytes > 0 and dtu.throttled > 0
+
+        server.traffic.settle()
+        month = server.traffic.entry(IMEI_B).month_usage()
+        assert month.up + month.dropped == sent and month.dropped == dtu.dropped_bytes
+        report = server.traffic.report(IMEI_B)["month"]
+        assert report["dropped"] == dtu.dropped_bytes
+        # Billed: payload, dropped bytes and overhead, plus the cellular percentage.
+        assert report["total"] == round((month.up + month.down + month.dropped
+                                         + month.overhead) * 1.05)
+        stats = server.stats()
+        assert stats["gsm_bytes_dropped_month"] == dtu.dropped_bytes
+        assert stats["gsm_dropped_bytes_total"] == dtu.dropped_bytes
+    finally:
+        await close_harness(harness)

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gsm_testkit import IMEI_A, IMEI_B, close_harness, device, make_harness
 from voltwatch_gsm.settings import MB, GsmSettings, data_size, percent
 from voltwatch_gsm.simulator import SimOptions, SimStats, SimulatedDtu
-from voltwatch_gsm.traffic import STATUS_OK, STATUS_OVER, STATUS_STRETCHED
+from voltwatch_gsm.traffic import STATUS_OK, STATUS_OVER, STATUS_STRETCHED, Usage
 
 from hub.core.conditions import EVENT_DEVICE_CONDITION
 from hub.core.events import Event, callback
@@ -334,3 +334,11 @@ async def _next_poll(detector: Any) -> None:
         await future
     finally:
         unsub()
+
+
+def test_usage_rows_from_before_dropped_bytes_still_load() -> None:
+    """A month stored by an older hub has three numbers a day; it loads with nothing dropped."""
+    old = Usage.from_list([1000, 500, 40.5])
+    assert (old.up, old.down, old.overhead, old.dropped) == (1000, 500, 40.5, 0)
+    again = Usage.from_list(Usage(1000, 500, 40.5, 12000).as_list())
+    assert again.dropped == 12000 and again.total(1.0) == 1000 + 500 + 40.5 + 12000

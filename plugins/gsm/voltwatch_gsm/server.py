@@ -106,6 +106,7 @@ class DtuConnection(asyncio.Protocol):
         self.dtu_id: str | None = None
         self.expect: _Expect | None = None
         self.bytes_in = 0
+        self.dropped_in = 0  # of bytes_in, dropped over the packet/byte rate
         self.bytes_out = 0
         self.connected_at = time.time()
         self._buf = bytearray()
@@ -168,8 +169,12 @@ class DtuConnection(asyncio.Protocol):
         server = self.server
         server.throttled += 1
         server.dropped_bytes += nbytes
+        self.dropped_in += nbytes
         if self.dtu is not None:
+            # Dropped, but carried and billed all the same: the data budget counts them
+            # (traffic.py), shown apart from the bytes the hub used.
             self.dtu.throttled += 1
+            self.dtu.dropped_bytes += nbytes
         server.notify()
         if server.log_throttle.allow("throttled"):
             _LOGGER.warning(
@@ -423,6 +428,7 @@ class Dtu:
         self.impostors = 0
         self.refused = 0  # connections claiming this id that were refused (key, impostor)
         self.throttled = 0  # packets dropped over the packet/byte rate
+        self.dropped_bytes = 0  # their bytes (billed by the carrier, never parsed)
 
     @property
     def known(self) -> bool:
@@ -570,6 +576,7 @@ class Dtu:
             "impostors": self.impostors,
             "refused": self.refused,
             "throttled": self.throttled,
+            "dropped_bytes": self.dropped_bytes,
         }
 
 
@@ -885,7 +892,9 @@ class GsmServer:
         dtu.connection = conn
         dtu.peer = conn.peer
         dtu.connected_at = time.time()
-        dtu.bytes_up += conn.bytes_in
+        # Bytes of the registration phase; those dropped over the rate limits stay apart.
+        dtu.bytes_up += conn.bytes_in - conn.dropped_in
+        dtu.dropped_bytes += conn.dropped_in
         _LOGGER.info("GSM: DTU %s connected from %s", dtu.id, conn.peer)
         dtu.touch()
         conn.activate(dtu)
@@ -1016,7 +1025,7 @@ class GsmServer:
         sums = dict.fromkeys(
             ("frames", "heartbeats", "bytes_up", "bytes_down", "crc_errors", "garbage",
              "requests", "timeouts", "exception_replies", "reconnects", "impostors",
-             "refused", "throttled"), 0)
+             "refused", "throttled", "dropped_bytes"), 0)
         for dtu in self.dtus.values():
             totals["gsm_dtus_known" if dtu.known else "gsm_dtus_pending"] += 1
             totals["gsm_dtus_connected"] += dtu.connected

@@ -109,32 +109,39 @@ class OverheadModel:
 
 @dataclass(slots=True)
 class Usage:
-    """Bytes in one period: payload up/down as the hub saw them, modelled overhead."""
+    """Bytes in one period: payload up/down as the hub saw them, modelled overhead, and the
+    bytes a flooding DTU sent that the hub dropped over its rate limits (`dropped`): never
+    parsed, but carried over the SIM and billed, so they count against the budget too."""
 
     up: float = 0.0
     down: float = 0.0
     overhead: float = 0.0
+    dropped: float = 0.0
 
     def add(self, other: Usage) -> None:
         self.up += other.up
         self.down += other.down
         self.overhead += other.overhead
+        self.dropped += other.dropped
 
     def total(self, factor: float) -> float:
-        """The estimate of what the carrier bills (payload + overhead, plus the percentage)."""
-        return (self.up + self.down + self.overhead) * factor
+        """The estimate of what the carrier bills (payload + dropped + overhead, plus the
+        percentage)."""
+        return (self.up + self.down + self.dropped + self.overhead) * factor
 
     def as_list(self) -> list[float]:
-        return [round(self.up), round(self.down), round(self.overhead, 1)]
+        return [round(self.up), round(self.down), round(self.overhead, 1), round(self.dropped)]
 
     @classmethod
     def from_list(cls, value: Any) -> Usage:
-        up, down, overhead = (float(x) for x in list(value)[:3])
-        return cls(up, down, overhead)
+        """Rows written before `dropped` existed have three numbers."""
+        numbers = [float(x) for x in list(value)[:4]]
+        up, down, overhead = numbers[:3]
+        return cls(up, down, overhead, numbers[3] if len(numbers) > 3 else 0.0)
 
 
 _COUNTERS = ("bytes_up", "bytes_down", "requests", "frames", "crc_errors", "heartbeats",
-             "connects", "garbage")
+             "connects", "garbage", "throttled", "dropped_bytes")
 
 
 @dataclass
@@ -254,11 +261,11 @@ class TrafficManager:
         if entry.month != month:
             self._roll_month(entry, month)
         usage = Usage(
-            up=delta["bytes_up"], down=delta["bytes_down"],
+            up=delta["bytes_up"], down=delta["bytes_down"], dropped=delta["dropped_bytes"],
             overhead=self.model.overhead(
                 requests=delta["requests"], replies=delta["frames"] + delta["crc_errors"],
                 heartbeats=delta["heartbeats"], connects=delta["connects"],
-                other_packets=delta["garbage"]),
+                other_packets=delta["garbage"] + delta["throttled"]),
         )
         entry.days.setdefault(day, Usage()).add(usage)
         entry.session.add(usage)
@@ -456,6 +463,7 @@ class TrafficManager:
 
         def usage(u: Usage) -> dict[str, Any]:
             return {"up": round(u.up), "down": round(u.down), "overhead": round(u.overhead),
+                    "dropped": round(u.dropped),
                     "total": round(u.total(factor)), "total_mb": mb(u.total(factor))}
 
         return {
@@ -491,11 +499,13 @@ class TrafficManager:
     def stats(self) -> dict[str, float]:
         factor = self.model.factor
         session = Usage()
-        month_total = projected = 0.0
+        month_total = month_dropped = projected = 0.0
         over = unfit = 0
         for entry in self.dtus.values():
             session.add(entry.session)
-            month_total += entry.month_usage().total(factor)
+            month = entry.month_usage()
+            month_total += month.total(factor)
+            month_dropped += month.dropped
             projected += entry.projected
             over += entry.status in (STATUS_STRETCHED, STATUS_OVER)
             unfit += entry.status == STATUS_OVER
@@ -503,6 +513,7 @@ class TrafficManager:
             "gsm_bytes_overhead_total": round(session.overhead),
             "gsm_bytes_estimated_total": round(session.total(factor)),
             "gsm_bytes_month": round(month_total),
+            "gsm_bytes_dropped_month": round(month_dropped),
             "gsm_bytes_projected_month": round(projected),
             "gsm_dtus_over_budget": over,
             "gsm_dtus_budget_unfit": unfit,

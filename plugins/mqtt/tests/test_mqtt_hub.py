@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiomqtt
 import pytest
 import voltwatch_mqtt
 import voluptuous as vol
@@ -141,23 +142,38 @@ def test_link_schema_rejects_unknown_keys() -> None:
         voltwatch_mqtt.LINK_SCHEMA({"transport": "mqtt", "host": "x"})
 
 
-async def test_demo_hook_starts_a_broker_the_hub_connects_to(tmp_path) -> None:
+async def test_demo_broker_runs_with_the_hubs_credentials(tmp_path) -> None:
+    """The demo's Mosquitto is secured as a site's should be: generated passwd/ACL, no
+    anonymous clients, devices log in with their derived passwords, refusals reach the hub."""
     demo = DemoSite(tmp_path, http_port=0)
     await voltwatch_mqtt.voltwatch_demo_site(demo)
     section = demo.sections["mqtt"]
     broker = demo._voltwatch_mqtt_broker
-    assert broker.running
+    assert broker.running and not broker.anonymous
+    assert section["username"] == "hub" and section["broker_files"] == "broker"
     assert await voltwatch_mqtt.ensure_demo_broker(demo) == (section["host"], section["port"])
     demo.launch()
-    hub = Hub(tmp_path / "hub", config={"mqtt": section})
+    hub = Hub(tmp_path, config={"mqtt": section})  # the demo's hub lives in its data dir
     hub.loop = asyncio.get_running_loop()
     hub.bus.bind_loop(hub.loop)
+    await hub.devices.async_upsert(id="smoke-9", platform=PLATFORM, link={"transport": "mqtt"})
+    await voltwatch_mqtt.voltwatch_setup(hub=hub, config=hub.config)
     connection = voltwatch_mqtt.get_connection(hub)
-    connection.start()
+    device = SimulatedDevice("smoke-9", voltwatch_mqtt.demo_device_options(
+        demo, interval=3600, publish_on_connect=False))
+    task = asyncio.create_task(device.run())
     try:
         await connection.wait_ready()
-        assert connection.connected
+        # smoke-9 was not in the files the broker started with: the hub rewrote them and
+        # made the broker reload (SIGHUP), then the device logs in with its own password.
+        await asyncio.wait_for(device.connected.wait(), 30)
+        assert "user smoke-9" in (tmp_path / "broker" / "acl").read_text()
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client(broker.host, broker.port, identifier="anon"):
+                pass
+        await connection.broker_log.wait_for(lambda log: log.counts["not_authorised"] >= 1)
     finally:
-        await connection.stop()
+        await cancel_and_wait(task)
+        await voltwatch_mqtt.voltwatch_shutdown(hub=hub)
         await demo.stop()
     assert not broker.running

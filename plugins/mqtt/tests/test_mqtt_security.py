@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import aiomqtt
 import pytest
 import voltwatch_mqtt
 from mqtt_testkit import PLATFORM, PushRecorder, mqtt_section
+from voltwatch_mqtt.brokerlog import BrokerLog
 from voltwatch_mqtt.credentials import ACL_FILE, PASSWD_FILE, device_password, device_secret
 from voltwatch_mqtt.testing import MosquittoBroker, free_port
 
@@ -51,10 +53,11 @@ async def _hub(config_dir: Path, broker: MosquittoBroker, recorder: PushRecorder
 async def secured(tmp_path: Path) -> AsyncIterator[tuple[Hub, MosquittoBroker, PushRecorder]]:
     """The hub writes the files, then Mosquitto starts with them and no anonymous access."""
     files = tmp_path / "hub" / "broker"
-    broker = MosquittoBroker(tmp_path / "mosquitto", anonymous=False, extra=[
+    broker = MosquittoBroker(tmp_path / "mosquitto", anonymous=False, log_topic=True, extra=[
         f"password_file {files / PASSWD_FILE}", f"acl_file {files / ACL_FILE}"])
     recorder = PushRecorder()
     hub = await _hub(tmp_path / "hub", broker, recorder, broker_files="broker",
+                     broker_pid_file=str(broker.pid_path),
                      username=HUB_USER, password=HUB_PASSWORD)
     broker.start()
     try:
@@ -120,15 +123,54 @@ async def test_a_device_added_later_gets_credentials(
     await files.wait_written("smoke-c")  # the rewrite the registry event started
     assert files.writes == writes + 1
     assert "user smoke-c" in (hub.config_dir / "broker" / ACL_FILE).read_text()
-    connection = voltwatch_mqtt.get_connection(hub)
-    await connection.stop()
-    broker.restart()  # Mosquitto reads the files at start (or on SIGHUP)
-    connection.start()
-    await connection.wait_ready()
+    # The hub itself sent the broker SIGHUP (mqtt.broker_pid_file); Mosquitto logs the reload
+    # and has re-read the files before it serves the next client, no restart, no operator.
+    assert files.reloads >= 1
+    log = voltwatch_mqtt.get_connection(hub).broker_log
+    await log.wait_for(lambda log: log.reloads >= 1)
     async with _client(broker, "smoke-c", files.password("smoke-c")) as device_c:
         await device_c.publish("voltwatch/dev/smoke-c/telemetry",
                                json.dumps({"values": {"smoke_level": 3}}), qos=1)
         assert (await recorder.next("telemetry")).device_id == "smoke-c"
+
+
+def _refused_connect(broker: MosquittoBroker, user: str, password: str) -> tuple[str, int]:
+    """A raw MQTT 3.1.1 CONNECT, so the test knows its own peer address; returns the peer
+    and the CONNACK return code."""
+
+    def field(text: str) -> bytes:
+        data = text.encode()
+        return len(data).to_bytes(2, "big") + data
+
+    body = (field("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
+            + field("impostor-1") + field(user) + field(password))
+    with socket.create_connection((broker.host, broker.port), timeout=5) as sock:
+        host, port = sock.getsockname()[:2]
+        peer = f"{host}:{port}"
+        sock.sendall(bytes([0x10, len(body)]) + body)
+        connack = sock.recv(4)
+    return peer, connack[3]
+
+
+async def test_a_wrong_password_is_a_refusal_the_admin_sees(
+    secured: tuple[Hub, MosquittoBroker, PushRecorder],
+) -> None:
+    hub, broker, _recorder = secured
+    connection = voltwatch_mqtt.get_connection(hub)
+    peer, code = await asyncio.to_thread(_refused_connect, broker, DEVICE_A, "guess")
+    assert code == 5  # the broker said: not authorised
+    await connection.broker_log.wait_for(lambda log: log.counts["not_authorised"] >= 1)
+    (refusal,) = connection.describe()["refusals"]
+    assert refusal["peer"] == peer and refusal["reason"] == "not_authorised"
+    assert "refused the credentials" in refusal["message"]
+    metrics = voltwatch_mqtt.voltwatch_metrics(hub=hub)
+    assert metrics["mqtt_refused_not_authorised_total"] == 1
+    assert metrics["mqtt_refused_total"] == 1
+    # The right password is no refusal.
+    secret = device_secret(hub.config_dir)
+    async with _client(broker, DEVICE_B, device_password(secret, DEVICE_B)):
+        pass
+    assert connection.stats()["refused"] == 1
 
 
 def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
@@ -199,3 +241,27 @@ def test_counters_reach_metrics_with_prometheus_names(tmp_path: Path) -> None:
     numbers = voltwatch_mqtt.voltwatch_metrics(hub=hub)
     assert numbers["mqtt_malformed_too_large_total"] == 1
     assert numbers["mqtt_messages_total"] == 1 and numbers["mqtt_connected"] == 0
+
+
+def test_broker_log_names_the_peer_of_each_refusal_in_turn() -> None:
+    """Lines as Mosquitto 2.0.11 writes them: two logins being set up at once, one succeeds,
+    two fail; each refusal names a peer still being set up, never the one that got in, and
+    says when it had to choose."""
+    log = BrokerLog()
+    for line in (
+        "1796048691: New connection from 10.0.0.5:40001 on port 1883.",
+        "1796048691: New connection from 10.0.0.6:40002 on port 1883.",
+        "1796048691: New connection from 10.0.0.7:40003 on port 1883.",
+        ("1796048691: New client connected from 10.0.0.6:40002 as smoke-a (p2, c1, k60, "
+         "u'smoke-a')."),
+        "1796048691: Client <unknown> disconnected, not authorised.",
+        "1796048692: Client <unknown> disconnected, not authorised.",
+        "1796048692: Saving in-memory database to /var/lib/mosquitto/mosquitto.db.",
+    ):
+        log.feed(line.encode())
+    first, second = log.recent
+    assert (first["peer"], second["peer"]) == ("10.0.0.5:40001", "10.0.0.7:40003")
+    assert "2 connections were being set up" in first["message"]
+    assert "connections were being set up" not in second["message"]
+    assert first["claimed"] is None and first["reason"] == "not_authorised"
+    assert log.stats()["refused"] == 2 and log.stats()["broker_log_lines"] == 7

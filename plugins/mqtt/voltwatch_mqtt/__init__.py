@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import secrets
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ import voluptuous as vol
 from hub import hookimpl
 
 from .connection import DeviceStatus, MqttConnection, MqttLink
-from .credentials import BrokerFiles
+from .credentials import BrokerFiles, device_secret, write_broker_files
 from .settings import DOMAIN, LINK_SCHEMA, MQTT_SCHEMA, MqttSettings
 from .simulator import SimOptions, SimulatedDevice, add_arguments, run_devices, simulate
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeviceStatus", "MqttConnection", "MqttLink", "MqttSettings", "SimOptions",
-    "SimulatedDevice", "ensure_demo_broker", "get_connection", "stats",
+    "SimulatedDevice", "demo_device_options", "ensure_demo_broker", "get_connection", "stats",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -139,8 +140,10 @@ def voltwatch_http_routes(hub: Hub) -> list[Any]:
         last_error, subscriptions, stats (messages, messages_<kind>, malformed,
         malformed_<reason>, unknown_device, unhandled, handler_errors, connects, reconnects,
         commands_sent / acked / failed / refused / timed_out, acks_unmatched, devices_online,
-        devices_offline) and devices (device_id, entity_id, online, status_at, last_seen,
-        messages).
+        devices_offline, refused, refused_not_authorised, broker_log_lines, broker_reloads),
+        devices (device_id, entity_id, online, status_at, last_seen, messages) and refusals:
+        the latest logins the broker refused, read from its log (at, peer, claimed, reason,
+        message, broker_line).
         """
         connection = _CONNECTIONS.get(hub)
         if connection is None:
@@ -180,13 +183,21 @@ def voltwatch_simulators() -> dict[str, Any]:
 
 # -- demo ---------------------------------------------------------------------------------
 _DEMO_BROKER_ATTR = "_voltwatch_mqtt_broker"
+_DEMO_BROKER_DIR = "mosquitto"
+_DEMO_FILES = "broker"
+_DEMO_HUB_USER = "hub"
 
 
 async def ensure_demo_broker(demo: DemoSite) -> tuple[str, int] | None:
     """Start the demo's own Mosquitto once (idempotent) and set the `mqtt:` section.
 
-    Returns (host, port), or None when mosquitto is not installed. Other plugins' demo hooks
-    (smoke) may call this to find the broker whatever order the hooks run in.
+    The broker runs as a site should run it: no anonymous clients, the password and ACL files
+    the hub generates (`broker_files`), reloaded by SIGHUP when they change
+    (`broker_pid_file`), and its log on `$SYS/broker/log/#` so its refusals show in the hub.
+    The files are written here once before the broker starts (the devices known so far, the
+    hub's user) and again by the hub from its registry. Returns (host, port), or None when
+    mosquitto is not installed. Other plugins' demo hooks (smoke) may call this to find the
+    broker whatever order the hooks run in.
     """
     existing = getattr(demo, _DEMO_BROKER_ATTR, None)
     if existing is not None:
@@ -196,15 +207,41 @@ async def ensure_demo_broker(demo: DemoSite) -> tuple[str, int] | None:
     if find_mosquitto() is None:
         _LOGGER.info("MQTT demo: mosquitto is not installed; the demo runs without MQTT")
         return None
-    broker = MosquittoBroker(demo.data_dir / "mosquitto", port=demo.free_port())
+    section: dict[str, Any] = {"topic_prefix": "voltwatch", "reconnect_max": "5s"}
+    extra: list[str] = []
+    anonymous = True
+    hub_password = secrets.token_urlsafe(18)  # a new one at every start, as the demo login
+    ids = [d["id"] for d in demo.devices if (d.get("link") or {}).get("transport") == "mqtt"]
+    try:
+        passwd, acl = await write_broker_files(
+            demo.data_dir / _DEMO_FILES, "voltwatch", device_secret(demo.data_dir), ids,
+            _DEMO_HUB_USER, hub_password)
+    except (OSError, RuntimeError) as err:
+        _LOGGER.warning("MQTT demo: cannot write the broker's password/ACL files (%s); the "
+                        "demo broker accepts anonymous clients", err)
+    else:
+        anonymous = False
+        extra = [f"password_file {passwd}", f"acl_file {acl}"]
+        section.update(username=_DEMO_HUB_USER, password=hub_password,
+                       broker_files=_DEMO_FILES,
+                       broker_pid_file=f"{_DEMO_BROKER_DIR}/mosquitto.pid")
+    broker = MosquittoBroker(demo.data_dir / _DEMO_BROKER_DIR, port=demo.free_port(),
+                             anonymous=anonymous, log_topic=True, extra=extra)
     # Started from this (the main) thread, so it dies with the demo even on SIGKILL; the short
     # wait for its port happens once, before the demo serves anything.
     broker.start()
     setattr(demo, _DEMO_BROKER_ATTR, broker)
-    demo.set_section(DOMAIN, {"host": broker.host, "port": broker.port,
-                              "topic_prefix": "voltwatch", "reconnect_max": "5s"})
+    demo.set_section(DOMAIN, {"host": broker.host, "port": broker.port, **section})
     demo.start(_keep_broker(broker), name="mqtt demo broker")
     return broker.host, broker.port
+
+
+def demo_device_options(demo: DemoSite, **options: Any) -> SimOptions:
+    """Simulator options for the demo broker: its address and the devices' credentials."""
+    broker = getattr(demo, _DEMO_BROKER_ATTR)
+    secret = None if broker.anonymous else device_secret(demo.data_dir)
+    return SimOptions(host=broker.host, port=broker.port, prefix="voltwatch", secret=secret,
+                      **options)
 
 
 async def _keep_broker(broker: Any) -> None:
@@ -225,17 +262,19 @@ def _plugin_installed(name: str) -> bool:
 
 @hookimpl
 async def voltwatch_demo_site(demo: DemoSite) -> None:
-    where = await ensure_demo_broker(demo)
-    if where is None:
+    from .testing import find_mosquitto
+
+    add_smoke = find_mosquitto() is not None and _plugin_installed("smoke") and not any(
+        device.get("id") == "smoke-1" for device in demo.devices)  # smoke's own hook may add it
+    if add_smoke:
+        # Added before the broker starts, so its credentials are in the first files.
+        demo.add_device(id="smoke-1", name="厨房烟感", platform="smoke", project="school-1-b",
+                        area="一层", location="厨房", link={"transport": "mqtt"})
+    if await ensure_demo_broker(demo) is None:
         return
-    host, port = where
     if not _plugin_installed("smoke"):
         _LOGGER.info("MQTT demo: no push device platform (smoke) installed; broker only")
         return
-    if any(device.get("id") == "smoke-1" for device in demo.devices):
-        return  # the smoke plugin's own demo hook added it
-    demo.add_device(id="smoke-1", name="厨房烟感", platform="smoke", project="school-1-b",
-                    area="一层", location="厨房", link={"transport": "mqtt"})
-    options = SimOptions(host=host, port=port, prefix="voltwatch", interval=30.0,
-                         smoke_alarm_every=900.0)
-    demo.start(run_devices(["smoke-1"], options), name="mqtt demo smoke detector")
+    if add_smoke:
+        options = demo_device_options(demo, interval=30.0, smoke_alarm_every=900.0)
+        demo.start(run_devices(["smoke-1"], options), name="mqtt demo smoke detector")

@@ -36,6 +36,7 @@ from hub.core.ratelimit import LogThrottle
 from hub.core.states import STATE_OFF, STATE_ON, slugify
 from hub.core.tasks import cancel_requested
 
+from .brokerlog import LOG_SUBSCRIPTION, LOG_TOPIC_PREFIX, BrokerLog
 from .settings import MqttSettings
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ class MqttConnection:
         self._unhandled_logged: set[str] = set()
         self._throttle = LogThrottle(_LOGGER, _LOG_PER_WINDOW, _LOG_WINDOW)
         self.link = MqttLink(self)
+        self.broker_log = BrokerLog()
         # Counters: plain ints and one dict each, bumped on the hot path.
         self.messages = 0
         self.kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
@@ -135,7 +137,10 @@ class MqttConnection:
         group = self.settings.shared_group
         if group:
             data = [f"$share/{group}/{topic}" for topic in data]
-        return [*data, f"{prefix}/dev/+/status", f"{prefix}/dev/+/ack"]
+        topics = [*data, f"{prefix}/dev/+/status", f"{prefix}/dev/+/ack"]
+        if self.settings.broker_log:
+            topics.append(LOG_SUBSCRIPTION)  # the broker's refusals (brokerlog.py)
+        return topics
 
     def command_topic(self, device_id: str) -> str:
         return f"{self._cmd_prefix}{device_id}"
@@ -262,6 +267,10 @@ class MqttConnection:
 
         Public so that tests and the benchmark can drive the decoder without a broker.
         """
+        if topic.startswith(LOG_TOPIC_PREFIX):
+            # Only the broker publishes under $SYS; it is its log, not a device's message.
+            self.broker_log.feed(payload)
+            return None
         self.messages += 1
         if len(payload) > self._max_payload:
             return self._bad("too_large", topic,
@@ -547,6 +556,7 @@ class MqttConnection:
             "acks_unmatched": self.acks_unmatched,
             "devices_online": online,
             "devices_offline": offline,
+            **self.broker_log.stats(),
         }
         return out
 
@@ -563,6 +573,7 @@ class MqttConnection:
             "subscriptions": self.subscriptions(),
             "stats": self.stats(),
             "devices": [info.as_dict() for info in self.devices.values()],
+            "refusals": list(self.broker_log.recent),
         }
 
 

@@ -96,6 +96,11 @@ MQTT_SCHEMA = vol.Schema(
         # Directory (relative to the config dir) for the broker's generated password and ACL
         # files: one user per MQTT device, each confined to its own topics.
         vol.Optional("broker_files"): vol.All(str, vol.Length(min=1)),
+        # A file holding the broker's pid: after every rewrite of broker_files the hub sends
+        # it SIGHUP, so Mosquitto reads the new files (same machine, a user allowed to).
+        vol.Optional("broker_pid_file"): vol.All(str, vol.Length(min=1)),
+        # Subscribe to $SYS/broker/log/# to see the broker's refusals (brokerlog.py).
+        vol.Optional("broker_log", default=True): bool,
         # TLS for the hub's own connection (docs/plugins/mqtt.md, "Security").
         vol.Optional("tls", default={}): TLS_SCHEMA,
     }
@@ -128,6 +133,8 @@ class MqttSettings:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     tls: dict[str, Any] | None = None
     broker_files: str | None = None
+    broker_pid_file: str | None = None
+    broker_log: bool = True
 
     @classmethod
     def from_config(
@@ -152,6 +159,9 @@ class MqttSettings:
             tls=_tls_paths(conf["tls"], config_dir),
             broker_files=(str(Path(config_dir or ".") / conf["broker_files"])
                           if conf.get("broker_files") else None),
+            broker_pid_file=(str(Path(config_dir or ".") / conf["broker_pid_file"])
+                             if conf.get("broker_pid_file") else None),
+            broker_log=conf["broker_log"],
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:

@@ -23,11 +23,14 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
 from hub.core.tasks import cancel_and_wait, cancel_requested
+
+from .credentials import device_password, read_secret
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,6 +50,11 @@ class SimOptions:
     publish_on_connect: bool = True
     reconnect_interval: float = 2.0
     seed: int | None = None
+    #: Broker credentials, user name = device id (CONTRACTS §6, docs/plugins/mqtt.md "Security"):
+    #: the hub's device secret (each device derives its own password, as the hub does), or one
+    #: password for a single device. Neither: connect without credentials.
+    secret: bytes | None = None
+    password: str | None = None
 
 
 @dataclass
@@ -157,12 +165,22 @@ class SimulatedDevice:
             await self.publish_event("smoke_alarm", "cleared")
 
     # -- connection -----------------------------------------------------------------------
+    def credentials(self) -> tuple[str | None, str | None]:
+        opts = self.options
+        if opts.secret is not None:
+            return self.device_id, device_password(opts.secret, self.device_id)
+        if opts.password is not None:
+            return self.device_id, opts.password
+        return None, None
+
     async def run(self) -> None:
         opts = self.options
         status = self.topics["status"]
+        username, password = self.credentials()
         client = aiomqtt.Client(
             opts.host, opts.port, identifier=f"sim-{self.device_id}", clean_session=True,
             will=aiomqtt.Will(status, b"offline", qos=1, retain=True), keepalive=30,
+            username=username, password=password,
         )
         while True:
             try:
@@ -244,6 +262,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a simulated smoke alarm lasts")
     parser.add_argument("--refuse", action="store_true", help="answer every command with ok false")
     parser.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    parser.add_argument("--secret-file", type=Path, default=None,
+                        help="the hub's .mqtt_device_secret: log in as each device id with "
+                             "its derived password (mqtt.broker_files)")
+    parser.add_argument("--password", default=None,
+                        help="log in as the device id with this password (one device)")
 
 
 async def simulate(args: argparse.Namespace) -> None:
@@ -251,7 +274,8 @@ async def simulate(args: argparse.Namespace) -> None:
     options = SimOptions(
         host=args.host, port=args.port, prefix=args.prefix.strip("/"), interval=args.interval,
         smoke_alarm_every=args.smoke_alarm_every, alarm_duration=args.alarm_duration,
-        refuse=args.refuse, qos=args.qos,
+        refuse=args.refuse, qos=args.qos, password=args.password,
+        secret=read_secret(args.secret_file) if args.secret_file else None,
     )
     ids = device_ids(args.device_id, args.count)
     print(f"simulating {len(ids)} MQTT device(s) on {args.host}:{args.port} "

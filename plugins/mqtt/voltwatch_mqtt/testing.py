@@ -60,7 +60,9 @@ class MosquittoBroker:
     `directory` on stop, so a test can restart it and prove a persistent session survives.
     `extra` lines are appended to the configuration (e.g. `max_queued_messages 0`, or
     `password_file`/`acl_file`/`certfile` lines, which apply to the one listener);
-    `anonymous=False` refuses clients without a user name.
+    `anonymous=False` refuses clients without a user name. `log_topic=True` also publishes
+    the broker's log to `$SYS/broker/log/#`, where the hub reads its refusals. While running,
+    `pid_path` holds the broker's pid (for `mqtt.broker_pid_file`: SIGHUP reloads its files).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class MosquittoBroker:
         extra: list[str] | None = None,
         binary: str | None = None,
         anonymous: bool = True,
+        log_topic: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -80,11 +83,13 @@ class MosquittoBroker:
         self.persistence = persistence
         self.extra = list(extra or [])
         self.anonymous = anonymous
+        self.log_topic = log_topic
         self.binary = binary or find_mosquitto()
         if self.binary is None:
             raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
         self.config_path = self.directory / "mosquitto.conf"
         self.log_path = self.directory / "mosquitto.log"
+        self.pid_path = self.directory / "mosquitto.pid"
         self.process: subprocess.Popen[bytes] | None = None
 
     def _write_config(self) -> None:
@@ -100,6 +105,8 @@ class MosquittoBroker:
         if self.persistence:
             lines.append(f"persistence_location {self.directory}/")
             lines.append("autosave_interval 3600")
+        if self.log_topic:
+            lines += ["log_dest stderr", "log_dest topic"]
         lines += self.extra
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -121,6 +128,7 @@ class MosquittoBroker:
             )
         finally:
             log.close()
+        self.pid_path.write_text(f"{self.process.pid}\n", encoding="ascii")
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -141,6 +149,7 @@ class MosquittoBroker:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (mosquitto saves its persistence file then) and wait for the exit."""
         process, self.process = self.process, None
+        self.pid_path.unlink(missing_ok=True)
         if process is None or process.poll() is not None:
             return
         process.terminate()
