@@ -147,11 +147,16 @@ class ArcmRuntime:
             self.hub.create_task(self.remove_device(device_id), name=f"arcm remove {device_id}")
         elif entry is not None and entry.platform == PLATFORM and (
                 action == "create" or (action == "update" and known)):
-            self.hub.create_task(self.add_device(self._from_entry(entry)),
+            self.hub.create_task(self.add_device(self._from_entry(entry), registered=True),
                                  name=f"arcm add {device_id}")
 
-    async def add_device(self, raw: dict[str, Any]) -> ArcmDevice | None:
-        """(Re)start one detector; a bad device is reported as a fault, the rest go on."""
+    async def add_device(self, raw: dict[str, Any], registered: bool = False) -> ArcmDevice | None:
+        """(Re)start one detector; a bad device is reported as a fault, the rest go on.
+
+        `registered`: started for a registry entry (an API add or edit). Registering the
+        entities yields to the loop, and the entry may be deleted meanwhile; such a device must
+        not start polling, nor leave its entities behind.
+        """
         device_id = raw["id"]
         if device_id in self.devices:
             await self.remove_device(device_id)
@@ -174,6 +179,11 @@ class ArcmRuntime:
         self.failed.pop(device_id, None)
         device = ArcmDevice(self.hub, config, profile, link)
         await device.async_register_entities()
+        if registered and self.hub.devices.get(device_id) is None:
+            for entity in self.hub.entities.for_device(device_id):
+                await self.hub.entities.async_remove(entity.entity_id)
+                self.hub.states.async_remove(entity.entity_id)
+            return None
         self.devices[device_id] = device
         device.start()
         return device
