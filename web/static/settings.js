@@ -75,20 +75,31 @@
     loadDtus();
   }
 
-  /** Pending DTUs (gsm plugin): hidden when the plugin is absent or the role may not list them. */
+  /** DTUs to adopt (gsm plugin): pending ones (unknown IMEI, kept connected) and, under
+   * `gsm.auth: allowlist` or `key`, unknown ones that were refused (the latest refusals).
+   * Hidden when the plugin is absent or the role may not list DTUs. */
   async function loadDtus() {
     let listing;
-    try { listing = await api("GET", "/api/gsm/dtus?status=pending"); } catch (err) { return; }
-    const block = document.getElementById("dtu-block");
-    block.hidden = false;
-    document.getElementById("dtu-rows").replaceChildren(...listing.dtus.map((dtu) => {
+    try { listing = await api("GET", "/api/gsm/dtus"); } catch (err) { return; }
+    const known = new Set(listing.dtus.filter((d) => d.status === "known").map((d) => d.imei));
+    const rows = new Map();
+    for (const dtu of listing.dtus) {
+      if (dtu.status === "pending") rows.set(dtu.imei, { imei: dtu.imei, state: dtu.connected ? t("online") : t("offline"), peer: dtu.peer, at: dtu.last_seen });
+    }
+    for (const r of listing.refusals || []) {
+      if (r.reason === "unknown" && r.claimed && !known.has(r.claimed)) {
+        rows.set(r.claimed, { imei: r.claimed, state: t("refused"), peer: r.peer, at: r.at });
+      }
+    }
+    document.getElementById("dtu-block").hidden = false;
+    const body = document.getElementById("dtu-rows");
+    body.replaceChildren(...[...rows.values()].map((dtu) => {
       const adopt = el("button", { type: "button", class: "small", dataset: { adopt: dtu.imei } }, t("adopt"));
       adopt.addEventListener("click", () => startAdopt(dtu));
       return el("tr", { dataset: { dtu: dtu.imei } }, el("td", {}, el("code", {}, dtu.imei)),
-        el("td", {}, dtu.connected ? t("online") : t("offline")), el("td", {}, dtu.peer || ""),
-        el("td", {}, fmtDateTime(dtu.last_seen)), el("td", {}, adopt));
+        el("td", {}, dtu.state), el("td", {}, dtu.peer || ""), el("td", {}, fmtDateTime(dtu.at)), el("td", {}, adopt));
     }));
-    if (!listing.dtus.length) document.getElementById("dtu-rows").append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, t("no_pending_dtus"))));
+    if (!rows.size) body.append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, t("no_pending_dtus"))));
   }
 
   function resetDeviceForm() {
