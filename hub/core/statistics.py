@@ -104,6 +104,7 @@ class Statistics:
         self._generation = 0
         self._unsubs: list[Callable[[], None]] = []
         self._warm_task: asyncio.Task[None] | None = None
+        self._start_task: asyncio.Task[None] | None = None
         self._changed_at = 0.0
         self.hits = 0
         self.misses = 0
@@ -116,18 +117,34 @@ class Statistics:
         def changed(_event: Any) -> None:
             self.invalidate()
 
+        @callback
+        def started(_event: Any) -> None:
+            # The platform-wide month (what a super_admin's home page asks first) is ready
+            # before anyone asks; from then on it is kept warm like any report asked for.
+            self._start_task = asyncio.get_running_loop().create_task(
+                self._warm_default(), name="statistics first report")
+
         bus = getattr(self.hub, "bus", None)
         if bus is not None:
             self._unsubs = [bus.listen(event_type, changed) for event_type in CHANGE_EVENTS]
+            self._unsubs.append(bus.listen("hub_started", started))
 
     async def async_stop(self) -> None:
         for unsub in self._unsubs:
             unsub()
         self._unsubs = []
-        if self._warm_task is not None:
-            self._warm_task.cancel()
-            await asyncio.gather(self._warm_task, return_exceptions=True)
-            self._warm_task = None
+        for task in (self._start_task, self._warm_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._start_task = self._warm_task = None
+
+    async def _warm_default(self) -> None:
+        year, month = self.current_month()
+        try:
+            await self._report((year, month, None, DEFAULT_TOP, None))
+        except Exception:  # noqa: BLE001 - the first request computes it (and reports why not)
+            return
 
     def invalidate(self) -> None:
         """Every cached report is stale from now; recent ones are warmed once things settle."""
