@@ -23,8 +23,8 @@ from aiohttp import web
 from hub.auth.permissions import PROJECT_ADMIN
 from hub.core.config import ConfigError, validate_device
 
-from .api import _DEVICE_SCHEMA, _device_dict
-from .auth import auth_manager, context_for, deny, principal, require_device, require_project
+from .api import _DEVICE_SCHEMA, _device_dict, device_in_scope
+from .auth import auth_manager, context_for, principal, require_project
 from .routes import BODY, HUB, ApiError, RouteTable, json_response
 
 routes = RouteTable()
@@ -113,12 +113,14 @@ def _shown(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _writable(device: Any) -> None:
+def _writable(device: Any) -> Any:
+    """The device, when the API may change it."""
     if device.source == "config":
         raise ApiError(409, f"Device {device.id} is defined in configuration.yaml: change it "
                             "there (the hub reads the file at every start)")
     if device.source != "api":
         raise ApiError(409, f"Device {device.id} is managed by its plugin ({device.platform})")
+    return device
 
 
 @routes.post(
@@ -166,12 +168,7 @@ async def create_device(request: web.Request) -> web.StreamResponse:
 )
 async def edit_device(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    device_id = request.match_info["device_id"]
-    device = hub.devices.get(device_id)
-    if device is None:
-        raise ApiError(404, f"Device {device_id} not found")
-    await require_device(request, device_id)
-    _writable(device)
+    device = _writable(await device_in_scope(request))
     body = dict(request[BODY])
     if "project" in body:
         await require_project(request, body["project"])
@@ -205,14 +202,8 @@ async def edit_device(request: web.Request) -> web.StreamResponse:
 )
 async def delete_device(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    device_id = request.match_info["device_id"]
-    device = hub.devices.get(device_id)
-    if device is None:
-        raise ApiError(404, f"Device {device_id} not found")
-    await require_device(request, device_id)
-    _writable(device)
-    if device.project is None and not principal(request).scope.unrestricted:
-        raise await deny(request, f"Device {device_id} has no project", target=device_id)
+    device = _writable(await device_in_scope(request))
+    device_id = device.id
     context = context_for(request)
     removed = await hub.devices.async_remove(device_id, context=context)
     for entity in hub.entities.for_device(device_id):
