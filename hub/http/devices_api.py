@@ -79,16 +79,16 @@ def _invalid(err: ConfigError) -> ApiError:
 
 
 def _check(request: web.Request, raw: dict[str, Any]) -> dict[str, Any]:
+    """The device as `devices:` would accept it; its project must be a node of the tree."""
     hub = request.app[HUB]
     manager = auth_manager(request)
-    projects = list(manager.tree.names) if manager is not None else []
-    if raw.get("project") is not None and manager is not None and raw["project"] not in \
-            manager.tree:
-        raise ApiError(400, f"Invalid device: project: unknown project {raw['project']!r}",
+    project = raw.get("project")
+    if project is not None and manager is not None and project not in manager.tree:
+        raise ApiError(400, f"Invalid device: project: unknown project {project!r}",
                        [{"path": ["project"], "message": "unknown project"}])
     try:
-        return validate_device(raw, hub.plugins, projects or [raw.get("project") or ""],
-                               hub.config_dir)
+        # No project list: the tree (above) is the authority, not configuration.yaml alone.
+        return validate_device(raw, hub.plugins, [], hub.config_dir)
     except ConfigError as err:
         raise _invalid(err) from err
 
