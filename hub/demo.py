@@ -49,6 +49,12 @@ class DemoSite:
     def add_project(self, **project: Any) -> None:
         self.projects.append(project)
 
+    def has_project(self, project_id: str) -> bool:
+        """Whether the demo tree (the core's DEMO_PROJECTS or a plugin's addition) has this
+        id: a plugin hangs its devices on an existing node rather than adding a second
+        project of the same name (the demo once showed 第一中学 twice)."""
+        return project_id in _project_ids([*DEMO_PROJECTS, *self.projects])
+
     def add_device(self, **device: Any) -> None:
         self.devices.append(device)
 

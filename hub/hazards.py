@@ -30,6 +30,7 @@ async def async_start_hazards(hub: Any) -> None:
                                     SqlReminderStore(hub.storage))
     await hub.reminders.async_start()
     hub.statistics = Statistics(hub, SqlStatisticsStore(hub.storage))
+    hub.statistics.async_start()  # its cache listens for alarm / work-order / patrol events
     hub.hazard_analysis = _analyzer(hub)
     await hub.hazard_analysis.async_start()
 
@@ -59,7 +60,7 @@ def _analyzer(hub: Any) -> Any:
 
 
 async def async_stop_hazards(hub: Any) -> None:
-    for name in ("hazard_analysis", "reminders", "patrols", "workorders"):
+    for name in ("statistics", "hazard_analysis", "reminders", "patrols", "workorders"):
         part = getattr(hub, name, None)
         if part is not None:
             await part.async_stop()

@@ -12,8 +12,9 @@ The schema is assembled at run time: the core owns `hub`, `http`, `database`, `r
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
@@ -458,6 +459,32 @@ def validate_configuration(
     if validator.issues:
         raise ConfigError(validator.issues)
     return config
+
+
+def validate_device(
+    raw: Any,
+    plugins: PluginManager | None,
+    project_ids: Iterable[str],
+    config_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """One device as `devices:` would check it (common keys, platform schema, link schema).
+
+    For devices created through the API: the same rules as the file, so a device that the API
+    accepted never fails the next `check-config`. Issues name the key without the
+    `devices[0].` prefix (`link.imei`, `project`), since the caller sent one device.
+    """
+    token = CONFIG_DIR.set(Path(config_dir) if config_dir is not None else None)
+    try:
+        validator = _Validator({"devices": [raw]}, plugins)
+        checked = validator._devices([raw], [{"id": p} for p in project_ids])
+    finally:
+        CONFIG_DIR.reset(token)
+    if validator.issues:
+        raise ConfigError([
+            dataclasses.replace(issue, file=None, line=None,
+                                key=issue.key.removeprefix("devices[0]").lstrip("."))
+            for issue in validator.issues])
+    return checked[0]
 
 
 def load_configuration(config_dir: str | Path, plugins: PluginManager | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .context import Context
 from .events import EVENT_DEVICE_REGISTRY_UPDATED, EVENT_ENTITY_REGISTRY_UPDATED, EventBus
 from .states import InvalidEntityId, valid_entity_id
 
@@ -103,8 +104,15 @@ class DeviceRegistry:
     def __len__(self) -> int:
         return len(self._devices)
 
-    async def async_upsert(self, **fields: Any) -> DeviceEntry:
-        """Create or update a device; unknown keys go to `options` (plugin-specific settings)."""
+    async def async_upsert(self, *, context: Context | None = None, replace_options: bool = False,
+                           **fields: Any) -> DeviceEntry:
+        """Create or update a device; unknown keys go to `options` (plugin-specific settings).
+
+        Options merge into the stored ones unless `replace_options` (an edit that dropped a
+        setting must not find it back).
+        `context` rides on the `device_registry_updated` event, so a plugin's reaction (a
+        poller started, a DTU adopted) is traceable to the admin's request.
+        """
         device_id = fields["id"]
         known = {k: v for k, v in fields.items() if k in _DEVICE_FIELDS}
         extra = {k: v for k, v in fields.items() if k not in _DEVICE_FIELDS}
@@ -117,22 +125,25 @@ class DeviceRegistry:
         else:
             entry = dataclasses.replace(old, **known)
             # Explicit `options=` and loose extra keys both merge into the stored options.
-            entry.options = {**old.options, **known.get("options", {}), **extra}
+            kept = {} if replace_options else old.options
+            entry.options = {**kept, **known.get("options", {}), **extra}
             action = "update"
             if entry == old:
                 return old
         self._devices[device_id] = entry
         if self._store is not None:
             await self._store.save_device(entry.as_dict())
-        self._bus.async_fire(EVENT_DEVICE_REGISTRY_UPDATED, {"action": action, "device_id": device_id})
+        self._bus.async_fire(EVENT_DEVICE_REGISTRY_UPDATED,
+                             {"action": action, "device_id": device_id}, context=context)
         return entry
 
-    async def async_remove(self, device_id: str) -> bool:
+    async def async_remove(self, device_id: str, context: Context | None = None) -> bool:
         if self._devices.pop(device_id, None) is None:
             return False
         if self._store is not None:
             await self._store.delete_device(device_id)
-        self._bus.async_fire(EVENT_DEVICE_REGISTRY_UPDATED, {"action": "remove", "device_id": device_id})
+        self._bus.async_fire(EVENT_DEVICE_REGISTRY_UPDATED,
+                             {"action": "remove", "device_id": device_id}, context=context)
         return True
 
 

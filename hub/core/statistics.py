@@ -12,6 +12,13 @@ Definitions (also in docs/hazards.md), for a calendar month in the hub's time zo
 * work orders: created in the month, by status; open and overdue now;
 * patrols: rounds scheduled in the month, completed, failed items.
 
+Reports are cached per (month, projects, top): the home page asks for one at every load,
+and with 10,000 records of the month its aggregates cost 100–300 ms of database time. Any
+alarm, work-order or patrol event makes every cached report stale (those events fire after
+their rows are written), and so does age (`CACHE_TTL`: "overdue now" moves with the clock).
+After a change, the reports asked for recently are computed again in the background once the
+burst settles (`WARM_DELAY`), so the next home page finds them ready.
+
 The month is local because that is how a report is read ("November" at a Shanghai site
 starts at 00:00 +08:00); the SQL stays in hub/storage/statistics_store.py so the core never
 imports SQLAlchemy, and nothing here loads rows.
@@ -19,7 +26,9 @@ imports SQLAlchemy, and nothing here loads rows.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,6 +39,19 @@ from .states import iso
 #: The time source (the default month is the current one); tests may replace it.
 CLOCK: Callable[[], float] = time.time
 DEFAULT_TOP = 10
+#: Seconds a cached report is served when nothing changed (work orders turn overdue by time).
+CACHE_TTL = 60.0
+#: Seconds without a change before recently asked reports are computed again.
+WARM_DELAY = 2.0
+#: A report asked within this many seconds is kept warm; at most CACHE_SIZE reports are kept.
+WARM_KEEP = 600.0
+CACHE_SIZE = 64
+#: Events after which the month's numbers may differ (alarm records, work orders, patrols).
+CHANGE_EVENTS = ("alarm_raised", "alarm_updated", "alarm_acknowledged", "alarm_handled",
+                 "alarm_cleared", "workorder_created", "workorder_updated", "patrol_due",
+                 "patrol_completed")
+
+_Key = tuple[int, int, tuple[str, ...] | None, int, str | None]
 
 
 class StatisticsStore(Protocol):
@@ -76,6 +98,73 @@ class Statistics:
         self.hub = hub
         self.store = store
         self.clock: Callable[[], float] = clock or (lambda: CLOCK())
+        #: key -> (generation when computed, clock when computed, last asked, report)
+        self._cache: OrderedDict[_Key, tuple[int, float, float, dict[str, Any]]] = OrderedDict()
+        self._inflight: dict[_Key, asyncio.Future[dict[str, Any]]] = {}
+        self._generation = 0
+        self._unsubs: list[Callable[[], None]] = []
+        self._warm_task: asyncio.Task[None] | None = None
+        self._start_task: asyncio.Task[None] | None = None
+        self._changed_at = 0.0
+        self.hits = 0
+        self.misses = 0
+
+    def async_start(self) -> None:
+        """Listen for the changes that make cached reports stale."""
+        from .events import callback
+
+        @callback
+        def changed(_event: Any) -> None:
+            self.invalidate()
+
+        @callback
+        def started(_event: Any) -> None:
+            # The platform-wide month (what a super_admin's home page asks first) is ready
+            # before anyone asks; from then on it is kept warm like any report asked for.
+            self._start_task = asyncio.get_running_loop().create_task(
+                self._warm_default(), name="statistics first report")
+
+        bus = getattr(self.hub, "bus", None)
+        if bus is not None:
+            self._unsubs = [bus.listen(event_type, changed) for event_type in CHANGE_EVENTS]
+            self._unsubs.append(bus.listen("hub_started", started))
+
+    async def async_stop(self) -> None:
+        for unsub in self._unsubs:
+            unsub()
+        self._unsubs = []
+        for task in (self._start_task, self._warm_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._start_task = self._warm_task = None
+
+    async def _warm_default(self) -> None:
+        year, month = self.current_month()
+        try:
+            await self._report((year, month, None, DEFAULT_TOP, None))
+        except Exception:  # noqa: BLE001 - the first request computes it (and reports why not)
+            return
+
+    def invalidate(self) -> None:
+        """Every cached report is stale from now; recent ones are warmed once things settle."""
+        self._generation += 1
+        self._changed_at = time.monotonic()
+        if self._unsubs and self._cache and (self._warm_task is None or self._warm_task.done()):
+            self._warm_task = asyncio.get_running_loop().create_task(
+                self._warm(), name="statistics warm-up")
+
+    async def _warm(self) -> None:
+        """Recompute the reports asked for recently, after WARM_DELAY without a change."""
+        while (wait := self._changed_at + WARM_DELAY - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        now = self.clock()
+        for key, (generation, _computed, asked, _report) in list(self._cache.items()):
+            if generation != self._generation and now - asked <= WARM_KEEP:
+                try:
+                    await self._report(key)
+                except Exception:  # noqa: BLE001 - a request will compute (and report) it
+                    return
 
     @property
     def zone(self) -> ZoneInfo:
@@ -92,6 +181,47 @@ class Statistics:
         which is what a caller whose scope holds no project must get)."""
         if year is None or month is None:
             year, month = self.current_month()
+        key: _Key = (year, month, None if projects is None else tuple(sorted(projects)), top,
+                     project_label)
+        now = self.clock()
+        cached = self._cache.get(key)
+        if cached is not None:
+            generation, computed, _asked, report = cached
+            self._cache[key] = (generation, computed, now, report)
+            if generation == self._generation and 0 <= now - computed < CACHE_TTL:
+                self.hits += 1
+                return report
+        self.misses += 1
+        return await self._report(key)
+
+    async def _report(self, key: _Key) -> dict[str, Any]:
+        """Compute one report; callers asking for the same one meanwhile share the query."""
+        running = self._inflight.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        generation = self._generation
+        try:
+            year, month, projects, top, label = key
+            report = await self._compute(year, month, projects, top, label)
+        except BaseException as err:
+            if not future.done():
+                future.set_exception(err)
+                future.exception()  # retrieved: only the first caller raises it
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        future.set_result(report)
+        asked = self._cache.get(key, (0, 0.0, self.clock(), report))[2]
+        self._cache[key] = (generation, self.clock(), asked, report)
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return report
+
+    async def _compute(self, year: int, month: int, projects: Sequence[str] | None, top: int,
+                       project_label: str | None) -> dict[str, Any]:
         zone = self.zone
         starts = month_days(year, month, zone)
         since, until = starts[0], starts[-1]

@@ -286,15 +286,19 @@ async def get_devices(request: web.Request) -> web.StreamResponse:
     tags=("registry",),
 )
 async def get_device(request: web.Request) -> web.StreamResponse:
+    return json_response(_device_dict(request.app[HUB], await device_in_scope(request)))
+
+
+async def device_in_scope(request: web.Request) -> Any:
+    """The registry entry of `{device_id}`: 404 when unknown, 403 outside the caller's scope."""
     from .auth import require_device
 
-    hub = request.app[HUB]
     device_id = request.match_info["device_id"]
-    device = hub.devices.get(device_id)
+    device = request.app[HUB].devices.get(device_id)
     if device is None:
         raise ApiError(404, f"Device {device_id} not found")
     await require_device(request, device_id)
-    return json_response(_device_dict(hub, device))
+    return device
 
 
 def _position(tree: Any, project_id: str) -> dict[str, float]:

@@ -45,6 +45,7 @@ from . import (
     api,
     auth_api,
     automations_api,
+    devices_api,
     history_api,
     metrics,
     notify_api,
@@ -96,6 +97,7 @@ def core_routes() -> RouteTable:
     """Every endpoint the core serves, in one table."""
     table = RouteTable()
     table.extend(api.routes)
+    table.extend(devices_api.routes)
     table.extend(alarms_api.routes)
     table.extend(history_api.routes)
     table.extend(automations_api.routes)

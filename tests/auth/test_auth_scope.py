@@ -121,6 +121,54 @@ async def _device(env: Env, role: str, c: Client) -> None:
         200 if sees_outside(role) else 403)
 
 
+@probe("POST", "/api/devices")
+async def _create_device(env: Env, role: str, c: Client) -> None:
+    may = at_least(role, "project_admin")
+    for data, allowed in (({"project": "school-1-a"}, may),
+                          ({"project": "market-1"}, may and sees_outside(role)),
+                          ({}, may and sees_outside(role))):  # no project: unrestricted only
+        device_id = f"new-{role}-{data.get('project', 'none')}"
+        status, body = await c.call("POST", "/api/devices",
+                                    json={"id": device_id, "platform": "meter", **data})
+        assert status == (201 if allowed else 403), (data, body)
+        assert (env.hub.devices.get(device_id) is not None) == allowed, "refused: nothing made"
+
+
+async def _api_device(env: Env, device_id: str, project: str) -> None:
+    await env.hub.devices.async_upsert(id=device_id, platform="meter", project=project,
+                                       source="api")
+
+
+@probe("PATCH", "/api/devices/{device_id}")
+async def _edit_device(env: Env, role: str, c: Client) -> None:
+    may = at_least(role, "project_admin")
+    await _api_device(env, "edit-in", "school-1-a")
+    await _api_device(env, "edit-out", "market-1")
+    status, _ = await c.call("PATCH", "/api/devices/edit-in", json={"name": "新名"})
+    assert status == (200 if may else 403)
+    status, _ = await c.call("PATCH", "/api/devices/edit-out", json={"name": "新名"})
+    assert status == (200 if may and sees_outside(role) else 403)
+    status, _ = await c.call("PATCH", f"/api/devices/{INSIDE}", json={"name": "x"})
+    assert status == (409 if may else 403)  # configuration.yaml owns it
+    status, _ = await c.call("PATCH", "/api/devices/edit-in", json={"project": "market-1"})
+    assert status == (200 if may and sees_outside(role) else 403)  # moving it out of scope
+    assert env.hub.devices.get("edit-in").project == (
+        "market-1" if may and sees_outside(role) else "school-1-a")
+
+
+@probe("DELETE", "/api/devices/{device_id}")
+async def _delete_device(env: Env, role: str, c: Client) -> None:
+    may = at_least(role, "project_admin")
+    await _api_device(env, "del-in", "school-1-a")
+    await _api_device(env, "del-out", "market-1")
+    for device_id, allowed in (("del-in", may), ("del-out", may and sees_outside(role))):
+        status, _ = await c.call("DELETE", f"/api/devices/{device_id}")
+        assert status == (200 if allowed else 403), device_id
+        assert (env.hub.devices.get(device_id) is None) == allowed
+    status, _ = await c.call("DELETE", f"/api/devices/{INSIDE}")
+    assert status == (409 if may else 403)
+
+
 @probe("GET", "/api/projects")
 async def _projects(env: Env, role: str, c: Client) -> None:
     status, body = await c.call("GET", "/api/projects")

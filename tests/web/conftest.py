@@ -73,8 +73,10 @@ class Site:
 
 
 @asynccontextmanager
-async def make_site(tmp_path: Path, extra: dict[str, Any] | None = None) -> AsyncIterator[Site]:
-    """The site, with `extra` plugins (name -> object) registered beside modbus and arcm."""
+async def make_site(tmp_path: Path, extra: dict[str, Any] | None = None,
+                    sections: dict[str, Any] | None = None) -> AsyncIterator[Site]:
+    """The site, with `extra` plugins (name -> object) registered beside modbus and arcm and
+    their configuration `sections` (e.g. `{"gsm": {"port": 0}}`)."""
     port = free_port()
     sim = ArcmSimulator([1, 2], SimOptions(wander=False, leak_every=None))
     server = await sim.start_tcp("127.0.0.1", port)
@@ -82,7 +84,8 @@ async def make_site(tmp_path: Path, extra: dict[str, Any] | None = None) -> Asyn
     manager.load_entrypoints(only=["modbus", "arcm"])
     for name, plugin in (extra or {}).items():
         manager.register(plugin, name, version="0")
-    hub = Hub(tmp_path, config=site_config(port, tmp_path), plugin_manager=manager)
+    hub = Hub(tmp_path, config={**site_config(port, tmp_path), **(sections or {})},
+              plugin_manager=manager)
     await hub.async_start()
     try:
         hashed = await hash_password(PASSWORD)

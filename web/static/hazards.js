@@ -152,6 +152,68 @@
     return el("td", { class: "step" }, choice, " ", who, " ", note, " ", go);
   }
 
+  // Photos of a work order: a row under the order with thumbnails (tap for full size) and an
+  // upload that opens the phone's camera. Images come through the API with the page's
+  // credentials, as object URLs.
+  function photoCell(order) {
+    const open = el("button", { type: "button", class: "small", dataset: { photos: order.id }, "aria-expanded": "false" },
+      "📷 " + t("photos"));
+    open.addEventListener("click", () => togglePhotos(order, open));
+    return el("td", {}, open);
+  }
+
+  async function togglePhotos(order, button) {
+    const row = button.closest("tr");
+    const existing = row.nextElementSibling;
+    if (existing && existing.dataset.photosOf === String(order.id)) {
+      existing.remove();
+      button.setAttribute("aria-expanded", "false");
+      return;
+    }
+    button.setAttribute("aria-expanded", "true");
+    const strip = el("div", { class: "thumbs" });
+    const note = el("p", { class: "notice", hidden: true });
+    const input = el("input", { type: "file", accept: "image/*", capture: "environment", "aria-label": t("add_photo") + " #" + order.id });
+    input.addEventListener("change", async () => {
+      if (!input.files.length) return;
+      const form = new FormData();
+      form.append("photo", input.files[0]);
+      VW.show(note, t("uploading"));
+      try {
+        await VW.upload("/api/workorders/" + order.id + "/photos", form);
+        VW.show(note, t("photo_added"), "ok");
+        input.value = "";
+        fillPhotos(order, strip, note);
+      } catch (err) {
+        VW.show(note, err.message, "error");
+      }
+    });
+    const cell = el("td", { colspan: row.children.length },
+      el("label", { class: "upload" }, "📷 " + t("add_photo") + " ", input), note, strip);
+    row.after(el("tr", { class: "photo-row", dataset: { photosOf: order.id } }, cell));
+    fillPhotos(order, strip, note);
+  }
+
+  async function fillPhotos(order, strip, note) {
+    try {
+      const photos = await api("GET", "/api/workorders/" + order.id + "/photos");
+      const items = await Promise.all(photos.map(async (p) => {
+        const url = await VW.blobUrl(p.url);
+        const img = el("img", { src: url, alt: p.original_name || t("photo") + " " + p.id, class: "thumb", loading: "lazy" });
+        const link = el("a", { href: url, dataset: { photo: p.id }, title: (p.uploaded_by || "") + " " + fmtDateTime(p.uploaded_at) }, img);
+        link.addEventListener("click", (ev) => {
+          ev.preventDefault();
+          document.getElementById("photo-full").src = url;
+          document.getElementById("photo-viewer").showModal();
+        });
+        return link;
+      }));
+      strip.replaceChildren(...(items.length ? items : [el("span", { class: "empty" }, t("no_photos"))]));
+    } catch (err) {
+      VW.show(note, err.message, "error");
+    }
+  }
+
   async function loadWorkorders() {
     const wanted = document.getElementById("wo-status").value;
     const line = document.getElementById("wo-status-line");
@@ -161,7 +223,7 @@
         el("td", {}, o.id), el("td", {}, o.title), el("td", {}, o.device_id || ""),
         el("td", {}, (o.status_text || {})[VW.lang] || o.status, o.overdue ? " · " + t("overdue") : ""),
         el("td", {}, o.assignee || "—"), el("td", {}, fmtDateTime(o.due_at)), el("td", {}, fmtDateTime(o.created_at)),
-        stepCell(o))));
+        stepCell(o), photoCell(o))));
       VW.show(line, orders.length ? "" : t("no_records"));
     } catch (err) {
       VW.show(line, err.message, "error");

@@ -82,6 +82,22 @@ window.VW = (function () {
     URL.revokeObjectURL(url);
   }
 
+  /** A multipart upload (a photo) with the same credentials as api(); resolves to the JSON answer. */
+  async function upload(path, formData) {
+    const response = await fetch(path, { method: "POST", credentials: "same-origin", headers: headers(), body: formData });
+    if (response.status === 401) { forgetToken(); toLogin(); }
+    const data = await response.json().catch(() => null);
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  }
+
+  /** An object URL for an authenticated image (an <img src> would not send a bearer token). */
+  async function blobUrl(path) {
+    const response = await fetch(path, { credentials: "same-origin", headers: headers() });
+    if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+    return URL.createObjectURL(await response.blob());
+  }
+
   // -- words and times ----------------------------------------------------------------------
   function t(key, vars) {
     let text = boot.words[key] || key;
@@ -422,7 +438,7 @@ window.VW = (function () {
   });
 
   return {
-    boot, lang, t, api, download, ApiError, el, show, tabs, confirmAction, fmtDateTime, fmtTime, hubMonth, hubInstant,
+    boot, lang, t, api, download, upload, blobUrl, ApiError, el, show, tabs, confirmAction, fmtDateTime, fmtTime, hubMonth, hubInstant,
     typeWord, message, stateText, valueRank, subscribeStates, subscribeEvents, getStates, whenConnected,
     stopSound,
   };

@@ -215,11 +215,13 @@ def voltwatch_demo_site(demo: Any) -> None:
     sim = simulator.ArcFaultSimulator(range(1, DEMO_UNITS + 1), arcs=[3, 9, 14, 16, 2, 0],
                                       arcs_every=600.0)
     demo.start(sim.serve_tcp("127.0.0.1", port), name="arc_fault simulator")
-    if "demo-school" not in {p.get("id") for p in demo.projects}:
-        demo.add_project(id="demo-school", name="第一中学", lat=40.77, lon=114.88,
-                         children=[{"id": "demo-school-a", "name": "教学楼A"},
-                                   {"id": "demo-school-b", "name": "食堂"}])
-    places = [("demo-school-a", "一层", "配电室"), ("demo-school-b", "一层", "后厨")]
+    # The school of the core's demo tree (hub/demo.py DEMO_PROJECTS); added only when a
+    # stripped-down demo lacks it, under the same id, so 第一中学 is never listed twice.
+    if not demo.has_project("school-1-a"):
+        demo.add_project(id="school-1", name="第一中学", lat=40.77, lon=114.88,
+                         children=[{"id": "school-1-a", "name": "教学楼A"},
+                                   {"id": "school-1-b", "name": "食堂"}])
+    places = [("school-1-a", "一层", "配电室"), ("school-1-b", "一层", "后厨")]
     for unit in range(1, DEMO_UNITS + 1):
         project, area, location = places[(unit - 1) % len(places)]
         demo.add_device(id=f"afd-{unit}", name=f"电弧探测器{unit}", platform=PLATFORM,

@@ -147,11 +147,16 @@ class ArcmRuntime:
             self.hub.create_task(self.remove_device(device_id), name=f"arcm remove {device_id}")
         elif entry is not None and entry.platform == PLATFORM and (
                 action == "create" or (action == "update" and known)):
-            self.hub.create_task(self.add_device(self._from_entry(entry)),
+            self.hub.create_task(self.add_device(self._from_entry(entry), registered=True),
                                  name=f"arcm add {device_id}")
 
-    async def add_device(self, raw: dict[str, Any]) -> ArcmDevice | None:
-        """(Re)start one detector; a bad device is reported as a fault, the rest go on."""
+    async def add_device(self, raw: dict[str, Any], registered: bool = False) -> ArcmDevice | None:
+        """(Re)start one detector; a bad device is reported as a fault, the rest go on.
+
+        `registered`: started for a registry entry (an API add or edit). Registering the
+        entities yields to the loop, and the entry may be deleted meanwhile; such a device must
+        not start polling, nor leave its entities behind.
+        """
         device_id = raw["id"]
         if device_id in self.devices:
             await self.remove_device(device_id)
@@ -174,6 +179,11 @@ class ArcmRuntime:
         self.failed.pop(device_id, None)
         device = ArcmDevice(self.hub, config, profile, link)
         await device.async_register_entities()
+        if registered and self.hub.devices.get(device_id) is None:
+            for entity in self.hub.entities.for_device(device_id):
+                await self.hub.entities.async_remove(entity.entity_id)
+                self.hub.states.async_remove(entity.entity_id)
+            return None
         self.devices[device_id] = device
         device.start()
         return device
@@ -282,14 +292,15 @@ def voltwatch_demo_site(demo: Any) -> None:
         state_file=Path(demo.data_dir) / "arcm-simulator.json",
     )
     demo.start(sim.serve_tcp("127.0.0.1", port), name="arcm simulator")
-    known = {p.get("id") for p in demo.projects}
-    if "demo-school" not in known:
-        demo.add_project(id="demo-school", name="第一中学", lat=40.77, lon=114.88,
-                         children=[{"id": "demo-school-a", "name": "教学楼A"},
-                                   {"id": "demo-school-b", "name": "食堂"}])
-    places = [("demo-school-a", "一层", "配电室"), ("demo-school-a", "二层", "弱电间"),
-              ("demo-school-a", "三层", "楼梯间"), ("demo-school-b", "一层", "后厨"),
-              ("demo-school-b", "一层", "餐厅"), ("demo-school-b", "二层", "仓库")]
+    # The school of the core's demo tree (hub/demo.py DEMO_PROJECTS); added only when a
+    # stripped-down demo lacks it, under the same id, so 第一中学 is never listed twice.
+    if not demo.has_project("school-1-a"):
+        demo.add_project(id="school-1", name="第一中学", lat=40.77, lon=114.88,
+                         children=[{"id": "school-1-a", "name": "教学楼A"},
+                                   {"id": "school-1-b", "name": "食堂"}])
+    places = [("school-1-a", "一层", "配电室"), ("school-1-a", "二层", "弱电间"),
+              ("school-1-a", "三层", "楼梯间"), ("school-1-b", "一层", "后厨"),
+              ("school-1-b", "一层", "餐厅"), ("school-1-b", "二层", "仓库")]
     for unit in range(1, DEMO_UNITS + 1):
         project, area, location = places[(unit - 1) % len(places)]
         demo.add_device(id=f"arcm-{unit}", name=f"配电箱{unit}", platform=PLATFORM,
