@@ -81,6 +81,11 @@ def _environment(root: Path) -> jinja2.Environment:
     )
 
 
+#: Public names for other renderers of web/ templates (the monthly report, hub/reports/).
+translations = _translations
+template_environment = _environment
+
+
 def pick_language(request: web.Request, default: str) -> str:
     """?lang= wins (and is remembered in a cookie), then the cookie, then the hub's language."""
     for candidate in (request.query.get("lang"), request.cookies.get(LANG_COOKIE), default):
