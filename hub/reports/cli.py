@@ -18,31 +18,19 @@ _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 async def monthly_cli(config_dir: Path, projects: list[str], month: str | None,
                       output: Path, lang: str | None, top: int) -> int:
-    from hub.core.config import ConfigError, load_configuration
-    from hub.core.plugins import PluginManager
     from hub.core.statistics import Statistics
     from hub.http.workorders_api import project_subtree
-    from hub.storage.database import Database, DatabaseError
+    from hub.offline import open_configured
     from hub.storage.report_store import SqlReportStore
     from hub.storage.statistics_store import SqlStatisticsStore
 
     from .monthly import build_monthly, project_names
-    from .render import render_html, render_pdf
+    from .render import PdfUnavailable, render_html, render_pdf
 
-    plugins = PluginManager()
-    plugins.load_entrypoints()  # their configuration sections must be known to validate
-    try:
-        config = load_configuration(config_dir, plugins)
-    except ConfigError as err:
-        print(err.report(), file=sys.stderr)
-        return 1
-    db = Database(config["database"]["url"], config_dir)
-    try:
-        await db.open()
-    except DatabaseError as err:
-        print(str(err), file=sys.stderr)
-        return 1
-    try:
+    async with open_configured(config_dir) as opened:
+        if opened is None:
+            return 1
+        config, db = opened
         hub = SimpleNamespace(config=config,
                               time_zone=config.get("hub", {}).get("time_zone", "Asia/Shanghai"))
         hub.statistics = Statistics(hub, SqlStatisticsStore(db))
@@ -64,11 +52,13 @@ async def monthly_cli(config_dir: Path, projects: list[str], month: str | None,
         scope = project_subtree(hub, projects) if projects else None
         report = await build_monthly(hub, SqlReportStore(db), year, number, scope, projects,
                                      top)
-    finally:
-        await db.close()
     html = render_html(report, lang or config.get("hub", {}).get("language", "zh-CN"))
     if output.suffix.lower() == ".pdf":
-        output.write_bytes(render_pdf(html))
+        try:
+            output.write_bytes(render_pdf(html))
+        except PdfUnavailable as err:
+            print(str(err), file=sys.stderr)
+            return 1
     else:
         output.write_text(html, encoding="utf-8")
     print(f"{output} ({report['month']}, {report['totals']['total']} records)")

@@ -19,8 +19,8 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, select
 
-from .database import Database
 from .schema import ROLLUP_1D, alarms, devices, entities, state_rollups, states_meta, workorders
+from .statistics_store import SqlAggregates
 
 HAZARD_WARNING = "hazard_warning"
 #: Entity id patterns of the trend charts (LIKE; `_` matches any one character, harmlessly).
@@ -31,22 +31,8 @@ READINGS = {
 DAY = 86400.0
 
 
-class SqlReportStore:
-    def __init__(self, database: Database) -> None:
-        self._db = database
-
-    async def _all(self, stmt: Any) -> list[Any]:
-        async with self._db.engine.connect() as conn:
-            return list((await conn.execute(stmt)).all())
-
+class SqlReportStore(SqlAggregates):
     # -- alarms ------------------------------------------------------------------------------
-    @staticmethod
-    def _alarm_window(since: float, until: float, projects: Sequence[str] | None) -> list[Any]:
-        where = [alarms.c.started_at >= since, alarms.c.started_at < until]
-        if projects is not None:
-            where.append(alarms.c.project.in_(list(projects)))
-        return where
-
     async def risky_devices(self, since: float, until: float, projects: Sequence[str] | None,
                             top: int) -> list[dict[str, Any]]:
         """Devices with the most alarms, then hazard warnings, then faults in the month."""

@@ -12,25 +12,19 @@ from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pypdf
 import yaml
 from aiohttp import ClientSession
 
 from hub.cli import main as cli_main
-from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.http import tokens
 from tests.alarms.conftest import PROJECTS
 
-from .conftest import FakeClock, Recorder, hazard_config, install_clock, settle, start_hub
+from .conftest import FakeClock, Recorder, hazard_config, install_clock, start_hub
+from .test_statistics_month import _raise, at
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 RESIDUAL = "sensor.arcm_1_residual_current"
-
-
-def at(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=SHANGHAI).timestamp()
 
 
 class Figures(HTMLParser):
@@ -68,16 +62,6 @@ def figures(html: str) -> Figures:
     parser = Figures()
     parser.feed(html)
     return parser
-
-
-async def _raise(hub: Any, recorder: Recorder, device_id: str, type_: str, when: float,
-                 **kwargs: Any) -> dict[str, Any]:
-    before = len(recorder.of("alarm_raised"))
-    condition = Condition.create(device_id, type_, True, timestamp=when, **kwargs)
-    hub.bus.async_fire(EVENT_DEVICE_CONDITION, condition.as_dict())
-    record = (await recorder.wait_for("alarm_raised", before + 1))[-1]
-    await settle(hub)
-    return record
 
 
 async def _seed(hub: Any) -> None:
