@@ -102,6 +102,30 @@ def _cmd_db_migrate(args: argparse.Namespace) -> int:
     return asyncio.run(migrate_cli(Path(args.config), args.to, args.batch))
 
 
+def _cmd_report_monthly(args: argparse.Namespace) -> int:
+    from .reports.cli import monthly_cli
+
+    return asyncio.run(monthly_cli(Path(args.config), args.project or [], args.month,
+                                   Path(args.output), args.lang, args.top))
+
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser("report", help="reports from the database")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    monthly = report_sub.add_parser(
+        "monthly", help="a project's monthly report as PDF (-o x.pdf) or HTML (-o x.html)")
+    monthly.add_argument("--config", default=DEFAULT_CONFIG_DIR)
+    monthly.add_argument("--project", action="append",
+                         help="project id, with its sub-projects (repeat for several; "
+                              "default: every project)")
+    monthly.add_argument("--month", default=None, help="YYYY-MM (default: this month)")
+    monthly.add_argument("-o", "--output", required=True, help="file to write (.pdf or .html)")
+    monthly.add_argument("--lang", choices=("zh-CN", "en"), default=None,
+                         help="default: the hub's language")
+    monthly.add_argument("--top", type=int, default=10, help="riskiest devices listed")
+    monthly.set_defaults(func=_cmd_report_monthly)
+
+
 def _cmd_user(args: argparse.Namespace) -> int:
     from .auth import cli as user_cli
 
@@ -206,6 +230,7 @@ def build_parser(with_simulators: bool = True) -> argparse.ArgumentParser:
     revoke.add_argument("--config", default=DEFAULT_CONFIG_DIR)
     revoke.set_defaults(func=_cmd_token_revoke)
     _add_user_parser(sub)
+    _add_report_parser(sub)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)

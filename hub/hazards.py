@@ -18,6 +18,7 @@ async def async_start_hazards(hub: Any) -> None:
     from .core.workorders import WorkOrderManager
     from .storage.patrol_store import SqlPatrolStore
     from .storage.reminder_store import SqlReminderStore
+    from .storage.report_store import SqlReportStore
     from .storage.statistics_store import SqlStatisticsStore
     from .storage.workorder_store import SqlWorkOrderStore
 
@@ -31,6 +32,7 @@ async def async_start_hazards(hub: Any) -> None:
     await hub.reminders.async_start()
     hub.statistics = Statistics(hub, SqlStatisticsStore(hub.storage))
     hub.statistics.async_start()  # its cache listens for alarm / work-order / patrol events
+    hub.report_store = SqlReportStore(hub.storage)  # the monthly report's (hub/reports/)
     hub.hazard_analysis = _analyzer(hub)
     await hub.hazard_analysis.async_start()
 

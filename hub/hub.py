@@ -71,6 +71,7 @@ class Hub:
         self.patrols: Any = None
         self.reminders: Any = None
         self.statistics: Any = None
+        self.report_store: Any = None
         self.auth: Any = None  # hub.auth.AuthManager once storage is open
         self.automations: Any = None  # hub.core.automations.engine.AutomationEngine
         self.notify: Any = None  # hub.core.notify.NotifyManager once started

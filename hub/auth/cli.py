@@ -24,32 +24,17 @@ from .users import UserError, check_password, hash_password
 @asynccontextmanager
 async def open_auth(config_dir: Path) -> AsyncIterator[Any]:
     """An AuthManager on the configured database (None after printing why it cannot be)."""
-    from hub.core.config import ConfigError, load_configuration
-    from hub.core.plugins import PluginManager
-    from hub.storage.database import Database, DatabaseError
+    from hub.offline import open_configured
 
     from .manager import AuthManager
 
-    plugins = PluginManager()
-    plugins.load_entrypoints()  # their configuration sections must be known to validate
-    try:
-        config = load_configuration(config_dir, plugins)
-    except ConfigError as err:
-        print(err.report(), file=sys.stderr)
-        yield None
-        return
-    db = Database(config["database"]["url"], config_dir)
-    try:
-        await db.open()
-    except DatabaseError as err:
-        print(str(err), file=sys.stderr)
-        yield None
-        return
-    try:
+    async with open_configured(config_dir) as opened:
+        if opened is None:
+            yield None
+            return
+        config, db = opened
         hub = SimpleNamespace(config=config, storage=db, devices=[], http=None)
         yield AuthManager(hub, config.get("auth"))
-    finally:
-        await db.close()
 
 
 def _read_password() -> str:

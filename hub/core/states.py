@@ -95,6 +95,24 @@ class State:
         self.context = context if context is not None else Context()
         self.domain, self.object_id = split_entity_id(entity_id)
 
+    @classmethod
+    def _next(cls, old: State, text: str, attributes: MappingProxyType[str, Any],
+              last_changed: float, now: float, context: Context | None) -> State:
+        """The entity's next State, for the state machine's hot path: the entity id was
+        validated and split when `old` was made, and `attributes` is a proxy no caller holds
+        the dict of (old's own when unchanged), so neither is done again per reading."""
+        state = cls.__new__(cls)
+        state.entity_id = old.entity_id
+        state.state = text
+        state.attributes = attributes
+        state.last_updated = now
+        state.last_changed = last_changed
+        state.last_reported = now
+        state.context = context if context is not None else Context()
+        state.domain = old.domain
+        state.object_id = old.object_id
+        return state
+
     @property
     def available(self) -> bool:
         return self.state != STATE_UNAVAILABLE
@@ -201,17 +219,17 @@ class StateMachine:
                 f"Invalid entity id {entity_id!r}: expected domain.object_id in lower-case "
                 "letters, digits and single underscores"
             )
-        same_value = old is not None and old.state == text
-        state = State(
-            entity_id,
-            text,
-            attrs,
-            last_changed=old.last_changed if same_value and not force_update else now,
-            last_updated=now,
-            last_reported=now,
-            context=context,
-            validate_entity_id=False,
-        )
+        if old is None:
+            state = State(entity_id, text, attrs, last_changed=now, last_updated=now,
+                          last_reported=now, context=context, validate_entity_id=False)
+        else:
+            proxy = old.attributes
+            if attributes is not None and attributes is not proxy and proxy != attributes:
+                proxy = MappingProxyType(dict(attributes))
+            state = State._next(
+                old, text, proxy,
+                old.last_changed if old.state == text and not force_update else now,
+                now, context)
         self._states[entity_id] = state
         domain_states = self._domain_index.get(state.domain)
         if domain_states is None:

@@ -82,6 +82,11 @@ def _environment(root: Path) -> jinja2.Environment:
     )
 
 
+#: Public names for other renderers of web/ templates (the monthly report, hub/reports/).
+translations = _translations
+template_environment = _environment
+
+
 def pick_language(request: web.Request, default: str, who: Principal | None = None) -> str:
     """?lang= wins (and is remembered in a cookie), then the signed-in user's own language
     (kept on the user record, so it follows them to another browser), then the cookie, then

@@ -50,6 +50,7 @@ from . import (
     metrics,
     notify_api,
     patrols_api,
+    reports_api,
     statistics_api,
     tokens,
     websocket,
@@ -105,6 +106,7 @@ def core_routes() -> RouteTable:
     table.extend(workorders_api.routes)
     table.extend(patrols_api.routes)
     table.extend(statistics_api.routes)
+    table.extend(reports_api.routes)
     table.extend(auth_api.routes)
     table.extend(websocket.routes)
     table.extend(metrics.routes)

@@ -601,7 +601,8 @@ class Recorder:
                 attributes_id: Any = None
             else:
                 last = last_attrs.get(entity_id)
-                if last is not None and last[0] == attrs:
+                # an entity's unchanged attributes are the same proxy from State to State
+                if last is not None and (last[0] is attrs or last[0] == attrs):
                     attributes_id = last[1]
                 else:
                     shared = _dumps_sorted(attrs)

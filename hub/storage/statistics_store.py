@@ -27,7 +27,10 @@ KINDS = ("alarm", "fault", "event")
 WAITING_WORKORDERS = ("created", "dispatched", "accepted")
 
 
-class SqlStatisticsStore:
+class SqlAggregates:
+    """What the statistics and the monthly report (report_store.py) share: one aggregate
+    query at a time, and the month's alarm records in scope."""
+
     def __init__(self, database: Database) -> None:
         self._db = database
 
@@ -41,6 +44,9 @@ class SqlStatisticsStore:
         if projects is not None:
             where.append(alarms.c.project.in_(list(projects)))
         return where
+
+
+class SqlStatisticsStore(SqlAggregates):
 
     @staticmethod
     def _per_kind() -> list[Any]:

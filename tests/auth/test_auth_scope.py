@@ -756,6 +756,19 @@ async def _statistics(env: Env, role: str, c: Client) -> None:
         200 if role != "user" else 403)
 
 
+@probe("GET", "/api/reports/monthly")
+async def _monthly_report(env: Env, role: str, c: Client) -> None:
+    await _alarm_ids(env, "over_current")
+    status, html = await c.call("GET", "/api/reports/monthly")
+    assert status == 200, html
+    assert f'data-device="{INSIDE}"' in html
+    assert (f'data-device="{OUTSIDE}"' in html) == sees_outside(role)
+    assert (await c.call("GET", "/api/reports/monthly?project=market-1"))[0] == (
+        200 if sees_outside(role) else 403)
+    assert (await c.call("GET", "/api/reports/monthly?project=school-1"))[0] == (
+        200 if role != "user" else 403)
+
+
 from . import notify_scope_probes
 
 PROBES.update(notify_scope_probes.PROBES)

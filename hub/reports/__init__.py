@@ -1,0 +1,1 @@
+"""Reports built from the database: the monthly report (HTML and PDF)."""
