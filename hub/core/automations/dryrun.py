@@ -182,7 +182,7 @@ class _DryRun:
     async def _render(self, trig: Mapping[str, Any], when: float, index: int) -> Any:
         async def render() -> Any:
             return await async_render(trig["value_template"], self.replay.get_state, {},
-                                      self.time_limit, when)
+                                      self.time_limit, when, self.zone)
 
         try:
             return await self.replay.settled(when, render)

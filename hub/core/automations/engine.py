@@ -36,7 +36,7 @@ from ..context import Context
 from ..events import EVENT_STATE_CHANGED, Event, callback
 from .actions import Run
 from .templates import DEFAULT_TIME_LIMIT, TemplateError, async_render, truthy
-from .timers import Timers, TimerStore, for_key
+from .timers import Timers, TimerStore, for_key, wait_key
 from .traces import Trace
 from .triggers import (
     STATE_KINDS,
@@ -55,6 +55,9 @@ _LOGGER = logging.getLogger(__name__)
 
 EVENT_AUTOMATION_TRIGGERED = "automation_triggered"
 EVENT_AUTOMATION_FINISHED = "automation_finished"
+#: alarm record field that dates each transition an alarm trigger can wait for
+_TRANSITION_AT = {"acknowledged": "acked_at", "cleared": "cleared_at", "handled": "handled_at",
+                  "raised": "started_at"}
 
 
 class AutomationStore(TimerStore, Protocol):
@@ -406,7 +409,7 @@ class AutomationEngine:
     async def _attach_template(self, watch: _Watch) -> None:
         try:
             result = await async_render(watch.conf["value_template"], self.get_state, {},
-                                        self.time_limit, self.clock())
+                                        self.time_limit, self.clock(), self.zone)
         except TemplateError as err:
             _LOGGER.warning("Template trigger of %s failed: %s", watch.automation.id, err)
             return
@@ -421,7 +424,7 @@ class AutomationEngine:
     async def _eval_template_locked(self, watch: _Watch, context: Context | None) -> None:
         try:
             result = await async_render(watch.conf["value_template"], self.get_state, {},
-                                        self.time_limit, self.clock())
+                                        self.time_limit, self.clock(), self.zone)
         except TemplateError as err:
             _LOGGER.warning("Template trigger of %s failed: %s", watch.automation.id, err)
             return
@@ -492,16 +495,63 @@ class AutomationEngine:
         watch.automation.handles.append(handle)
 
     # -- wait_for_trigger ----------------------------------------------------------------------------
-    async def wait_for_trigger(self, confs: list[Mapping[str, Any]], timeout: float | None,
-                               listening: Callable[[], None] | None = None
+    async def wait_for_trigger(self, confs: list[Mapping[str, Any]], timeout_at: float | None,
+                               listening: Callable[[], None] | None = None,
+                               run: Run | None = None, path: str = "",
+                               started_at: float | None = None,
+                               resumed: Mapping[str, Any] | None = None
                                ) -> dict[str, Any] | None:
-        """Wait until one of `confs` fires (holding for its `for:`), or None at the timeout."""
-        return await TriggerWait(self, confs).wait(timeout, listening)
+        """Wait until one of `confs` fires (holding for its `for:`), or None at `timeout_at`
+        (engine clock). With `run`, the wait is a row of `automation_timers` while it lasts
+        (waits.py), so a restart resumes it; `resumed` is that row's data."""
+        persist = forget = None
+        if run is not None:
+            begun = self.clock() if started_at is None else started_at
+
+            def persist(holds: list[dict[str, Any]]) -> None:
+                self._writes.put_nowait(("timer", self.timers.wait_row(
+                    run, path, confs, timeout_at, begun, holds)))
+
+            def forget() -> None:
+                self._writes.put_nowait(("delete", wait_key(run)))
+
+        waiting = run.pending_wait if run is not None else None
+        if waiting is None:
+            waiting = TriggerWait(self, confs)
+        else:
+            run.pending_wait = None  # listening since the engine's start (_resume_run)
+        waiting.set_persistence(persist, forget)
+        early = None
+        if resumed is not None:
+            early = await self._seen_while_down(confs, float(resumed.get("started_at") or 0))
+        return await waiting.wait(timeout_at, listening, (resumed or {}).get("holds"), early)
+
+    async def _seen_while_down(self, confs: list[Mapping[str, Any]],
+                               since: float) -> dict[str, Any] | None:
+        """An awaited alarm transition the records show happened after the wait began (the
+        hub was down when the event would have ended the wait), as its trigger variables."""
+        store = getattr(getattr(self.hub, "alarms", None), "store", None)
+        for index, conf in enumerate(confs):
+            ids = conf.get("alarm_id") if conf.get("trigger") == "alarm" else None
+            if not ids or store is None or not isinstance(ids, list):
+                continue
+            from ..alarms import record_dict
+
+            for row in await store.get_many(ids):
+                record = _plain(record_dict(row))
+                if not alarm_matches(conf, record):
+                    continue
+                for name in conf["on"]:
+                    at = row.get(_TRANSITION_AT.get(name, ""))
+                    if at is not None and float(at) >= since:
+                        return {"platform": "alarm", "idx": index, "alarm": record,
+                                "event": name, "resumed": True}
+        return None
 
     def pending_wait_timers(self) -> list[dict[str, Any]]:
         """`for:` holds inside waiting runs (deadlines on the engine's clock)."""
         return [{"trigger_index": hold.index, "entity_id": hold.entity_id,
-                 "deadline": hold.deadline}
+                 "deadline": hold.deadline, "confirmed": hold.confirmed}
                 for wait in self.waits for hold in wait.holds.values()]
 
     # -- persistence ----------------------------------------------------------------------------------
@@ -515,7 +565,9 @@ class AutomationEngine:
             if row["kind"] == "for":
                 self._resume_for(automation, row, data)
             elif row["kind"] == "delay":
-                self._resume_delay(automation, row, data)
+                self._resume_run(automation, row, data, "delay")
+            elif row["kind"] == "wait":
+                self._resume_run(automation, row, data, "wait")
 
     def _resume_for(self, automation: Automation, row: dict[str, Any],
                     data: dict[str, Any]) -> None:
@@ -539,18 +591,27 @@ class AutomationEngine:
         self._arm(watch, entity_id, trigger, None, float(row["deadline"]),
                   confirmed=state is not None, persist=False)
 
-    def _resume_delay(self, automation: Automation, row: dict[str, Any],
-                      data: dict[str, Any]) -> None:
+    def _resume_run(self, automation: Automation, row: dict[str, Any],
+                    data: dict[str, Any], kind: str) -> None:
+        """A run a restart interrupted in a delay or a wait: continue it there."""
         context = data.get("context") or {}
         parent = Context(user_id=context.get("user_id"), parent_id=context.get("parent_id"),
                          id=context.get("parent_id")) if context.get("parent_id") else None
         trace = Trace(automation.id, data.get("trigger") or {}, {}, run_id=data["run_id"])
         trace.resumed = True
-        trace.notes.append("resumed after a restart in the middle of a delay")
+        trace.notes.append("resumed after a restart in the middle of a "
+                           + ("delay" if kind == "delay" else "wait_for_trigger"))
         run = Run(self, automation, data.get("trigger") or {}, parent,
                   variables=data.get("variables"), trace=trace)
         trace.context = run.context.as_dict()
-        self._writes.put_nowait(("delete", row["key"]))
+        if kind == "wait" and "/repeat/" not in "/".join(map(str, data["path"])):
+            # the row stays until the resumed wait ends (it is rewritten as it listens again);
+            # the wait listens now, before plugins set up, so nothing they fire is missed
+            run.resume_wait = {**data, "started_at": row["created_at"]}
+            run.pending_wait = TriggerWait(self, list(data["confs"]))
+            run.pending_wait.listen(data.get("holds"))
+        else:
+            self._writes.put_nowait(("delete", row["key"]))
         automation.start(run, resume=list(data["path"]), deadline=float(row["deadline"]))
 
     async def _write_loop(self) -> None:
@@ -564,6 +625,8 @@ class AutomationEngine:
                 if kind == "for":
                     _, automation_id, index, entity_id, deadline, trigger = item
                     await self.timers.save_for(automation_id, index, entity_id, deadline, trigger)
+                elif kind == "timer":
+                    await self.timers.save(item[1])
                 elif kind == "delete":
                     await self.timers.delete(item[1])
                 elif kind == "trace":
