@@ -75,6 +75,9 @@ class Run:
         self.resume_wait: dict[str, Any] | None = None
         #: that wait, listening since the engine's start (engine._resume_run)
         self.pending_wait: TriggerWait | None = None
+        #: where the run is (`conditions`, `actions`) or the step that failed, for errors
+        self.where = "conditions"
+        self.failed_at: str | None = None
 
     # -- helpers ------------------------------------------------------------------------------
     def eval_context(self) -> EvalContext:
@@ -106,6 +109,7 @@ class Run:
                     return trace
             if self.pending_wait is None:  # a resumed wait listens first, acts after
                 await self.engine.wait_ready()
+            self.where = "actions"
             if resume is None:
                 await self.sequence(self.automation.conf["actions"], "actions")
             else:
@@ -119,11 +123,13 @@ class Run:
         except asyncio.CancelledError:
             trace.finish(OUTCOME_CANCELLED, "cancelled (mode restart, disabled or hub stopping)")
             raise
-        except TemplateError as err:
-            trace.finish(OUTCOME_ERROR, f"template: {err}")
         except Exception as err:  # noqa: BLE001 - reported in the trace, never kills the engine
-            _LOGGER.warning("Automation %s failed: %s", self.automation.id, err)
-            trace.finish(OUTCOME_ERROR, f"{type(err).__name__}: {err}")
+            # the error names the automation and the step: "which one broke, and where?"
+            cause = f"template: {err}" if isinstance(err, TemplateError) else (
+                f"{type(err).__name__}: {err}")
+            message = f"automation '{self.automation.id}' {self.failed_at or self.where}: {cause}"
+            _LOGGER.warning("%s", message)
+            trace.finish(OUTCOME_ERROR, message)
         finally:
             if self.pending_wait is not None:  # resumed, but ended before it waited again
                 self.pending_wait.close()
@@ -185,6 +191,7 @@ class Run:
                 self.trace.step(path, "error_ignored", error=f"{type(err).__name__}: {err}")
                 return
             self.trace.step(path, "error", error=f"{type(err).__name__}: {err}")
+            self.failed_at = self.failed_at or path  # the innermost step, recorded first
             raise
 
     async def _step(self, action: Mapping[str, Any], path: str) -> None:
