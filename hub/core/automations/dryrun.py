@@ -37,9 +37,9 @@ from .timers import json_safe
 from .triggers import (
     STATE_KINDS,
     alarm_matches,
+    breaks_hold,
     event_matches,
     fires,
-    matches_now,
     next_fire,
     trigger_vars,
     watched_entities,
@@ -233,9 +233,9 @@ class _DryRun:
                 continue
             key = (index, entity_id)
             if key in self.pending:
-                if not matches_now(trig, new, get_state):
-                    del self.pending[key]
-                continue
+                if not breaks_hold(trig, old, new, get_state):
+                    continue
+                del self.pending[key]  # as live: this change may start a new hold
             if fires(trig, old, new, get_state):
                 trigger = trigger_vars(trig, index, entity_id, old, new)
                 if "for" in trig:

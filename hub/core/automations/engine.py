@@ -42,6 +42,7 @@ from .triggers import (
     STATE_KINDS,
     alarm_event_types,
     alarm_matches,
+    breaks_hold,
     event_matches,
     fires,
     matches_now,
@@ -351,13 +352,13 @@ class AutomationEngine:
             key = for_key(watch.automation.id, watch.index, entity_id)
             pending = self._pending.get(key)
             if pending is not None:
-                if not matches_now(conf, new, self.get_state):
-                    self._cancel_pending(key, delete_row=True)
-                elif not pending.confirmed:
-                    pending.confirmed = True
-                    if pending.due:
-                        self._pending_due(key)
-                continue
+                if not breaks_hold(conf, old, new, self.get_state):
+                    if not pending.confirmed:
+                        pending.confirmed = True
+                        if pending.due:
+                            self._pending_due(key)
+                    continue
+                self._cancel_pending(key, delete_row=True)  # this change may start a new one
             if fires(conf, old, new, self.get_state):
                 trigger = trigger_vars(conf, watch.index, entity_id, old, new)
                 if "for" in conf:

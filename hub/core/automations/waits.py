@@ -37,6 +37,7 @@ from .triggers import (
     STATE_KINDS,
     alarm_event_types,
     alarm_matches,
+    breaks_hold,
     event_matches,
     fires,
     matches_now,
@@ -192,16 +193,16 @@ class TriggerWait:
             key = (index, entity_id)
             hold = self.holds.get(key)
             if hold is not None:
-                if not matches_now(conf, new, get_state):  # broken before `for` elapsed
-                    if hold.handle is not None:
-                        hold.handle.cancel()
-                    del self.holds[key]
-                    self._save()
-                elif not hold.confirmed:  # the first matching reading since the restart
-                    hold.confirmed = True
-                    if hold.due:
-                        self._held(key, conf, hold.trigger)
-                return
+                if not breaks_hold(conf, old, new, get_state):
+                    if not hold.confirmed:  # the first matching reading since the restart
+                        hold.confirmed = True
+                        if hold.due:
+                            self._held(key, conf, hold.trigger)
+                    return
+                if hold.handle is not None:  # broken before `for` elapsed
+                    hold.handle.cancel()
+                del self.holds[key]
+                self._save()
             if not fires(conf, old, new, get_state):
                 return
             trigger = trigger_vars(conf, index, entity_id, old, new)
