@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from hub.storage.alarm_store import SqlAlarmStore
+from hub.storage.automation_store import SqlAutomationStore
 from hub.storage.database import Database
 from tests.alarms.conftest import fire
 
@@ -230,3 +231,24 @@ async def test_a_hold_broken_while_the_hub_was_down_is_dropped_and_the_wait_goes
     assert len(hub.automations.waits) == 1 and record.calls == []
     (row,) = await _rows(hub)  # still waiting, without the hold
     assert row["kind"] == "wait" and row["data"]["holds"] == []
+
+
+async def test_an_unreadable_wait_row_is_dropped_and_the_others_resume(
+        tmp_path: Path, hubs: list[Any], hub_db_url: str, clock: FakeClock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    _alarm_id, row = await _stop_mid_wait(tmp_path, hub_db_url)
+    broken = {**row, "key": "wait:broken", "data": {**row["data"], "run_id": "broken",
+                                                     "confs": [{"trigger": "template"}]}}
+    database = Database(hub_db_url, tmp_path)
+    await database.open()
+    try:
+        await SqlAutomationStore(database).save_timer(broken)
+    finally:
+        await database.close()
+
+    hub = await start(tmp_path)
+    hubs.append(hub)
+    assert hub.automations.resume_failures == 1
+    assert "wait:broken cannot be resumed" in caplog.text
+    assert len(hub.automations.waits) == 1  # the good one waits again
+    assert [r["key"] for r in await _rows(hub)] == [row["key"]]

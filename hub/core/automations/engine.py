@@ -191,6 +191,8 @@ class AutomationEngine:
         #: `wait_for_trigger` steps in progress (waits.py)
         self.waits: set[TriggerWait] = set()
         self.stopping = False
+        #: persisted timer rows dropped at start because they could not be read
+        self.resume_failures = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -563,12 +565,18 @@ class AutomationEngine:
             if automation is None or not automation.enabled:
                 await self.timers.delete(row["key"])
                 continue
-            if row["kind"] == "for":
-                self._resume_for(automation, row, data)
-            elif row["kind"] == "delay":
-                self._resume_run(automation, row, data, "delay")
-            elif row["kind"] == "wait":
-                self._resume_run(automation, row, data, "wait")
+            try:
+                if row["kind"] == "for":
+                    self._resume_for(automation, row, data)
+                elif row["kind"] in ("delay", "wait"):
+                    self._resume_run(automation, row, data, row["kind"])
+            except (KeyError, TypeError, ValueError) as err:
+                # one unreadable row must not stop the hub's start, nor the other rows
+                self.resume_failures += 1
+                _LOGGER.error("Automation %s: persisted %s %s cannot be resumed (%s: %s); "
+                              "dropped", automation.id, row["kind"], row["key"],
+                              type(err).__name__, err)
+                await self.timers.delete(row["key"])
 
     def _resume_for(self, automation: Automation, row: dict[str, Any],
                     data: dict[str, Any]) -> None:
@@ -610,7 +618,11 @@ class AutomationEngine:
             # the wait listens now, before plugins set up, so nothing they fire is missed
             run.resume_wait = {**data, "started_at": row["created_at"]}
             run.pending_wait = TriggerWait(self, list(data["confs"]))
-            run.pending_wait.listen(data.get("holds"))
+            try:
+                run.pending_wait.listen(data.get("holds"))
+            except Exception:
+                run.pending_wait.close()
+                raise
         else:
             self._writes.put_nowait(("delete", row["key"]))
         automation.start(run, resume=list(data["path"]), deadline=float(row["deadline"]))
