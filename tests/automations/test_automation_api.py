@@ -376,3 +376,21 @@ async def test_the_api_never_shows_or_writes_a_secret_value(tmp_path: Path,
                                      "reason": "!secret no_such_secret: not found in "
                                                "secrets.yaml"}]
     assert "no_such_secret" not in path.read_text(encoding="utf-8")
+
+
+def test_secret_redaction_rules() -> None:
+    """By value: whole values (strings, and numbers of 4+ digits such as an unquoted phone
+    number), inside longer strings only where asked (rendered text), never a short number."""
+    import pytest
+
+    from hub.core.automations.secrets import SecretError, Secrets
+
+    secrets = Secrets({"phone": 13800000000, "token": "tok-abc", "port": 80, "flag": True})
+    data = {"to": 13800000000, "text": "call 13800000000 with tok-abc", "port": 80,
+            "n": 1, "on": True}
+    assert secrets.redact(data) == {**data, "to": "!secret phone"}
+    assert secrets.redact(data, partial=True)["text"] == "call !secret phone with !secret token"
+    assert secrets.resolve({"a": ["!secret token", "!secret  phone "]}) == {
+        "a": ["tok-abc", 13800000000]}
+    with pytest.raises(SecretError, match=r"a\.1: !secret nope: not found"):
+        secrets.resolve({"a": ["x", "!secret nope"]})
