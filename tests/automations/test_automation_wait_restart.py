@@ -252,3 +252,30 @@ async def test_an_unreadable_wait_row_is_dropped_and_the_others_resume(
     assert "wait:broken cannot be resumed" in caplog.text
     assert len(hub.automations.waits) == 1  # the good one waits again
     assert [r["key"] for r in await _rows(hub)] == [row["key"]]
+
+
+async def test_the_starter_reminder_goes_out_once_after_a_restart_past_its_10_minutes(
+        tmp_path: Path, hubs: list[Any], hub_db_url: str, clock: FakeClock) -> None:
+    """The demo's own automations.yaml (starter.py): an alarm raised, the hub down for longer
+    than the reminder's 10 minutes, and on start the reminder is sent, once."""
+    from hub.core.automations.starter import STARTER
+
+    write_config(tmp_path, STARTER, hub_db_url)
+    hub = await start(tmp_path)
+    try:
+        waiter = Waiter(hub, "automation_wait")
+        fire(hub, "arcm-1", "residual_current_high", value=550, unit="mA")
+        await waiter.wait_for("automation_wait")
+        (row,) = await _rows(hub)
+    finally:
+        await hub.async_stop()
+    clock.now = row["deadline"] + 60
+
+    hub = await start(tmp_path)
+    hubs.append(hub)
+    trace = await _resumed_run(hub)
+    assert trace["outcome"] == "fired"
+    calls = [s for s in trace["steps"] if s["kind"] == "call_service"]
+    assert [c["service"] for c in calls] == ["notify.send"]
+    assert calls[0]["data"]["message"].startswith("未确认报警 10 分钟: ")
+    assert await _rows(hub) == []
