@@ -524,10 +524,9 @@ class AutomationEngine:
         else:
             run.pending_wait = None  # listening since the engine's start (_resume_run)
         waiting.set_persistence(persist, forget)
-        early = None
-        if resumed is not None:
-            early = await self._seen_while_down(confs, float(resumed.get("started_at") or 0))
-        return await waiting.wait(timeout_at, listening, (resumed or {}).get("holds"), early)
+        resumed = resumed or {}
+        return await waiting.wait(timeout_at, listening, resumed.get("holds"),
+                                  resumed.get("early"))
 
     async def _seen_while_down(self, confs: list[Mapping[str, Any]],
                                since: float) -> dict[str, Any] | None:
@@ -569,7 +568,7 @@ class AutomationEngine:
                 if row["kind"] == "for":
                     self._resume_for(automation, row, data)
                 elif row["kind"] in ("delay", "wait"):
-                    self._resume_run(automation, row, data, row["kind"])
+                    await self._resume_run(automation, row, data, row["kind"])
             except (KeyError, TypeError, ValueError) as err:
                 # one unreadable row must not stop the hub's start, nor the other rows
                 self.resume_failures += 1
@@ -600,8 +599,8 @@ class AutomationEngine:
         self._arm(watch, entity_id, trigger, None, float(row["deadline"]),
                   confirmed=state is not None, persist=False)
 
-    def _resume_run(self, automation: Automation, row: dict[str, Any],
-                    data: dict[str, Any], kind: str) -> None:
+    async def _resume_run(self, automation: Automation, row: dict[str, Any],
+                          data: dict[str, Any], kind: str) -> None:
         """A run a restart interrupted in a delay or a wait: continue it there."""
         context = data.get("context") or {}
         parent = Context(user_id=context.get("user_id"), parent_id=context.get("parent_id"),
@@ -620,7 +619,11 @@ class AutomationEngine:
             run.pending_wait = TriggerWait(self, list(data["confs"]))
             try:
                 run.pending_wait.listen(data.get("holds"))
-            except Exception:
+                # asked here, in the engine's start (never cancelled half-way through a
+                # query), after the wait listens (nothing falls between records and events)
+                run.resume_wait["early"] = await self._seen_while_down(
+                    run.pending_wait.confs, float(row["created_at"]))
+            except BaseException:
                 run.pending_wait.close()
                 raise
         else:
