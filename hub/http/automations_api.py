@@ -8,6 +8,10 @@ rollback`). A validation error is a 400 whose details name the path inside the a
 
 Scope: an automation with a `project` is visible to whoever can see that project; one without
 a project acts hub-wide and needs an unrestricted principal (super_admin, system tokens).
+
+Secrets (hub/core/automations/secrets.py): nothing answered here carries a value of
+secrets.yaml; it reads `!secret name`, and a body may say `!secret name` wherever a value goes
+(resolved before validation), so what an editor was shown saves back unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import voluptuous as vol
 from aiohttp import web
 
 from hub.core.automations.schema import validate_one
+from hub.core.automations.secrets import SecretError, Secrets
 from hub.core.automations.yamlfile import AutomationFile, parse_item
 
 from .auth import deny, principal
@@ -60,11 +65,29 @@ def _existing(request: web.Request) -> dict[str, Any]:
     return automation.conf
 
 
-def _shown(engine: Any, conf: dict[str, Any]) -> dict[str, Any]:
-    automation = engine.automations.get(conf["id"])
-    return {"id": conf["id"], "alias": conf.get("alias"), "enabled": conf.get("enabled", True),
-            "mode": conf.get("mode"), "project": conf.get("project"),
-            "last_triggered": getattr(automation, "last_triggered", None), "config": conf}
+def _secrets(request: web.Request) -> Secrets:
+    try:
+        return Secrets.of_dir(request.app[HUB].config_dir)
+    except Exception as err:  # noqa: BLE001 - an unreadable secrets.yaml shows nothing of it
+        raise ApiError(500, f"secrets.yaml cannot be read: {err}") from None
+
+
+def _shown(request: web.Request, conf: dict[str, Any]) -> dict[str, Any]:
+    automation = _engine(request).automations.get(conf["id"])
+    shown = {"id": conf["id"], "alias": conf.get("alias"), "enabled": conf.get("enabled", True),
+             "mode": conf.get("mode"), "project": conf.get("project"),
+             "last_triggered": getattr(automation, "last_triggered", None), "config": conf}
+    return dict(_secrets(request).redact(shown))
+
+
+def _resolved(request: web.Request, body: Any) -> Any:
+    """The body with `!secret name` strings replaced by their values (a 400 naming the path
+    when secrets.yaml has no such secret)."""
+    try:
+        return _secrets(request).resolve(body)
+    except SecretError as err:
+        path, _, reason = str(err).partition(": ")
+        raise ApiError(400, reason, details=[{"path": path, "reason": reason}]) from None
 
 
 def _validate(body: Any, automation_id: str | None = None) -> dict[str, Any]:
@@ -96,7 +119,7 @@ async def _save(request: web.Request, raw: dict[str, Any], checked: dict[str, An
     version = await engine.store.add_version(checked["id"], action, who.name, old, new)
     await engine.async_set(checked)
     await _audit(request, f"automation.{action}", checked, {"version": version})
-    return {**_shown(engine, checked), "version": version}
+    return {**_shown(request, checked), "version": version}
 
 
 async def _audit(request: web.Request, action: str, conf: dict[str, Any],
@@ -113,7 +136,7 @@ async def _audit(request: web.Request, action: str, conf: dict[str, Any],
 @routes.get("/api/automations", "Automations (in my scope)", scope=ROLE, tags=("automations",))
 async def list_automations(request: web.Request) -> web.StreamResponse:
     engine = _engine(request)
-    return json_response([_shown(engine, a.conf) for a in engine.automations.values()
+    return json_response([_shown(request, a.conf) for a in engine.automations.values()
                           if _visible(request, a.conf)])
 
 
@@ -121,7 +144,7 @@ async def list_automations(request: web.Request) -> web.StreamResponse:
              scope=ROLE, body_schema=vol.Schema(dict), responses={201: "Created"},
              tags=("automations",))
 async def create_automation(request: web.Request) -> web.StreamResponse:
-    raw = request[BODY]
+    raw = _resolved(request, request[BODY])
     checked = _validate(raw)
     if checked["id"] in _engine(request).automations:
         raise ApiError(409, f"Automation {checked['id']} exists (use PUT to change it)")
@@ -139,7 +162,7 @@ async def get_automation(request: web.Request) -> web.StreamResponse:
         text = _file(request).item_text(conf["id"])
     except Exception:  # noqa: BLE001 - an unreadable file: the editor falls back to config
         text = None
-    return json_response({**_shown(_engine(request), conf), "yaml": text})
+    return json_response({**_shown(request, conf), "yaml": text})
 
 
 @routes.put("/api/automations/{automation_id}", "Replace an automation", scope=ROLE,
@@ -147,7 +170,7 @@ async def get_automation(request: web.Request) -> web.StreamResponse:
 async def update_automation(request: web.Request) -> web.StreamResponse:
     conf = _existing(request)
     await _require(request, conf)
-    raw = {**request[BODY], "id": conf["id"]}
+    raw = {**_resolved(request, request[BODY]), "id": conf["id"]}
     checked = _validate(raw, conf["id"])
     await _require(request, checked)
     return json_response(await _save(request, raw, checked, "update"))
@@ -175,7 +198,8 @@ async def automation_traces(request: web.Request) -> web.StreamResponse:
     await _require(request, conf)
     engine = _engine(request)
     await engine.async_flush()
-    return json_response(await engine.store.traces(conf["id"]))
+    return json_response(_secrets(request).redact(await engine.store.traces(conf["id"]),
+                                                  partial=True))
 
 
 @routes.get("/api/automations/{automation_id}/versions",
@@ -192,7 +216,7 @@ async def automation_versions(request: web.Request) -> web.StreamResponse:
         await _require(request, current.conf)
     elif not principal(request).scope.unrestricted:
         raise await deny(request, "A deleted automation's history needs an unrestricted scope")
-    return json_response(rows)
+    return json_response(_secrets(request).redact(rows, partial=True))
 
 
 @routes.post("/api/automations/{automation_id}/rollback",
@@ -237,4 +261,5 @@ async def dry_run_automation(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, str(err)) from None
     if end <= start:
         raise ApiError(400, "end must be after start")
-    return json_response(await async_dry_run(request.app[HUB], conf, start, end))
+    return json_response(_secrets(request).redact(
+        await async_dry_run(request.app[HUB], conf, start, end), partial=True))

@@ -26,7 +26,7 @@ ZONE = ZoneInfo("Asia/Shanghai")
 CONFIG = """\
 hub: {name: Automation test, time_zone: Asia/Shanghai, language: en}
 http: {port: 0}
-database: {url: "sqlite+aiosqlite:///automations.db"}
+database: {url: "%(db)s"}
 projects:
   - {id: school-1, name: School}
   - {id: hospital-1, name: Hospital}
@@ -58,8 +58,10 @@ class RecordPlugin:
         hub.services.register("test", "fail", fail)
 
 
-def write_config(path: Path, automations: str) -> None:
-    (path / "configuration.yaml").write_text(CONFIG, encoding="utf-8")
+def write_config(path: Path, automations: str,
+                 db_url: str = "sqlite+aiosqlite:///automations.db") -> None:
+    """`db_url`: the `hub_db_url` fixture where a test should also run on PostgreSQL."""
+    (path / "configuration.yaml").write_text(CONFIG % {"db": db_url}, encoding="utf-8")
     (path / "automations.yaml").write_text(automations, encoding="utf-8")
 
 

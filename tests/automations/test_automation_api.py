@@ -10,7 +10,7 @@ from aiohttp import ClientSession
 
 from hub.http import tokens
 
-from .conftest import RecordPlugin, start, write_config
+from .conftest import RecordPlugin, Waiter, start, write_config
 
 ORIGINAL = """\
 # Site automations. Edited by hand AND by the web UI.
@@ -294,3 +294,103 @@ def test_a_secret_stays_a_secret_reference_when_its_value_comes_back(tmp_path: P
     checked, _ = validate_one(conf)
     AutomationFile(path).put(conf, check=lambda item: validate_one(item)[0] == checked)
     assert path.read_text(encoding="utf-8") == text.replace("message: hi", "message: hello")
+
+
+SECRET_YAML = """\
+- id: call_boss
+  triggers: [{trigger: event, event_type: go}]
+  actions:
+    - action: test.record
+      data:
+        target: !secret boss_phone   # never in this file
+        message: "call {{ trigger.event.data.who }}"
+"""
+PHONE, TOKEN = "13800000000", "tok-9f8e7d6c"
+
+
+async def test_the_api_never_shows_or_writes_a_secret_value(tmp_path: Path,
+                                                            hubs: list[Any]) -> None:
+    """GET, list, traces and versions show `!secret name`; what was shown saves back as the
+    same automation; a `!secret` sent in a new place, or a secret's value sent plain, is
+    written as the tag; an unknown secret is a 400 naming its path."""
+    (tmp_path / "secrets.yaml").write_text(f"boss_phone: '{PHONE}'\nsms_token: {TOKEN}\n",
+                                           encoding="utf-8")
+    record = RecordPlugin()
+    write_config(tmp_path, SECRET_YAML)
+    hub = await start(tmp_path, record)
+    hubs.append(hub)
+    auth = await _token(hub, None)
+    path = tmp_path / "automations.yaml"
+    waiter = Waiter(hub, "automation_finished")
+    hub.bus.async_fire("go", {"who": TOKEN})  # a secret inside rendered text, too
+    await waiter.wait_for("automation_finished")
+    assert record.calls[0].data["target"] == PHONE  # the automation itself uses the value
+
+    async with ClientSession(base_url=hub.http.url, headers=auth) as http:
+        async def text_of(url: str) -> str:
+            response = await http.get(url)
+            assert response.status == 200, await response.text()
+            return await response.text()
+
+        for url in ("/api/automations", "/api/automations/call_boss",
+                    "/api/automations/call_boss/traces"):
+            body = await text_of(url)
+            assert PHONE not in body and TOKEN not in body, url
+        one = await (await http.get("/api/automations/call_boss")).json()
+        config = one["config"]
+        assert config["actions"][0]["data"]["target"] == "!secret boss_phone"
+        trace = (await (await http.get("/api/automations/call_boss/traces")).json())[0]
+        (call,) = [s for s in trace["steps"] if s["kind"] == "call_service"]
+        assert call["data"] == {"target": "!secret boss_phone",
+                                "message": "call !secret sms_token"}
+
+        # what was shown, with one change, saves back: the tag stays, the value never lands
+        config["actions"][0]["data"]["message"] = "hello"
+        response = await http.put("/api/automations/call_boss", json=config)
+        assert response.status == 200, await response.text()
+        assert PHONE not in await response.text()
+        assert path.read_text(encoding="utf-8") == SECRET_YAML.replace(
+            'message: "call {{ trigger.event.data.who }}"', 'message: "hello"')
+        engine_conf = hub.automations.automations["call_boss"].conf
+        assert engine_conf["actions"][0]["data"]["target"] == PHONE
+
+        # a secret in a new place: by reference, or its value sent plain (an old client)
+        config["actions"][0]["data"]["token"] = "!secret sms_token"
+        config["actions"][0]["data"]["copy_to"] = PHONE
+        response = await http.put("/api/automations/call_boss", json=config)
+        assert response.status == 200, await response.text()
+        written = path.read_text(encoding="utf-8")
+        assert PHONE not in written and TOKEN not in written
+        assert "token: !secret sms_token" in written and "copy_to: !secret boss_phone" in written
+        engine_conf = hub.automations.automations["call_boss"].conf
+        assert engine_conf["actions"][0]["data"]["token"] == TOKEN
+
+        versions = await text_of("/api/automations/call_boss/versions")
+        assert PHONE not in versions and TOKEN not in versions
+
+        config["actions"][0]["data"]["token"] = "!secret no_such_secret"
+        response = await http.put("/api/automations/call_boss", json=config)
+        assert response.status == 400
+        error = await response.json()
+        assert error["details"] == [{"path": "actions.0.data.token",
+                                     "reason": "!secret no_such_secret: not found in "
+                                               "secrets.yaml"}]
+    assert "no_such_secret" not in path.read_text(encoding="utf-8")
+
+
+def test_secret_redaction_rules() -> None:
+    """By value: whole values (strings, and numbers of 4+ digits such as an unquoted phone
+    number), inside longer strings only where asked (rendered text), never a short number."""
+    import pytest
+
+    from hub.core.automations.secrets import SecretError, Secrets
+
+    secrets = Secrets({"phone": 13800000000, "token": "tok-abc", "port": 80, "flag": True})
+    data = {"to": 13800000000, "text": "call 13800000000 with tok-abc", "port": 80,
+            "n": 1, "on": True}
+    assert secrets.redact(data) == {**data, "to": "!secret phone"}
+    assert secrets.redact(data, partial=True)["text"] == "call !secret phone with !secret token"
+    assert secrets.resolve({"a": ["!secret token", "!secret  phone "]}) == {
+        "a": ["tok-abc", 13800000000]}
+    with pytest.raises(SecretError, match=r"a\.1: !secret nope: not found"):
+        secrets.resolve({"a": ["x", "!secret nope"]})

@@ -561,3 +561,32 @@ async def test_run_creates_a_work_order_linked_to_the_alarm(tmp_path: Path, hubs
     async with hub.storage.engine.connect() as conn:
         assert len((await conn.execute(select(workorders))).all()) == 1
     assert record.calls[1].data == {"order": str(row["id"]), "created": "False"}
+
+
+async def test_state_trigger_for_without_to_needs_the_value_to_stay(
+        tmp_path: Path, hubs: list[Any], record: RecordPlugin) -> None:
+    """`trigger: state` with `for:` and no `to` means "changed, and stayed so": a further
+    change restarts the hold from that change (it used to keep the first one running and fire
+    with a state the entity had already left)."""
+    write_config(tmp_path, """\
+- id: settled
+  triggers:
+    - {trigger: state, entity_id: sensor.arcm_1_mode, for: 0.3s}
+  actions:
+    - action: test.record
+      data: {mode: "{{ trigger.to_state.state }}"}
+""")
+    hub = await start(tmp_path, record)
+    hubs.append(hub)
+    engine = hub.automations
+    waiter = Waiter(hub, FINISHED)
+    hub.states.async_set("sensor.arcm_1_mode", "auto")
+    (first,) = engine.pending_timers()
+    hub.states.async_set("sensor.arcm_1_mode", "auto", {"note": "attributes only"})
+    assert engine.pending_timers() == [first]  # the value did not change: the hold goes on
+    hub.states.async_set("sensor.arcm_1_mode", "manual")  # a fresh hold, from this change
+    assert len(engine.pending_timers()) == 1
+    await _finished(hub, waiter, "settled")
+    assert [c.data for c in record.calls] == [{"mode": "manual"}]
+    (trace,) = await engine.store.traces("settled")
+    assert trace["trigger"]["to_state"]["state"] == "manual"

@@ -75,6 +75,13 @@ async def test_failing_action_is_traced_and_engine_goes_on(tmp_path: Path, hubs:
       data: {message: hi}
     - action: test.record
       data: {who: after_skip}
+- id: bad_template
+  triggers: [{trigger: event, event_type: ping, event_data: {n: 3}}]
+  actions:
+    - if: "{{ true }}"
+      then:
+        - action: test.record
+          data: {x: "{{ nope.missing }}"}
 """)
     hub = await start(tmp_path, record)
     hubs.append(hub)
@@ -84,7 +91,9 @@ async def test_failing_action_is_traced_and_engine_goes_on(tmp_path: Path, hubs:
     await _finished(hub, waiter, "broken")
     await _finished(hub, waiter, "fine")
     broken = (await hub.automations.store.traces("broken"))[0]
-    assert broken["outcome"] == "error" and "did not answer" in broken["error"]
+    assert broken["outcome"] == "error"
+    assert broken["error"] == ("automation 'broken' actions/0: RuntimeError: the device did "
+                               "not answer")
     assert [s["kind"] for s in broken["steps"]] == ["call_service", "error"]
     assert [c.data for c in record.calls] == [{"who": "fine"}]
     hub.bus.async_fire("ping", {"n": 2})  # event_data does not match
@@ -94,6 +103,11 @@ async def test_failing_action_is_traced_and_engine_goes_on(tmp_path: Path, hubs:
     assert trace["outcome"] == "fired"
     assert trace["steps"][0]["skipped"] is True and "not registered" in trace["steps"][0]["note"]
     assert record.calls[-1].data == {"who": "after_skip"}
+    hub.bus.async_fire("ping", {"n": 3})
+    await _finished(hub, waiter, "bad_template")
+    trace = (await hub.automations.store.traces("bad_template"))[0]
+    assert trace["error"] == ("automation 'bad_template' actions/0/then/0: template: "
+                              "undefined: 'nope' is undefined")
 
 
 async def test_choose_if_repeat_variables_stop(tmp_path: Path, hubs: list[Any],

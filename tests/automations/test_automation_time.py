@@ -245,3 +245,37 @@ def test_time_of_day_rejects_yaml_numbers_that_are_no_time() -> None:
         conf, issues = validate_one({"id": "x", "triggers": [{"trigger": "time", "at": at}],
                                      "actions": [{"action": "test.record"}]})
         assert conf is None and "time of day" in issues[0].reason, at
+
+
+# -- now() in templates ------------------------------------------------------------------------------
+NOW_YAML = """\
+- id: wall_clock
+  triggers: [{trigger: event, event_type: check}]
+  conditions:
+    - "{{ now().hour == 23 and now().weekday() == 0 }}"   # Monday 23:xx on the site's clock
+  actions:
+    - action: test.record
+      data:
+        hour: "{{ now().hour }}"
+        offset: "{{ now().utcoffset().total_seconds() }}"
+        iso: "{{ now().isoformat() }}"
+        unix: "{{ now().timestamp() }}"
+"""
+
+
+async def test_now_is_the_hub_clock_in_the_hub_time_zone(
+        tmp_path: Path, hubs: list[Any], record: RecordPlugin, clock: FakeClock) -> None:
+    """Monday 23:30 in Shanghai is 15:30 UTC: a template asking for the hour means the hour on
+    the site's wall, so `now()` must be aware and in the configured zone (it used to be UTC,
+    and this condition was false)."""
+    write_config(tmp_path, NOW_YAML)
+    hub = await start(tmp_path, record)
+    hubs.append(hub)
+    waiter = Waiter(hub, FINISHED)
+    clock.now = local(3, 23, 30)
+    hub.bus.async_fire("check")
+    (event,) = await _finished(hub, waiter, "wall_clock")
+    assert event.data["outcome"] == "fired"
+    (call,) = record.calls
+    assert call.data == {"hour": "23", "offset": "28800.0",
+                         "iso": "2024-06-03T23:30:00+08:00", "unix": str(clock.now)}

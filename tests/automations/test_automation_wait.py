@@ -54,7 +54,8 @@ async def test_wait_for_trigger_with_for_fires_only_after_the_state_held(
 
     hub.states.async_set(SENSOR, 600)  # crosses: the hold starts
     assert engine.pending_wait_timers() == [
-        {"trigger_index": 0, "entity_id": SENSOR, "deadline": start_at + 0.2}]
+        {"trigger_index": 0, "entity_id": SENSOR, "deadline": start_at + 0.2,
+         "confirmed": True}]
     hub.states.async_set(SENSOR, 100)  # broken before 0.2 s: the hold is cancelled
     assert engine.pending_wait_timers() == []
     assert record.calls == []
@@ -83,11 +84,16 @@ async def test_wait_for_trigger_times_out_while_the_hold_is_still_running(
     hub.states.async_set(SENSOR, 900)
     assert len(hub.automations.pending_wait_timers()) == 1
     await hub.automations.async_flush()
-    assert await hub.automations.timers.load() == []  # a wait's hold is not persisted
+    (row,) = await hub.automations.timers.load()  # the wait, with its hold, survives a restart
+    assert row["kind"] == "wait" and row["deadline"] == clock.now + 1
+    assert [(h["entity_id"], h["deadline"]) for h in row["data"]["holds"]] == [
+        (SENSOR, clock.now + 3600)]
     (finished,) = await waiter.wait_for("automation_finished")
     assert finished.data["outcome"] == "fired"  # continue_on_timeout (the default)
     assert [c.data["value"] for c in record.calls] == ["timeout"]
     assert hub.automations.pending_wait_timers() == []  # the hold went with the wait
+    await hub.automations.async_flush()
+    assert await hub.automations.timers.load() == []  # and so did its row
 
 
 REMIND_YAML = """\

@@ -232,6 +232,47 @@ async def test_edit_an_automation_and_see_the_validation_error(site: Site, page:
     await page.locator(".dry-run-summary").wait_for()
 
 
+async def test_the_editor_keeps_a_secret_a_reference(site: Site, page: Any) -> None:
+    """The editor shows `!secret boss_phone` (never the number), parses it and saves it back:
+    the file keeps the tag, the engine runs with the value."""
+    import aiohttp
+
+    phone = "13800000000"
+    (site.hub.config_dir / "secrets.yaml").write_text(f"boss_phone: '{phone}'\n",
+                                                      encoding="utf-8")
+    token = await create_token(site.hub.storage, "setup", None)
+    automation = {
+        "id": "call_boss", "project": "school-1",
+        "triggers": [{"trigger": "event", "event_type": "go"}],
+        "actions": [{"action": "notify.sms", "if_missing": "skip",
+                     "data": {"target": "!secret boss_phone", "message": "hi"}}],
+    }
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{site.url}/api/automations", json=automation,
+            headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == 201, await resp.text()
+    path = site.hub.config_dir / "automations.yaml"
+    assert phone not in path.read_text(encoding="utf-8")
+
+    await login(page, site, "project_admin", "/automations")
+    row = page.locator('#auto-rows tr[data-automation="call_boss"]')
+    await row.wait_for()
+    await row.locator("button").click()
+    editor = page.locator("#editor-text")
+    await page.wait_for_function(
+        "document.getElementById('editor-text').value.includes('message: hi')")
+    text = await editor.input_value()
+    assert "!secret boss_phone" in text and phone not in text
+    await editor.fill(text.replace("message: hi", "message: hello"))
+    await page.click("#editor-save")
+    await page.locator("#editor-status", has_text="已保存").wait_for()
+    written = path.read_text(encoding="utf-8")
+    assert "message: hello" in written and "!secret boss_phone" in written
+    assert phone not in written
+    data = site.hub.automations.automations["call_boss"].conf["actions"][0]["data"]
+    assert data == {"target": phone, "message": "hello"}
+
+
 async def test_settings_tabs_follow_the_role(site: Site, page: Any) -> None:
     await login(page, site, "user", "/settings")
     tabs = [t.strip() for t in await page.locator("#settings-tabs [role=tab]").all_inner_texts()]

@@ -26,11 +26,19 @@
 
   function status(id, text, kind) { VW.show(document.getElementById(id), text, kind); }
 
+  // `!secret name` stays the string "!secret name": the hub resolves it and writes the tag
+  // back, so the editor never sees or sends a secret's value.
+  const SCHEMA = jsyaml.DEFAULT_SCHEMA.extend([new jsyaml.Type("!secret", {
+    kind: "scalar",
+    resolve: (data) => typeof data === "string" && data.trim() !== "",
+    construct: (data) => "!secret " + data.trim(),
+  })]);
+
   /** The textarea's YAML as one automation object; throws with the line of a syntax error. */
   function parse(text) {
     let data;
     try {
-      data = jsyaml.load(text);
+      data = jsyaml.load(text, { schema: SCHEMA });
     } catch (err) {
       const line = err.mark ? err.mark.line + 1 : "?";
       throw [{ path: t("line_n", { n: line }), reason: err.reason || err.message }];

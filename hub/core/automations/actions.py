@@ -9,7 +9,8 @@ action tree, the run's variables and its Context, so a hub restarted in the midd
 `delay: 10m` resumes the run at the step after the delay when the 10 minutes are up, instead
 of forgetting it (Home Assistant forgets). Paths look like `actions/2` or
 `actions/1/then/0`; resuming walks them back into sequences, `if` and `choose` branches.
-A delay inside `repeat` or `wait_for_trigger` is not resumable (the loop state is not
+A run parked in `wait_for_trigger` is persisted the same way (waits.py) and resumes in
+that wait. A delay or wait inside `repeat` is not resumable (the loop state is not
 persisted); the trace of the interrupted run says so.
 """
 
@@ -35,6 +36,7 @@ from .traces import (
 
 if TYPE_CHECKING:
     from .engine import Automation, AutomationEngine
+    from .waits import TriggerWait
 
 _LOGGER = logging.getLogger(__name__)
 MAX_LOOP = 10_000
@@ -69,6 +71,13 @@ class Run:
                                           "this": {"id": automation.id}}
         self.trace = trace or Trace(automation.id, trigger, self.context.as_dict())
         self.timer_keys: list[str] = []
+        #: the persisted wait this run resumes in (a `wait` row's data), see `resume`
+        self.resume_wait: dict[str, Any] | None = None
+        #: that wait, listening since the engine's start (engine._resume_run)
+        self.pending_wait: TriggerWait | None = None
+        #: where the run is (`conditions`, `actions`) or the step that failed, for errors
+        self.where = "conditions"
+        self.failed_at: str | None = None
 
     # -- helpers ------------------------------------------------------------------------------
     def eval_context(self) -> EvalContext:
@@ -81,7 +90,8 @@ class Run:
         """Templates inside `value`, with `now()` read from the engine's clock (a dry run's
         replayed moment, see dryrun.py)."""
         return await async_render_data(value, self.engine.get_state, self.variables,
-                                       self.engine.time_limit, now=self.engine.clock())
+                                       self.engine.time_limit, now=self.engine.clock(),
+                                       zone=self.engine.zone)
 
     # -- the run --------------------------------------------------------------------------------
     async def execute(self, resume: list[Any] | None = None, deadline: float | None = None,
@@ -97,7 +107,9 @@ class Run:
                 if not ok:
                     trace.finish(OUTCOME_CONDITION_FALSE)
                     return trace
-            await self.engine.wait_ready()
+            if self.pending_wait is None:  # a resumed wait listens first, acts after
+                await self.engine.wait_ready()
+            self.where = "actions"
             if resume is None:
                 await self.sequence(self.automation.conf["actions"], "actions")
             else:
@@ -111,11 +123,17 @@ class Run:
         except asyncio.CancelledError:
             trace.finish(OUTCOME_CANCELLED, "cancelled (mode restart, disabled or hub stopping)")
             raise
-        except TemplateError as err:
-            trace.finish(OUTCOME_ERROR, f"template: {err}")
         except Exception as err:  # noqa: BLE001 - reported in the trace, never kills the engine
-            _LOGGER.warning("Automation %s failed: %s", self.automation.id, err)
-            trace.finish(OUTCOME_ERROR, f"{type(err).__name__}: {err}")
+            # the error names the automation and the step: "which one broke, and where?"
+            cause = f"template: {err}" if isinstance(err, TemplateError) else (
+                f"{type(err).__name__}: {err}")
+            message = f"automation '{self.automation.id}' {self.failed_at or self.where}: {cause}"
+            _LOGGER.warning("%s", message)
+            trace.finish(OUTCOME_ERROR, message)
+        finally:
+            if self.pending_wait is not None:  # resumed, but ended before it waited again
+                self.pending_wait.close()
+                self.pending_wait = None
         return trace
 
     async def _render_variables(self) -> None:
@@ -130,14 +148,21 @@ class Run:
                      deadline: float | None) -> None:
         """Continue a run interrupted by a restart: `where` is the rest of the delay's path."""
         index = int(where[0])
-        if len(where) == 1:  # the delay itself: wait out what is left, then go on
+        action = actions[index] if index < len(actions) else {}
+        if len(where) == 1 and "wait_for_trigger" in action and self.resume_wait is not None:
+            await self._wait(action, f"{path}/{index}", self.resume_wait)
+            await self.sequence(actions, path, index + 1)
+            return
+        if len(where) == 1 and "delay" in action:  # wait out what is left, then go on
             step = self.trace.step(f"{path}/{index}", "delay", resumed=True)
             remaining = max(0.0, (deadline or 0) - self.engine.clock())
             step["remaining"] = remaining
             await self._sleep_persisted(remaining, f"{path}/{index}", deadline)
             await self.sequence(actions, path, index + 1)
             return
-        action = actions[index]
+        if len(where) == 1:
+            raise StopRun(f"cannot resume at {path}/{index}: the automation was edited while "
+                          "the hub was down", True)
         branch = where[1]
         here = f"{path}/{index}"
         if "if" in action:
@@ -166,6 +191,7 @@ class Run:
                 self.trace.step(path, "error_ignored", error=f"{type(err).__name__}: {err}")
                 return
             self.trace.step(path, "error", error=f"{type(err).__name__}: {err}")
+            self.failed_at = self.failed_at or path  # the innermost step, recorded first
             raise
 
     async def _step(self, action: Mapping[str, Any], path: str) -> None:
@@ -217,16 +243,31 @@ class Run:
             if not ok:
                 raise ConditionFailed()
 
-    async def _wait(self, action: Mapping[str, Any], path: str) -> None:
-        confs = [await self._bind_alarm_id(conf) for conf in action["wait_for_trigger"]]
+    async def _wait(self, action: Mapping[str, Any], path: str,
+                    resumed: Mapping[str, Any] | None = None) -> None:
+        """Wait (persisted unless inside `repeat`); `resumed`: the row of a wait that a
+        restart interrupted, continued with its own triggers, holds and deadline."""
+        if resumed is None:
+            confs = [await self._bind_alarm_id(conf) for conf in action["wait_for_trigger"]]
+            timeout = action.get("timeout")
+            started_at = self.engine.clock()
+            timeout_at = None if timeout is None else started_at + float(timeout)
+        else:
+            confs = list(resumed["confs"])
+            timeout_at, started_at = resumed.get("timeout_at"), float(resumed["started_at"])
+            self.trace.step(path, "wait_for_trigger_resumed", timeout_at=timeout_at,
+                            holds=len(resumed.get("holds") or ()))
         result = await self.engine.wait_for_trigger(
-            confs, action.get("timeout"),
-            # told once the wait listens: a trigger from then on cannot be missed
+            confs, timeout_at,
+            # told once the wait listens (and its row is queued): nothing is missed from then
             lambda: self.engine.hub.bus.async_fire(EVENT_AUTOMATION_WAIT, {
                 "automation_id": self.automation.id, "run_id": self.trace.run_id,
-                "path": path}, context=self.context))
+                "path": path, "timeout_at": timeout_at}, context=self.context),
+            run=self if "/repeat/" not in path else None, path=path, started_at=started_at,
+            resumed=resumed)
         self.variables["wait"] = {"trigger": result}
         self.trace.step(path, "wait_for_trigger", triggered=result is not None)
+        await self.engine.wait_ready()  # a resumed wait may end before plugins set up
         if result is None and not action.get("continue_on_timeout", True):
             raise StopRun("wait_for_trigger timed out", False)
 

@@ -123,7 +123,7 @@ async def check(conf: Mapping[str, Any], ctx: EvalContext, path: str) -> bool:
         result = _time_ok(conf, ctx)
     elif kind == "template":
         rendered = await async_render(conf["value_template"], ctx.get_state, ctx.variables,
-                                      ctx.time_limit, ctx.now)
+                                      ctx.time_limit, ctx.now, ctx.zone)
         result = truthy(rendered.text)
     elif kind == "project":
         if conf.get("device_id"):  # the device named here, whatever triggered the run

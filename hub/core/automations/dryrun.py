@@ -37,9 +37,9 @@ from .timers import json_safe
 from .triggers import (
     STATE_KINDS,
     alarm_matches,
+    breaks_hold,
     event_matches,
     fires,
-    matches_now,
     next_fire,
     trigger_vars,
     watched_entities,
@@ -182,7 +182,7 @@ class _DryRun:
     async def _render(self, trig: Mapping[str, Any], when: float, index: int) -> Any:
         async def render() -> Any:
             return await async_render(trig["value_template"], self.replay.get_state, {},
-                                      self.time_limit, when)
+                                      self.time_limit, when, self.zone)
 
         try:
             return await self.replay.settled(when, render)
@@ -233,9 +233,9 @@ class _DryRun:
                 continue
             key = (index, entity_id)
             if key in self.pending:
-                if not matches_now(trig, new, get_state):
-                    del self.pending[key]
-                continue
+                if not breaks_hold(trig, old, new, get_state):
+                    continue
+                del self.pending[key]  # as live: this change may start a new hold
             if fires(trig, old, new, get_state):
                 trigger = trigger_vars(trig, index, entity_id, old, new)
                 if "for" in trig:

@@ -36,12 +36,13 @@ from ..context import Context
 from ..events import EVENT_STATE_CHANGED, Event, callback
 from .actions import Run
 from .templates import DEFAULT_TIME_LIMIT, TemplateError, async_render, truthy
-from .timers import Timers, TimerStore, for_key
+from .timers import Timers, TimerStore, for_key, wait_key
 from .traces import Trace
 from .triggers import (
     STATE_KINDS,
     alarm_event_types,
     alarm_matches,
+    breaks_hold,
     event_matches,
     fires,
     matches_now,
@@ -55,6 +56,9 @@ _LOGGER = logging.getLogger(__name__)
 
 EVENT_AUTOMATION_TRIGGERED = "automation_triggered"
 EVENT_AUTOMATION_FINISHED = "automation_finished"
+#: alarm record field that dates each transition an alarm trigger can wait for
+_TRANSITION_AT = {"acknowledged": "acked_at", "cleared": "cleared_at", "handled": "handled_at",
+                  "raised": "started_at"}
 
 
 class AutomationStore(TimerStore, Protocol):
@@ -187,6 +191,8 @@ class AutomationEngine:
         #: `wait_for_trigger` steps in progress (waits.py)
         self.waits: set[TriggerWait] = set()
         self.stopping = False
+        #: persisted timer rows dropped at start because they could not be read
+        self.resume_failures = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -348,13 +354,13 @@ class AutomationEngine:
             key = for_key(watch.automation.id, watch.index, entity_id)
             pending = self._pending.get(key)
             if pending is not None:
-                if not matches_now(conf, new, self.get_state):
-                    self._cancel_pending(key, delete_row=True)
-                elif not pending.confirmed:
-                    pending.confirmed = True
-                    if pending.due:
-                        self._pending_due(key)
-                continue
+                if not breaks_hold(conf, old, new, self.get_state):
+                    if not pending.confirmed:
+                        pending.confirmed = True
+                        if pending.due:
+                            self._pending_due(key)
+                    continue
+                self._cancel_pending(key, delete_row=True)  # this change may start a new one
             if fires(conf, old, new, self.get_state):
                 trigger = trigger_vars(conf, watch.index, entity_id, old, new)
                 if "for" in conf:
@@ -406,7 +412,7 @@ class AutomationEngine:
     async def _attach_template(self, watch: _Watch) -> None:
         try:
             result = await async_render(watch.conf["value_template"], self.get_state, {},
-                                        self.time_limit, self.clock())
+                                        self.time_limit, self.clock(), self.zone)
         except TemplateError as err:
             _LOGGER.warning("Template trigger of %s failed: %s", watch.automation.id, err)
             return
@@ -421,7 +427,7 @@ class AutomationEngine:
     async def _eval_template_locked(self, watch: _Watch, context: Context | None) -> None:
         try:
             result = await async_render(watch.conf["value_template"], self.get_state, {},
-                                        self.time_limit, self.clock())
+                                        self.time_limit, self.clock(), self.zone)
         except TemplateError as err:
             _LOGGER.warning("Template trigger of %s failed: %s", watch.automation.id, err)
             return
@@ -492,16 +498,62 @@ class AutomationEngine:
         watch.automation.handles.append(handle)
 
     # -- wait_for_trigger ----------------------------------------------------------------------------
-    async def wait_for_trigger(self, confs: list[Mapping[str, Any]], timeout: float | None,
-                               listening: Callable[[], None] | None = None
+    async def wait_for_trigger(self, confs: list[Mapping[str, Any]], timeout_at: float | None,
+                               listening: Callable[[], None] | None = None,
+                               run: Run | None = None, path: str = "",
+                               started_at: float | None = None,
+                               resumed: Mapping[str, Any] | None = None
                                ) -> dict[str, Any] | None:
-        """Wait until one of `confs` fires (holding for its `for:`), or None at the timeout."""
-        return await TriggerWait(self, confs).wait(timeout, listening)
+        """Wait until one of `confs` fires (holding for its `for:`), or None at `timeout_at`
+        (engine clock). With `run`, the wait is a row of `automation_timers` while it lasts
+        (waits.py), so a restart resumes it; `resumed` is that row's data."""
+        persist = forget = None
+        if run is not None:
+            begun = self.clock() if started_at is None else started_at
+
+            def persist(holds: list[dict[str, Any]]) -> None:
+                self._writes.put_nowait(("timer", self.timers.wait_row(
+                    run, path, confs, timeout_at, begun, holds)))
+
+            def forget() -> None:
+                self._writes.put_nowait(("delete", wait_key(run)))
+
+        waiting = run.pending_wait if run is not None else None
+        if waiting is None:
+            waiting = TriggerWait(self, confs)
+        else:
+            run.pending_wait = None  # listening since the engine's start (_resume_run)
+        waiting.set_persistence(persist, forget)
+        resumed = resumed or {}
+        return await waiting.wait(timeout_at, listening, resumed.get("holds"),
+                                  resumed.get("early"))
+
+    async def _seen_while_down(self, confs: list[Mapping[str, Any]],
+                               since: float) -> dict[str, Any] | None:
+        """An awaited alarm transition the records show happened after the wait began (the
+        hub was down when the event would have ended the wait), as its trigger variables."""
+        store = getattr(getattr(self.hub, "alarms", None), "store", None)
+        for index, conf in enumerate(confs):
+            ids = conf.get("alarm_id") if conf.get("trigger") == "alarm" else None
+            if not ids or store is None or not isinstance(ids, list):
+                continue
+            from ..alarms import record_dict
+
+            for row in await store.get_many(ids):
+                record = _plain(record_dict(row))
+                if not alarm_matches(conf, record):
+                    continue
+                for name in conf["on"]:
+                    at = row.get(_TRANSITION_AT.get(name, ""))
+                    if at is not None and float(at) >= since:
+                        return {"platform": "alarm", "idx": index, "alarm": record,
+                                "event": name, "resumed": True}
+        return None
 
     def pending_wait_timers(self) -> list[dict[str, Any]]:
         """`for:` holds inside waiting runs (deadlines on the engine's clock)."""
         return [{"trigger_index": hold.index, "entity_id": hold.entity_id,
-                 "deadline": hold.deadline}
+                 "deadline": hold.deadline, "confirmed": hold.confirmed}
                 for wait in self.waits for hold in wait.holds.values()]
 
     # -- persistence ----------------------------------------------------------------------------------
@@ -512,10 +564,18 @@ class AutomationEngine:
             if automation is None or not automation.enabled:
                 await self.timers.delete(row["key"])
                 continue
-            if row["kind"] == "for":
-                self._resume_for(automation, row, data)
-            elif row["kind"] == "delay":
-                self._resume_delay(automation, row, data)
+            try:
+                if row["kind"] == "for":
+                    self._resume_for(automation, row, data)
+                elif row["kind"] in ("delay", "wait"):
+                    await self._resume_run(automation, row, data, row["kind"])
+            except (KeyError, TypeError, ValueError) as err:
+                # one unreadable row must not stop the hub's start, nor the other rows
+                self.resume_failures += 1
+                _LOGGER.error("Automation %s: persisted %s %s cannot be resumed (%s: %s); "
+                              "dropped", automation.id, row["kind"], row["key"],
+                              type(err).__name__, err)
+                await self.timers.delete(row["key"])
 
     def _resume_for(self, automation: Automation, row: dict[str, Any],
                     data: dict[str, Any]) -> None:
@@ -539,18 +599,35 @@ class AutomationEngine:
         self._arm(watch, entity_id, trigger, None, float(row["deadline"]),
                   confirmed=state is not None, persist=False)
 
-    def _resume_delay(self, automation: Automation, row: dict[str, Any],
-                      data: dict[str, Any]) -> None:
+    async def _resume_run(self, automation: Automation, row: dict[str, Any],
+                          data: dict[str, Any], kind: str) -> None:
+        """A run a restart interrupted in a delay or a wait: continue it there."""
         context = data.get("context") or {}
         parent = Context(user_id=context.get("user_id"), parent_id=context.get("parent_id"),
                          id=context.get("parent_id")) if context.get("parent_id") else None
         trace = Trace(automation.id, data.get("trigger") or {}, {}, run_id=data["run_id"])
         trace.resumed = True
-        trace.notes.append("resumed after a restart in the middle of a delay")
+        trace.notes.append("resumed after a restart in the middle of a "
+                           + ("delay" if kind == "delay" else "wait_for_trigger"))
         run = Run(self, automation, data.get("trigger") or {}, parent,
                   variables=data.get("variables"), trace=trace)
         trace.context = run.context.as_dict()
-        self._writes.put_nowait(("delete", row["key"]))
+        if kind == "wait" and "/repeat/" not in "/".join(map(str, data["path"])):
+            # the row stays until the resumed wait ends (it is rewritten as it listens again);
+            # the wait listens now, before plugins set up, so nothing they fire is missed
+            run.resume_wait = {**data, "started_at": row["created_at"]}
+            run.pending_wait = TriggerWait(self, list(data["confs"]))
+            try:
+                run.pending_wait.listen(data.get("holds"))
+                # asked here, in the engine's start (never cancelled half-way through a
+                # query), after the wait listens (nothing falls between records and events)
+                run.resume_wait["early"] = await self._seen_while_down(
+                    run.pending_wait.confs, float(row["created_at"]))
+            except BaseException:
+                run.pending_wait.close()
+                raise
+        else:
+            self._writes.put_nowait(("delete", row["key"]))
         automation.start(run, resume=list(data["path"]), deadline=float(row["deadline"]))
 
     async def _write_loop(self) -> None:
@@ -564,6 +641,8 @@ class AutomationEngine:
                 if kind == "for":
                     _, automation_id, index, entity_id, deadline, trigger = item
                     await self.timers.save_for(automation_id, index, entity_id, deadline, trigger)
+                elif kind == "timer":
+                    await self.timers.save(item[1])
                 elif kind == "delete":
                     await self.timers.delete(item[1])
                 elif kind == "trace":

@@ -151,7 +151,8 @@ class DryRun(Run):
         self.planned.append({"delay": seconds})
         self.engine.now += seconds  # type: ignore[attr-defined]
 
-    async def _wait(self, action: Mapping[str, Any], path: str) -> None:
+    async def _wait(self, action: Mapping[str, Any], path: str,
+                    resumed: Mapping[str, Any] | None = None) -> None:
         self.planned.append({"wait_for_trigger": "not replayed in a dry run", "path": path})
         raise StopRun(f"{path}: wait_for_trigger is not replayed in a dry run; the steps "
                       "after it are not shown", False)

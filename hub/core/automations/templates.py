@@ -13,7 +13,8 @@ within milliseconds and the thread is free again. Results that would explode mem
 (`'x' * 10**9`, `10 ** 10**9`) are refused by intercepting `*` and `**` before they run.
 
 Templates see `states('sensor.x')`, `state_attr(id, name)`, `is_state(id, value)`,
-`now()`, the automation's variables and `trigger`. Entity ids read through `states()` are
+`now()` (timezone-aware, in the hub's `time_zone`; UTC when no zone is given), the
+automation's variables and `trigger`. Entity ids read through `states()` are
 recorded, so a template trigger is indexed by exactly the entities its template reads.
 """
 
@@ -27,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import jinja2
@@ -117,7 +118,7 @@ class _StateProxy:
 
 
 def _context(getter: StateGetter, variables: Mapping[str, Any], seen: set[str],
-             now: float | None) -> dict[str, Any]:
+             now: float | None, zone: tzinfo | None) -> dict[str, Any]:
     proxy = _StateProxy(getter, seen)
 
     def state_attr(entity_id: str, name: str) -> Any:
@@ -129,7 +130,8 @@ def _context(getter: StateGetter, variables: Mapping[str, Any], seen: set[str],
         return proxy(entity_id) == str(value)
 
     def now_() -> datetime:
-        return datetime.fromtimestamp(time.time() if now is None else now, UTC)
+        # the hub's zone: `now().hour` is what the site's clock on the wall says
+        return datetime.fromtimestamp(time.time() if now is None else now, zone or UTC)
 
     return {**variables, "states": proxy, "state_attr": state_attr, "is_state": is_state,
             "now": now_}
@@ -158,11 +160,11 @@ class RenderResult:
 
 async def async_render(text: str, getter: StateGetter, variables: Mapping[str, Any],
                        time_limit: float = DEFAULT_TIME_LIMIT,
-                       now: float | None = None) -> RenderResult:
+                       now: float | None = None, zone: tzinfo | None = None) -> RenderResult:
     """Render `text` in a worker thread, stopping it after `time_limit` seconds."""
     template = compile_template(text)
     seen: set[str] = set()
-    ctx = _context(getter, variables, seen, now)
+    ctx = _context(getter, variables, seen, now, zone)
     ident: Future[int] = Future()
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(_EXECUTOR, _render_in_thread, template, ctx, ident)
@@ -200,15 +202,16 @@ def truthy(text: str) -> bool:
 
 async def async_render_data(data: Any, getter: StateGetter, variables: Mapping[str, Any],
                             time_limit: float = DEFAULT_TIME_LIMIT,
-                            now: float | None = None) -> Any:
+                            now: float | None = None, zone: tzinfo | None = None) -> Any:
     """Render every template string inside a structure (service data, messages)."""
     if isinstance(data, str):
         if not is_template(data):
             return data
-        return (await async_render(data, getter, variables, time_limit, now)).text
+        return (await async_render(data, getter, variables, time_limit, now, zone)).text
     if isinstance(data, Mapping):
-        return {k: await async_render_data(v, getter, variables, time_limit, now)
+        return {k: await async_render_data(v, getter, variables, time_limit, now, zone)
                 for k, v in data.items()}
     if isinstance(data, list):
-        return [await async_render_data(v, getter, variables, time_limit, now) for v in data]
+        return [await async_render_data(v, getter, variables, time_limit, now, zone)
+                for v in data]
     return data

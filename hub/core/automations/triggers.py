@@ -61,6 +61,20 @@ def matches_now(conf: Mapping[str, Any], state: Any, get_state: Callable[[str], 
     return str(value) in (to if isinstance(to, list) else [to])
 
 
+def breaks_hold(conf: Mapping[str, Any], old: Any, new: Any,
+                get_state: Callable[[str], Any]) -> bool:
+    """Does the change old -> new end a `for:` hold in progress? When the target is no longer
+    met; and for a `state` trigger without `to` ("changed, and stayed so for `for`"), when the
+    watched value changes again (that change may start a hold of its own). The first reading
+    after a restart (`old` None) is no change: it confirms a resumed hold."""
+    if not matches_now(conf, new, get_state):
+        return True
+    if conf["trigger"] == "state" and conf.get("to") is None and old is not None:
+        attribute = conf.get("attribute")
+        return bool(_value(old, attribute) != _value(new, attribute))
+    return False
+
+
 def fires(conf: Mapping[str, Any], old: Any, new: Any, get_state: Callable[[str], Any]) -> bool:
     """Does the change old -> new fire the trigger (start its `for:` when it has one)?"""
     kind = conf["trigger"]

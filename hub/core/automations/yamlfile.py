@@ -13,12 +13,15 @@ Inside the edited span, the old text is updated in place with ruamel.yaml round-
 result is read back with the hub's own loader and must give the automation that was asked
 for (the `check` callback); if it does not, or the old text cannot be round-tripped (an alias
 to an anchor elsewhere), the span is replaced by a fresh dump and a warning is logged.
+A value equal to a secret of secrets.yaml is written as `!secret name` either way
+(secrets.py): an edit never puts a secret into this file.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ import yaml
 
 from ..yaml_loader import NodeList, YamlError, load_yaml, load_yaml_text
 from .roundtrip import RoundTripError, update_item_text
+from .secrets import SecretRef, Secrets
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -35,10 +39,23 @@ class AutomationFileError(Exception):
     pass
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes a `SecretRef` as `!secret name` (a fresh dump must not leak a secret either)."""
+
+
+_Dumper.add_representer(
+    SecretRef, lambda dumper, ref: dumper.represent_scalar("!secret", ref.name))
+
+
+#: PyYAML quotes every tagged scalar (`!secret 'boss_phone'`); a plain name reads better
+_QUOTED_SECRET = re.compile(r"(?<=[:-] )!secret '([A-Za-z0-9_.\-]+)'$", re.MULTILINE)
+
+
 def dump_one(conf: dict[str, Any]) -> str:
     """One automation as a YAML list item (`- id: ...`), keys in the order given."""
-    return yaml.safe_dump([_plain(conf)], allow_unicode=True, sort_keys=False,
-                          default_flow_style=False, width=100)
+    text = yaml.dump([_plain(conf)], Dumper=_Dumper, allow_unicode=True, sort_keys=False,
+                     default_flow_style=False, width=100)
+    return _QUOTED_SECRET.sub(r"!secret \1", text)
 
 
 def _plain(value: Any) -> Any:
@@ -98,6 +115,8 @@ class AutomationFile:
         `check(item)` answers whether an item read back from the new text is the automation
         wanted; an in-place update it rejects is replaced by a fresh dump.
         """
+        # every secret value goes back into the file as its `!secret name`
+        conf = Secrets.of_dir(self.path.parent).refs(conf)
         text = self.text()
         span = self._spans(text).get(str(conf["id"]))
         lines = text.splitlines(keepends=True)

@@ -8,7 +8,8 @@ aligned with difflib, and items that changed are paired with the most similar ol
 item inserted in front does not drag every comment one item down. Every value replaced or key
 added is journalled as a `Change`, so roundtrip.py can undo the ones that make no difference
 to what the automation means (an editor sending back `for: 30.0` where the file says `30s`,
-or the schema's defaults the file never spelled out).
+or the schema's defaults the file never spelled out). A `SecretRef` (secrets.py) is written as
+the `!secret name` tag, never as the value.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+from .secrets import SecretRef
 
 #: new key -> the older spellings the schema accepts for it (hub/core/automations/schema.py)
 OLD_SPELLINGS: dict[str, tuple[str, ...]] = {
@@ -62,6 +65,10 @@ class Merger:
 
     def value(self, old: Any, new: Any) -> Any:
         """What to store for `new` where `old` was: old itself, old updated in place, or new."""
+        if isinstance(new, SecretRef):  # written as the tag, never as the value
+            if isinstance(old, TaggedScalar) and _tag(old) == "!secret" and old.value == new.name:
+                return old
+            return TaggedScalar(value=new.name, tag="!secret")
         if isinstance(new, Mapping):
             target = old if isinstance(old, CommentedMap) else CommentedMap()
             self.merge_map(target, new)
@@ -188,6 +195,11 @@ def _same_scalar(old: Any, new: Any) -> bool:
         return bool(old == new)
     except Exception:  # noqa: BLE001 - exotic tagged scalars: treat as changed
         return False
+
+
+def _tag(scalar: TaggedScalar) -> str:
+    tag = scalar.tag
+    return str(getattr(tag, "value", tag))
 
 
 def _needs_quotes(text: str) -> bool:
