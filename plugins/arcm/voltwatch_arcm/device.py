@@ -561,12 +561,18 @@ class ArcmDevice:
                         elif sentinel_wanted.pop(reg.name, None) is not None:
                             dirty = True
                 if slot.entity_id is not None:
-                    slot.state = set_state(slot.entity_id, slot.text, slot.attrs, timestamp=now)
+                    # The last State's read-only attributes (equal to slot.attrs) spare the
+                    # state machine a comparison and a copy per changed reading.
+                    last = slot.state
+                    slot.state = set_state(slot.entity_id, slot.text,
+                                           slot.attrs if last is None else last.attributes,
+                                           timestamp=now)
             if unchanged:
                 # Someone wrote these entities since (e.g. unavailable after a comms loss).
                 for stale in report(unchanged, now):
                     slot = plan.slot_of[stale.entity_id]
-                    slot.state = set_state(slot.entity_id, slot.text, slot.attrs, timestamp=now)
+                    slot.state = set_state(slot.entity_id, slot.text, stale.attributes,
+                                           timestamp=now)
             plan.remember_states()
             bit_words = self._bit_words
             for bitfield, offset in plan.bitfields:
