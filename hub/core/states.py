@@ -58,6 +58,7 @@ class State:
     """One entity's state. Immutable once created: a change is a new State object."""
 
     __slots__ = (
+        "_machine",
         "attributes",
         "context",
         "domain",
@@ -94,23 +95,29 @@ class State:
         self.last_reported = last_reported if last_reported is not None else self.last_updated
         self.context = context if context is not None else Context()
         self.domain, self.object_id = split_entity_id(entity_id)
+        # The StateMachine holding this State as its entity's current one, else None (see
+        # `StateMachine.async_report`: one attribute read instead of a dict lookup per State).
+        self._machine: StateMachine | None = None
 
     @classmethod
-    def _next(cls, old: State, text: str, attributes: MappingProxyType[str, Any],
-              last_changed: float, now: float, context: Context | None) -> State:
-        """The entity's next State, for the state machine's hot path: the entity id was
-        validated and split when `old` was made, and `attributes` is a proxy no caller holds
-        the dict of (old's own when unchanged), so neither is done again per reading."""
-        state = cls.__new__(cls)
+    def _successor(cls, old: State, text: str, attributes: MappingProxyType[str, Any],
+                   last_changed: float, now: float, context: Context | None) -> State:
+        """The next State of `old`'s entity, built without re-validating or re-splitting its
+        id; `attributes` is a read-only mapping nobody can change (`old`'s own, when equal).
+
+        The state machine's hot path: every changed reading of every detector comes here.
+        """
+        state = object.__new__(cls)
         state.entity_id = old.entity_id
         state.state = text
         state.attributes = attributes
-        state.last_updated = now
         state.last_changed = last_changed
+        state.last_updated = now
         state.last_reported = now
         state.context = context if context is not None else Context()
         state.domain = old.domain
         state.object_id = old.object_id
+        state._machine = None
         return state
 
     @property
@@ -206,35 +213,39 @@ class StateMachine:
         text = new_state if isinstance(new_state, str) else format_state(new_state)
         now = time.time() if timestamp is None else timestamp
         old = self._states.get(entity_id)
-        attrs = attributes if attributes is not None else (old.attributes if old else None)
 
-        if old is not None and old.state == text and not force_update and (
-            attributes is None or old.attributes == attributes
-        ):
-            self._reported(old, now, context)
-            return old
-
-        if old is None and not valid_entity_id(entity_id):
-            raise InvalidEntityId(
-                f"Invalid entity id {entity_id!r}: expected domain.object_id in lower-case "
-                "letters, digits and single underscores"
-            )
-        if old is None:
-            state = State(entity_id, text, attrs, last_changed=now, last_updated=now,
-                          last_reported=now, context=context, validate_entity_id=False)
+        if old is not None:
+            old_attributes = old.attributes
+            # Equal attributes keep the old State's read-only mapping: no copy per reading.
+            same_attributes = attributes is None or attributes is old_attributes or \
+                old_attributes == attributes
+            if old.state == text:
+                if same_attributes and not force_update:
+                    self._reported(old, now, context)
+                    return old
+                last_changed = now if force_update else old.last_changed
+            else:
+                last_changed = now
+            state = State._successor(
+                old, text,
+                old_attributes if same_attributes else MappingProxyType(dict(attributes or {})),
+                last_changed, now, context)
+            old._machine = None
+            self._domain_index[old.domain][entity_id] = state
         else:
-            proxy = old.attributes
-            if attributes is not None and attributes is not proxy and proxy != attributes:
-                proxy = MappingProxyType(dict(attributes))
-            state = State._next(
-                old, text, proxy,
-                old.last_changed if old.state == text and not force_update else now,
-                now, context)
+            if not valid_entity_id(entity_id):
+                raise InvalidEntityId(
+                    f"Invalid entity id {entity_id!r}: expected domain.object_id in lower-case "
+                    "letters, digits and single underscores"
+                )
+            state = State(entity_id, text, attributes, last_changed=now, last_updated=now,
+                          last_reported=now, context=context, validate_entity_id=False)
+            domain_states = self._domain_index.get(state.domain)
+            if domain_states is None:
+                domain_states = self._domain_index[state.domain] = {}
+            domain_states[entity_id] = state
+        state._machine = self
         self._states[entity_id] = state
-        domain_states = self._domain_index.get(state.domain)
-        if domain_states is None:
-            domain_states = self._domain_index[state.domain] = {}
-        domain_states[entity_id] = state
         self._bus.async_fire(
             EVENT_STATE_CHANGED,
             {"entity_id": entity_id, "old_state": old, "new_state": state},
@@ -255,17 +266,18 @@ class StateMachine:
         `async_set`.
         """
         now = time.time() if timestamp is None else timestamp
-        current = self._states
         stale: list[State] = []
         if self._bus._listeners.get(EVENT_STATE_REPORTED):
             for state in states:
-                if current.get(state.entity_id) is state:
+                if state._machine is self:
                     self._reported(state, now, context)
                 else:
                     stale.append(state)
             return stale
         for state in states:
-            if current.get(state.entity_id) is state:
+            # Set by async_set, cleared when this machine replaces or removes the State: the
+            # same answer as `self._states.get(state.entity_id) is state`, without the lookup.
+            if state._machine is self:
                 state.last_reported = now
             else:
                 stale.append(state)
@@ -287,6 +299,7 @@ class StateMachine:
         old = self._states.pop(entity_id, None)
         if old is None:
             return False
+        old._machine = None
         self._domain_index.get(old.domain, {}).pop(entity_id, None)
         self._bus.async_fire(
             EVENT_STATE_CHANGED,

@@ -269,3 +269,23 @@ def test_state_helpers_and_json_form() -> None:
     # Unset timestamps default to one instant, as in Home Assistant.
     fresh = State(LEAK, "1", last_updated=5.0)
     assert fresh.last_changed == fresh.last_reported == 5.0
+
+
+def test_states_of_one_entity_keep_their_own_attributes(bus: EventBus,
+                                                        states: StateMachine) -> None:
+    """A new value with equal attributes shares the old State's read-only mapping; neither the
+    caller's dict nor a later write can change what an earlier State says."""
+    attrs = {"unit_of_measurement": "mA"}
+    first = states.async_set(LEAK, 12, attrs, timestamp=T1)
+    attrs["unit_of_measurement"] = "A"  # the caller's dict changes after the write
+    second = states.async_set(LEAK, 13, first.attributes, timestamp=T2)
+    third = states.async_set(LEAK, 13, {"unit_of_measurement": "µA"}, timestamp=T3)
+    fourth = states.async_set(LEAK, 14, timestamp=T4)
+    assert first.attributes == second.attributes == {"unit_of_measurement": "mA"}
+    assert third.attributes == fourth.attributes == {"unit_of_measurement": "µA"}
+    assert (second.last_changed, second.last_updated) == (T2, T2)
+    assert (third.last_changed, third.last_updated) == (T2, T3)
+    assert (fourth.domain, fourth.object_id) == ("sensor", "arcm_1_residual_current")
+    # Only the machine that holds a State as current reports it.
+    assert StateMachine(EventBus()).async_report([fourth], timestamp=T5) == [fourth]
+    assert fourth.last_reported == T4

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 import voluptuous as vol
-from voltwatch_arcm import DEVICE_SCHEMA
+from voltwatch_arcm import DEVICE_SCHEMA, decoding
+from voltwatch_arcm.decoding import BlockPlan, read_slot
 from voltwatch_arcm.profile import (
     BUILTIN_DIR,
     ProfileError,
@@ -16,6 +17,7 @@ from voltwatch_arcm.profile import (
 )
 
 from hub.core.conditions import CONDITION_TYPES, Condition, format_message
+from hub.core.states import STATE_UNAVAILABLE, format_state
 
 REF = (BUILTIN_DIR / "arcm-ref.yaml").read_text(encoding="utf-8")
 
@@ -141,3 +143,28 @@ def test_condition_words() -> None:
     assert (cond.kind, cond.message, cond.message_en) == ("fault", "设备故障：异常码 2",
                                                           "Device fault: code 2")
     assert Condition.from_dict(cond.as_dict()) == cond
+
+
+def test_changed_readings_come_out_as_decoding_says_from_a_bounded_table(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The poller's table of readings (raw -> value, text) must never answer differently
+    from decoding the words afresh: sentinels, signs, both words of a 32-bit register."""
+    profile = find_profile("arcm-ref")
+    block = profile.poll_blocks[0]
+    plan = BlockPlan(block, {}, {}, profile)
+    monkeypatch.setattr(decoding, "READINGS_MAX", 8)
+    samples = [0, 1, 99, 0x7FFF, 0x8000, 0xFC18, 0xFFFF, 12345, 2203, 31, 7, 500]
+    for round_ in range(2):  # the second round answers from the table (or a refilled one)
+        for first in samples:
+            for second in (0, 0xFC18, first):
+                words = [first] * block.count
+                for slot in plan.slots:
+                    if slot.wide:
+                        words[slot.offset + 1] = second
+                for slot in plan.slots:
+                    raw, value = profile.decode(slot.reg, words, slot.offset)
+                    expected = (None, STATE_UNAVAILABLE) if raw == slot.reg.sentinel else (
+                        value, format_state(value))
+                    assert read_slot(profile, slot, words) == expected, (slot.reg.name, words)
+                    assert len(slot.readings) <= 8
+    assert read_slot(profile, plan.slots[0], [0xFFFF] * block.count) == (None, "unavailable")

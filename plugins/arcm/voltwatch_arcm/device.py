@@ -47,11 +47,10 @@ from hub.core.states import (
     STATE_UNAVAILABLE,
     STATE_UNKNOWN,
     State,
-    format_state,
     slugify,
 )
 
-from .decoding import BlockPlan
+from .decoding import BlockPlan, read_slot
 from .profile import BitField, Profile, Register
 
 SOURCE = "arcm"  # the `source` of every condition this plugin fires
@@ -505,7 +504,8 @@ class ArcmDevice:
     def _plan(self, block: Any) -> BlockPlan:
         plan = self._plans.get(id(block))
         if plan is None:
-            plan = self._plans[id(block)] = BlockPlan(block, self._entity_of, self._attrs)
+            plan = self._plans[id(block)] = BlockPlan(block, self._entity_of, self._attrs,
+                                                          self.profile)
         return plan
 
     def _apply(self, blocks: list[tuple[Any, list[int]]], context: Context | None = None) -> None:
@@ -519,7 +519,7 @@ class ArcmDevice:
         states = self.hub.states
         set_state = states.async_set
         report = states.async_report
-        decode = self.profile.decode
+        profile = self.profile
         values = self.values
         sentinel_wanted = self._sentinel_wanted
         relay_words: list[tuple[BitField, int]] = []
@@ -547,11 +547,9 @@ class ArcmDevice:
                         continue
                 else:
                     reg = slot.reg
-                    raw, value = decode(reg, words, offset)
-                    if raw == reg.sentinel:
-                        value = None
+                    value, text = read_slot(profile, slot, words)
                     slot.value = value
-                    slot.text = STATE_UNAVAILABLE if value is None else format_state(value)
+                    slot.text = text
                     values[reg.name] = value
                     if reg.sentinel_fault:
                         if value is None:
@@ -561,12 +559,18 @@ class ArcmDevice:
                         elif sentinel_wanted.pop(reg.name, None) is not None:
                             dirty = True
                 if slot.entity_id is not None:
-                    slot.state = set_state(slot.entity_id, slot.text, slot.attrs, timestamp=now)
+                    # The last State's read-only attributes (equal to slot.attrs) spare the
+                    # state machine a comparison and a copy per changed reading.
+                    last = slot.state
+                    slot.state = set_state(slot.entity_id, slot.text,
+                                           slot.attrs if last is None else last.attributes,
+                                           timestamp=now)
             if unchanged:
                 # Someone wrote these entities since (e.g. unavailable after a comms loss).
                 for stale in report(unchanged, now):
                     slot = plan.slot_of[stale.entity_id]
-                    slot.state = set_state(slot.entity_id, slot.text, slot.attrs, timestamp=now)
+                    slot.state = set_state(slot.entity_id, slot.text, stale.attributes,
+                                           timestamp=now)
             plan.remember_states()
             bit_words = self._bit_words
             for bitfield, offset in plan.bitfields:

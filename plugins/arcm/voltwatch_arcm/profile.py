@@ -290,6 +290,10 @@ class Profile:
     measure_blocks: list[Block] = field(default_factory=list)
     status_interval: float | None = None
     measure_interval: float | None = None
+    #: Per register name: raw words -> (value, state text), shared by every device on this
+    #: profile (see `decoding.Slot.readings`).
+    readings: dict[str, dict[int, tuple[float | None, str]]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def decode(self, register: Register, words: list[int], offset: int) -> tuple[int, float]:
         """(raw, value) of one register from a block's words; raw is for sentinel checks."""
