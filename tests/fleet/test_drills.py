@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import aiohttp
 import aiomqtt
 import pytest
 import voltwatch_mqtt
-from voltwatch_mqtt.testing import MosquittoBroker, find_mosquitto, free_port
+from voltwatch_mqtt.testing import MosquittoBroker, free_port
 
 from hub.fleet import run_fleet, write_devices
 from hub.http.tokens import create_token_with_id
@@ -39,18 +38,6 @@ from .fleetkit import (
 
 ALARMED = "fleet-smoke-3"
 pytestmark = pytest.mark.timeout(300)
-
-
-def mosquitto(tmp_path: Path, persistence: bool) -> Iterator[MosquittoBroker]:
-    if find_mosquitto() is None:
-        pytest.fail("mosquitto is not installed (make test installs it with apt-get)")
-    with MosquittoBroker(tmp_path / "broker", persistence=persistence) as running:
-        yield running
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    yield from mosquitto(tmp_path, persistence=True)
 
 
 def mqtt_section(broker: MosquittoBroker, name: str) -> dict[str, Any]:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import voltwatch_gsm
 import voltwatch_mqtt
 import yaml
-from voltwatch_mqtt.testing import MosquittoBroker, find_mosquitto
+from voltwatch_mqtt.testing import MosquittoBroker
 
 from hub.core.states import slugify
 from hub.fleet import run_fleet, write_devices
@@ -28,14 +26,6 @@ from .fleetkit import (
     start_hub,
     stop,
 )
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    if find_mosquitto() is None:
-        pytest.fail("mosquitto is not installed (make test installs it with apt-get)")
-    with MosquittoBroker(tmp_path / "broker") as running:
-        yield running
 
 
 def test_devices_file_lists_every_simulated_device(tmp_path: Path) -> None:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 import voltwatch_mqtt
-from voltwatch_mqtt.testing import MosquittoBroker, find_mosquitto
+from voltwatch_mqtt.testing import MosquittoBroker
 
 from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.fleet import run_fleet
@@ -36,14 +36,6 @@ from .fleetkit import (
 )
 
 ALARMED = "fleet-smoke-5"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    if find_mosquitto() is None:
-        pytest.fail("mosquitto is not installed (make test installs it with apt-get)")
-    with MosquittoBroker(tmp_path / "broker") as running:
-        yield running
 
 
 def worker_config(tmp_path: Path, pg_url: str, broker: MosquittoBroker, name: str,

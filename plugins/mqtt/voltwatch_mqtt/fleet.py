@@ -24,13 +24,16 @@ from typing import Any
 
 import aiomqtt
 
-from hub.core.tasks import cancel_requested
+from hub.core.tasks import cancel_requested, run_together
 from hub.fleet import FleetMember, FleetPlan
 
 from .simulator import device_ids
 
 _LOGGER = logging.getLogger(__name__)
 
+#: aiomqtt warns on every publish beyond 10 pending; a batch of hundreds is the point here.
+_QUIET = logging.getLogger(f"{__name__}.aiomqtt")
+_QUIET.setLevel(logging.ERROR)
 BATCH_PERIOD = 0.05  # seconds between two batches of one connection
 SMOKE_PLATFORM = "smoke"
 
@@ -112,7 +115,8 @@ class _Connection:
     async def run(self) -> None:
         client = aiomqtt.Client(self.host, self.port, clean_session=True, keepalive=30,
                                 identifier=f"fleet-{os.getpid()}-{self.index}",
-                                max_inflight_messages=1000, max_queued_outgoing_messages=0)
+                                max_inflight_messages=1000, max_queued_outgoing_messages=0,
+                                logger=_QUIET)
         while True:
             try:
                 async with client:
@@ -185,13 +189,8 @@ async def run(args: argparse.Namespace, plan: FleetPlan) -> None:
     # the whole interval instead of the connections taking turns.
     count = max(1, -(-len(fleet) // max(1, args.per_connection)))
     connections = [_Connection(index, fleet[index::count], args, plan) for index in range(count)]
-    tasks = [asyncio.create_task(c.run(), name=f"fleet mqtt {c.index}") for c in connections]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await run_together([asyncio.create_task(c.run(), name=f"fleet mqtt {c.index}")
+                        for c in connections])
 
 
 MEMBER = FleetMember(add_arguments=add_arguments, devices=devices, run=run)
