@@ -183,6 +183,9 @@ def _add_simulators(sub: argparse._SubParsersAction) -> None:
         sim = sims.add_parser(name, help=f"simulate {name}")
         add_arguments(sim)
         sim.set_defaults(func=lambda a, run=run: _run_simulator(run, a))
+    from .fleet import add_fleet_parser
+
+    add_fleet_parser(sims, plugins.merged_dict("voltwatch_fleet_members"))
 
 
 def _run_simulator(run, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]

@@ -148,7 +148,9 @@ class AlarmStore(Protocol):
 
     async def insert(self, record: dict[str, Any]) -> int: ...
 
-    async def update(self, alarm_id: int, changes: dict[str, Any]) -> None: ...
+    async def update(self, alarm_id: int, changes: dict[str, Any]) -> bool: ...
+
+    async def clear(self, alarm_id: int, changes: dict[str, Any]) -> bool: ...
 
     async def merge_active(
         self, device_id: str, type_: str, sources: Iterable[str], seen_at: float
@@ -443,6 +445,8 @@ class AlarmEngine:
         self.update_interval = float(config.get("update_interval", DEFAULT_UPDATE_INTERVAL))
         self.default_thresholds: dict[str, Any] = dict(config.get("thresholds", {}))
         self.raised_total = 0
+        #: Clears and updates another worker's write had already made moot (multi-worker).
+        self.cleared_elsewhere = 0
         self.write_errors = 0
 
         self._active: dict[tuple[str, str], AlarmRecord] = {}
@@ -1103,7 +1107,21 @@ class AlarmEngine:
             if record.id is None:
                 return  # its insert failed for good; nothing to update
             if self.store is not None:
-                await self.store.update(record.id, record.row())
+                if event_type == EVENT_ALARM_CLEARED:
+                    # Several workers may clear the same row (each saw the device's clear):
+                    # only the one whose update ended the active state announces it.
+                    if not await self.store.clear(record.id, record.row()):
+                        self.cleared_elsewhere += 1
+                        return
+                elif record.status == STATUS_ACTIVE and \
+                        not await self.store.update(record.id, record.row()):
+                    # (A record cleared since this op was queued is written by its clear op.)
+                    # Another worker cleared the row meanwhile: this record is stale. Forget
+                    # it, so the next activation inserts a new record instead of reviving it.
+                    self.cleared_elsewhere += 1
+                    if self._active.get(record.key) is record:
+                        del self._active[record.key]
+                    return
             if event_type is not None:
                 bus.async_fire(event_type, record.as_dict())
         elif what == "save_pending" and self.store is not None:
@@ -1113,6 +1131,17 @@ class AlarmEngine:
         elif what == "barrier" and not op[1].done():
             op[1].set_result(None)
 
+    @staticmethod
+    def _insert_row(record: AlarmRecord) -> dict[str, Any]:
+        """An alarm or fault is inserted active even if it cleared while queued: its clear op
+        follows and ends it through `store.clear`, the one path that tells whether this
+        worker or another ended the row (and so who announces it). Inserting it cleared
+        would also sidestep the unique index and leave a second row beside another worker's."""
+        row = record.row()
+        if record.kind != KIND_EVENT and row["status"] == STATUS_CLEARED:
+            row.update(status=STATUS_ACTIVE, cleared_at=None, cleared_by=None)
+        return row
+
     async def _insert(self, record: AlarmRecord, event_type: str) -> str:
         if self.store is None:
             self._next_memory_id += 1
@@ -1120,7 +1149,7 @@ class AlarmEngine:
             return event_type
         for _attempt in range(3):
             try:
-                record.id = await self.store.insert(record.row())
+                record.id = await self.store.insert(self._insert_row(record))
                 return event_type
             except DuplicateActiveAlarm:
                 row = await self.store.merge_active(record.device_id, record.type,

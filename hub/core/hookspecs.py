@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import voluptuous as vol
 
     from hub.demo import DemoSite
+    from hub.fleet import FleetMember
     from hub.hub import Hub
 
 PROJECT = "voltwatch"
@@ -113,6 +114,16 @@ def voltwatch_simulators() -> dict[str, tuple[Callable[[argparse.ArgumentParser]
 
     `add_arguments` fills the sub-command's argparse parser; `run(args)` is a coroutine that
     serves until cancelled.
+    """
+
+
+@hookspec
+def voltwatch_fleet_members() -> dict[str, FleetMember] | None:
+    """Device kinds for the load generator `voltwatch simulate fleet`: `{name: FleetMember}`.
+
+    A member adds its own options, lists the configuration entries of the devices it will
+    simulate, and runs them (many per connection where its protocol allows) until cancelled,
+    raising alarms on the devices the shared `FleetPlan` names.
     """
 
 

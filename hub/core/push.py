@@ -42,7 +42,13 @@ class CommandError(Exception):
 
 @runtime_checkable
 class CommandLink(Protocol):
-    """What a push device plugin needs to command its device."""
+    """What a push device plugin needs to command its device.
+
+    A link may also say `partial_delivery = True` (read it with `getattr(link,
+    "partial_delivery", False)`): this hub then gets only a share of each device's telemetry
+    (several workers on an MQTT shared subscription), so silence on it proves nothing and a
+    silence watchdog must not raise `communication_lost` from it.
+    """
 
     key: str
 

@@ -17,6 +17,7 @@ Two traps, both seen as hung tests:
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 RECANCEL_INTERVAL = 1.0
 
@@ -45,3 +46,14 @@ async def cancel_and_wait(task: asyncio.Task[object] | None, timeout: float | No
         if wait <= 0:
             return
         await asyncio.wait([task], timeout=wait)
+
+
+async def run_together(tasks: list[asyncio.Task[Any]]) -> None:
+    """Await tasks that serve until cancelled (simulated devices); however this ends (a task
+    failing, or the caller cancelled), every task is cancelled and awaited, none left behind."""
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

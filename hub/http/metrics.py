@@ -150,6 +150,11 @@ def render_metrics(hub: Any, server: Any = None) -> str:
         out.family(
             "voltwatch_alarms_raised_total", "counter", "Alarm records raised", alarms.raised_total
         )
+        out.family(
+            "voltwatch_alarms_cleared_elsewhere_total", "counter",
+            "Clears and updates another worker had already made moot (several workers)",
+            getattr(alarms, "cleared_elsewhere", 0),
+        )
 
     recorder = getattr(hub, "recorder", None)
     stats_fn = getattr(recorder, "stats", None)

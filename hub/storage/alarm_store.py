@@ -77,10 +77,28 @@ class SqlAlarmStore:
                 raise DuplicateActiveAlarm(f"{record['device_id']}/{record['type']}") from err
             raise
 
-    async def update(self, alarm_id: int, changes: dict[str, Any]) -> None:
+    async def update(self, alarm_id: int, changes: dict[str, Any]) -> bool:
+        """Update an active record; False when it is no longer active (another worker cleared
+        it), so a stale copy never revives a cleared row."""
         values = {name: changes[name] for name in ENGINE_COLUMNS if name in changes}
         async with self._db.engine.begin() as conn:
-            await conn.execute(update(alarms).where(alarms.c.id == alarm_id).values(**values))
+            result = await conn.execute(
+                update(alarms)
+                .where(alarms.c.id == alarm_id, alarms.c.status == ALARM_ACTIVE)
+                .values(**values)
+                .returning(alarms.c.id)
+            )
+            return result.first() is not None
+
+    async def clear(self, alarm_id: int, changes: dict[str, Any]) -> bool:
+        """Write a clear only over an active row; False when another writer cleared it first.
+
+        The engine announces `alarm_cleared` only on True, so two workers that both saw the
+        device's clear (events reach every worker) send one notification, not two. The same
+        conditional update as `update`; a separate name because the engine reads its answer
+        differently (announce or not).
+        """
+        return await self.update(alarm_id, changes)
 
     async def merge_active(
         self, device_id: str, type_: str, sources: Iterable[str], seen_at: float

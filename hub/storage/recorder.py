@@ -49,6 +49,7 @@ from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, IntegrityError
 
@@ -187,6 +188,15 @@ def _to_row(event: Event) -> tuple[Any, ...] | None:
         ctx.user_id,
         ctx.parent_id,
     )
+
+
+def _insert_ignoring_duplicates(conn: Connection, table: Any) -> Any:
+    """INSERT that skips rows whose unique key exists (PostgreSQL and SQLite both say it)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    return insert(table)
 
 
 class Recorder:
@@ -688,7 +698,10 @@ class Recorder:
             found_meta.update({row[0]: row[1] for row in conn.execute(query)})
             new = [entity_id for entity_id in chunk if entity_id not in found_meta]
             if new:
-                conn.execute(insert(states_meta), [{"entity_id": e} for e in new])
+                # Another worker on the same database may add the same entity at this moment:
+                # its row wins and ours is skipped (the select below reads whichever exists).
+                conn.execute(_insert_ignoring_duplicates(conn, states_meta),
+                             [{"entity_id": e} for e in new])
                 found_meta.update({row[0]: row[1] for row in conn.execute(query)})
         found_attrs: dict[str, int] = {}
         for text in shared:

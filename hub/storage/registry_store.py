@@ -3,10 +3,17 @@
 Rows go in and out as plain dicts keyed by the DeviceEntry / EntityEntry field names, so the
 core never imports SQLAlchemy. Saves are upserts (`INSERT .. ON CONFLICT DO UPDATE`, which both
 SQLite and PostgreSQL speak) so a registry write is one statement, never read-then-write.
+
+Device and entity saves are group-committed: a hub starting with 10,000 detectors saves 10,000
+devices and about 90,000 entities at once, one task per device; one transaction per row
+exhausted the connection pool (callers timed out after 30 s) and took minutes of commits.
+Saves that arrive while a batch is being written wait for the next batch, one executemany
+upsert in one transaction; each caller still returns only after its own row is committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import Table, delete, select
@@ -26,6 +33,8 @@ class SqlRegistryStore:
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._devices = _GroupUpsert(self, devices, "id")
+        self._entities = _GroupUpsert(self, entities, "entity_id")
 
     def _upsert(self, table: Table, key: str, row: dict[str, Any]):
         insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
@@ -58,11 +67,10 @@ class SqlRegistryStore:
         return rows
 
     async def save_device(self, device: dict[str, Any]) -> None:
-        row = self._row(device, _DEVICE_COLUMNS, _DEVICE_DEFAULTS)
-        async with self._db.engine.begin() as conn:
-            await conn.execute(self._upsert(devices, "id", row))
+        await self._devices.save(self._row(device, _DEVICE_COLUMNS, _DEVICE_DEFAULTS))
 
     async def delete_device(self, device_id: str) -> None:
+        self._devices.forget(device_id)
         async with self._db.engine.begin() as conn:
             await conn.execute(delete(devices).where(devices.c.id == device_id))
 
@@ -73,10 +81,70 @@ class SqlRegistryStore:
         return rows
 
     async def save_entity(self, entity: dict[str, Any]) -> None:
-        row = self._row(entity, _ENTITY_COLUMNS, _ENTITY_DEFAULTS)
-        async with self._db.engine.begin() as conn:
-            await conn.execute(self._upsert(entities, "entity_id", row))
+        await self._entities.save(self._row(entity, _ENTITY_COLUMNS, _ENTITY_DEFAULTS))
 
     async def delete_entity(self, entity_id: str) -> None:
+        self._entities.forget(entity_id)  # a queued save must not bring it back
         async with self._db.engine.begin() as conn:
             await conn.execute(delete(entities).where(entities.c.entity_id == entity_id))
+
+
+class _GroupUpsert:
+    """Upserts into one table, group-committed: rows saved while a batch is written go into
+    the next one (one executemany in one transaction); each `save` returns once its own row
+    is committed. A batch that fails is written row by row, so a bad row fails only its own
+    caller."""
+
+    def __init__(self, store: SqlRegistryStore, table: Table, key: str) -> None:
+        self._store = store
+        self._table = table
+        self._key = key
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._writer: asyncio.Task[None] | None = None
+
+    async def save(self, row: dict[str, Any]) -> None:
+        key = row[self._key]
+        self._rows[key] = row  # a later save of the same key wins
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(waiter)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name=f"{self._table.name} writer")
+        await waiter
+
+    def forget(self, key: str) -> None:
+        self._rows.pop(key, None)
+
+    def _statement(self) -> Any:
+        db = self._store._db
+        insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+        stmt = insert(self._table)
+        return stmt.on_conflict_do_update(
+            index_elements=[self._table.c[self._key]],
+            set_={c.name: stmt.excluded[c.name] for c in self._table.columns
+                  if c.name != self._key},
+        )
+
+    async def _write(self) -> None:
+        engine = self._store._db.engine
+        while self._rows:
+            rows, waiters = self._rows, self._waiters
+            self._rows, self._waiters = {}, {}
+            failures: dict[str, BaseException] = {}
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(self._statement(), list(rows.values()))
+            except Exception:  # noqa: BLE001 - one bad row must not fail the others' saves
+                for key, row in rows.items():
+                    try:
+                        async with engine.begin() as conn:
+                            await conn.execute(self._store._upsert(self._table, self._key, row))
+                    except Exception as err:  # noqa: BLE001 - handed to that row's caller
+                        failures[key] = err
+            for key, futures in waiters.items():
+                for future in futures:
+                    if not future.done():
+                        if key in failures:
+                            future.set_exception(failures[key])
+                        else:
+                            future.set_result(None)

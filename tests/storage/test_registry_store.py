@@ -87,3 +87,35 @@ async def test_registries_reload_from_database(db_url: str, tmp_path: Path) -> N
         assert [e.entity_id for e in entities.for_device("arcm-2")] == [entry.entity_id]
     finally:
         await db.close()
+
+
+async def test_many_devices_registering_at_once_all_commit(database: Database) -> None:
+    """A hub starting with thousands of detectors registers their entities all at once (one
+    task per device): every save must land, none may time out waiting for a connection."""
+    import asyncio
+
+    store = SqlRegistryStore(database)
+
+    async def device(n: int) -> None:
+        for suffix in ("smoke_level", "battery", "temperature"):
+            entity_id = f"sensor.smoke_{n}_{suffix}"
+            await store.save_entity({"entity_id": entity_id, "unique_id": entity_id,
+                                     "device_id": f"smoke-{n}", "platform": "smoke"})
+
+    await asyncio.gather(*(device(n) for n in range(2000)))
+    await store.save_entity({"entity_id": "sensor.smoke_7_battery", "device_id": "smoke-7",
+                             "unique_id": "sensor.smoke_7_battery", "platform": "smoke",
+                             "unit": "%"})
+    # A bad row fails its own save only, not the others written in the same batch.
+    bad = store.save_entity({"entity_id": "sensor.broken", "platform": "smoke"})  # no unique_id
+    good = store.save_entity({"entity_id": "sensor.fine", "unique_id": "sensor.fine",
+                              "platform": "smoke"})
+    results = await asyncio.gather(bad, good, return_exceptions=True)
+    assert isinstance(results[0], Exception) and "unique_id" in str(results[0])
+    assert results[1] is None
+    await store.delete_entity("sensor.smoke_8_battery")
+    rows = {row["entity_id"]: row for row in await store.load_entities()}
+    assert len(rows) == 3 * 2000 - 1 + 1  # the fine one, not the broken one
+    assert "sensor.fine" in rows and "sensor.broken" not in rows
+    assert rows["sensor.smoke_7_battery"]["unit"] == "%"
+    assert "sensor.smoke_8_battery" not in rows

@@ -141,6 +141,13 @@ def voltwatch_simulators() -> dict[str, Any]:
     return {"dtu": (add_arguments, simulate)}
 
 
+@hookimpl
+def voltwatch_fleet_members() -> dict[str, Any]:
+    from .fleet import MEMBER
+
+    return {"dtu": MEMBER}
+
+
 def _arcm_installed() -> bool:
     from hub.core.plugins import allowed_plugins
 

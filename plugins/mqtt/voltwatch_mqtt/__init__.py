@@ -181,6 +181,13 @@ def voltwatch_simulators() -> dict[str, Any]:
     return {"mqtt-device": (add_arguments, simulate)}
 
 
+@hookimpl
+def voltwatch_fleet_members() -> dict[str, Any]:
+    from .fleet import MEMBER
+
+    return {"mqtt": MEMBER}
+
+
 # -- demo ---------------------------------------------------------------------------------
 _DEMO_BROKER_ATTR = "_voltwatch_mqtt_broker"
 _DEMO_BROKER_DIR = "mosquitto"

@@ -127,17 +127,22 @@ class MqttConnection:
 
     # -- topics ---------------------------------------------------------------------------
     def subscriptions(self) -> list[str]:
-        """Telemetry and events may be shared between hubs; status and acks never are.
+        """Only telemetry is shared between hubs; events, status and acks reach every hub.
 
-        Retained messages are not delivered on shared subscriptions, and an ack must reach the
-        hub that sent the command, so those two stay ordinary subscriptions on every hub.
+        A shared subscription hands each message to one member, not each device to one
+        member, so a device's `smoke_alarm` active could reach one hub and its `cleared`
+        another, which never saw it raised: the alarm would stay active for ever. Events are
+        few, so every hub takes all of them and the database keeps one alarm record (the
+        partial unique index; docs/operations.md). Retained status is not delivered on shared
+        subscriptions, and an ack must reach the hub that sent the command.
         """
         prefix = self.settings.topic_prefix
-        data = [f"{prefix}/dev/+/telemetry", f"{prefix}/dev/+/event"]
+        telemetry = f"{prefix}/dev/+/telemetry"
         group = self.settings.shared_group
         if group:
-            data = [f"$share/{group}/{topic}" for topic in data]
-        topics = [*data, f"{prefix}/dev/+/status", f"{prefix}/dev/+/ack"]
+            telemetry = f"$share/{group}/{telemetry}"
+        topics = [telemetry, f"{prefix}/dev/+/event", f"{prefix}/dev/+/status",
+                  f"{prefix}/dev/+/ack"]
         if self.settings.broker_log:
             topics.append(LOG_SUBSCRIPTION)  # the broker's refusals (brokerlog.py)
         return topics
@@ -584,6 +589,11 @@ class MqttLink:
 
     def __init__(self, connection: MqttConnection) -> None:
         self.connection = connection
+
+    @property
+    def partial_delivery(self) -> bool:
+        """True with `shared_group`: this hub sees only its share of each device's telemetry."""
+        return bool(self.connection.settings.shared_group)
 
     async def command(
         self, device_id: str, command: str, params: dict[str, Any] | None = None,

@@ -111,6 +111,8 @@ class SmokeDetector:
         self.silence_limit = self.reporting_interval * float(options["silence_factor"])
         self.low_battery_level = float(options["low_battery_level"])
         self.command_timeout: float | None = options.get("command_timeout")
+        self.link_config = dict(entry.link or {})
+        self._partial: bool | None = None
         self.online_entity = f"binary_sensor.{self.obj}_online"
         self.self_test_entity = f"sensor.{self.obj}_self_test"
         self.messages = 0
@@ -161,11 +163,27 @@ class SmokeDetector:
 
     # -- silence watchdog -------------------------------------------------------------------
     def arm(self) -> None:
-        """Start watching from now: a detector that never speaks is lost after the limit too."""
+        """Start watching from now: a detector that never speaks is lost after the limit too.
+
+        Not on a link that delivers only a share of the telemetry (several workers): there the
+        other workers got the reports, and the detector's status will tells it is gone.
+        """
+        if self.partial_delivery():
+            return
         loop = asyncio.get_running_loop()
         if self.last_seen is None:
             self.last_seen = loop.time()
         self._schedule(loop, self.last_seen + self.silence_limit)
+
+    def partial_delivery(self) -> bool:
+        """Asked once (`heard` calls `arm` on every message while no timer runs)."""
+        if self._partial is None:
+            try:
+                link = self.hub.links.acquire(self.link_config)
+            except Exception:  # noqa: BLE001 - no link: the watchdog is all there is
+                link = None
+            self._partial = bool(getattr(link, "partial_delivery", False))
+        return self._partial
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:

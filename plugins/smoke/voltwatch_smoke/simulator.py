@@ -25,7 +25,7 @@ from typing import Any
 
 import aiomqtt
 
-from hub.core.tasks import cancel_and_wait, cancel_requested
+from hub.core.tasks import cancel_and_wait, cancel_requested, run_together
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -242,13 +242,8 @@ def device_ids(first: str, count: int) -> list[str]:
 
 async def run_detectors(ids: list[str], options: SmokeSimOptions) -> None:
     detectors = [SimulatedSmokeDetector(device_id, options) for device_id in ids]
-    tasks = [asyncio.create_task(d.run(), name=f"smoke sim {d.device_id}") for d in detectors]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await run_together([asyncio.create_task(d.run(), name=f"smoke sim {d.device_id}")
+                        for d in detectors])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

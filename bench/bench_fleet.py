@@ -1,0 +1,232 @@
+"""A fleet of MQTT smoke detectors at one report per 30 s: the hub's CPU and RSS vs a raw
+aiomqtt subscriber receiving the same stream, same broker, same run (issue 12).
+
+What runs, each its own process so /proc tells its CPU and memory apart:
+* a private Mosquitto;
+* `voltwatch simulate fleet --devices N --interval 30` (the load generator; reports spread
+  evenly, so N / 30 msg/s steady);
+* (a) raw: an aiomqtt subscriber doing `json.loads` per message and nothing else; then
+  (b) hub: `voltwatch run` with the N devices in its configuration (mqtt + smoke plugins, a
+  fresh PostgreSQL database for the recorder and registries, alarms), subscribed to the same
+  topics. (On SQLite a hub with 10,000 detectors does not finish starting: every device's
+  registry writes and the recorder's first batches contend for the one write lock past the
+  busy timeout.)
+
+Each consumer gets a warm-up (one interval: every device has reported once, the hub has
+created its entities) and is then measured over `FLEET_BENCH_WINDOW` seconds: messages it
+handled, CPU seconds (utime + stime from /proc) and RSS at the end. The ratio printed is hub
+CPU per message over raw CPU per message (lower is better). ThingsBoard's published
+single-node figure (100k devices, 1,111 msg/s, 4 vCPU, about 20 % CPU) sits beside these in
+docs/benchmarks.md.
+
+`FLEET_BENCH_DEVICES` (default 10000, comma-separated for several runs, e.g. 10000,100000),
+`FLEET_BENCH_INTERVAL` (30), `FLEET_BENCH_WINDOW` (30).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import Result
+from voltwatch_mqtt.testing import MosquittoBroker, free_port
+
+DEVICES = [int(n) for n in os.environ.get("FLEET_BENCH_DEVICES", "10000").split(",")]
+INTERVAL = float(os.environ.get("FLEET_BENCH_INTERVAL", "30"))
+WINDOW = float(os.environ.get("FLEET_BENCH_WINDOW", "30"))
+PYTHON = sys.executable
+#: The hub runs on PostgreSQL (a fresh database on this server), as a fleet this size would.
+PG_ADMIN = os.environ.get("VOLTWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+RAW_SUBSCRIBER = textwrap.dedent("""
+    import asyncio, json, sys, aiomqtt
+    async def main(host, port, out):
+        count = 0
+        async with aiomqtt.Client(host, int(port), identifier="raw-bench") as client:
+            await client.subscribe("voltwatch/dev/+/telemetry", qos=1)
+            print("ready", flush=True)
+            async for message in client.messages:
+                json.loads(message.payload)
+                count += 1
+                if count % 500 == 0:
+                    with open(out, "w") as f:
+                        f.write(str(count))
+    asyncio.run(main(*sys.argv[1:]))
+""")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def rss_mb(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 1e6
+
+
+class Consumer:
+    """A measured process and how it reports how many messages it has handled."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], handled: object) -> None:
+        self.proc = proc
+        self.handled = handled  # () -> int
+
+    def measure(self, window: float) -> tuple[float, float, float]:
+        """(messages/s, CPU % of one core, RSS MB) over `window` seconds."""
+        count0, cpu0, t0 = self.handled(), cpu_seconds(self.proc.pid), time.monotonic()
+        time.sleep(window)
+        count1, cpu1, t1 = self.handled(), cpu_seconds(self.proc.pid), time.monotonic()
+        elapsed = t1 - t0
+        return (count1 - count0) / elapsed, 100 * (cpu1 - cpu0) / elapsed, rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_raw(broker: MosquittoBroker, work: Path) -> Consumer:
+    out = work / "raw.count"
+    out.write_text("0")
+    proc = subprocess.Popen([PYTHON, "-c", RAW_SUBSCRIBER, broker.host, str(broker.port),
+                             str(out)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    return Consumer(proc, lambda: int(out.read_text() or 0))
+
+
+def start_hub(broker: MosquittoBroker, work: Path, devices_file: Path,
+              database_url: str) -> Consumer:
+    config = work / "hub"
+    config.mkdir()
+    port = free_port()
+    (config / "configuration.yaml").write_text(textwrap.dedent(f"""
+        hub: {{name: fleet bench, language: en}}
+        http: {{host: 127.0.0.1, port: {port}}}
+        database: {{url: "{database_url}"}}
+        mqtt: {{host: {broker.host}, port: {broker.port}, client_id: bench-hub}}
+        projects: [{{id: fleet, name: Fleet}}]
+        devices: !include {devices_file.name}
+    """))
+    (config / devices_file.name).write_bytes(devices_file.read_bytes())
+    env = {**os.environ, "VOLTWATCH_PLUGINS": "mqtt,smoke"}
+    proc = subprocess.Popen([PYTHON, "-m", "hub", "run", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=(work / "hub.log").open("wb"))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # a start-up bound, not a measurement
+        if proc.poll() is not None:
+            raise RuntimeError(f"the hub exited: {(work / 'hub.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
+    token = subprocess.run([PYTHON, "-m", "hub", "token", "create", "bench", "--config",
+                            str(config)], capture_output=True, text=True, env=env,
+                           check=True).stdout.split()[-1]
+
+    def handled() -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith("voltwatch_mqtt_messages_telemetry_total "):
+                    return int(float(line.split()[1]))
+        raise RuntimeError(f"no telemetry counter in /metrics: {(work / 'hub.log').read_text()[-2000:]}")
+
+    return Consumer(proc, handled)
+
+
+def start_fleet(broker: MosquittoBroker, devices: int, devices_file: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [PYTHON, "-m", "hub", "simulate", "fleet", "--devices", str(devices),
+         "--interval", str(INTERVAL), "--broker", f"{broker.host}:{broker.port}",
+         "--report-every", "0", "--devices-out", str(devices_file)],
+        stdout=subprocess.DEVNULL)
+
+
+def pg_admin(sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def bench_one(devices: int) -> list[Result]:
+    name = f"voltwatch_bench_fleet_{os.getpid()}"
+    pg_admin(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        return _bench_one(devices, f"{base}/{name}")
+    finally:
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _bench_one(devices: int, database_url: str) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        work = Path(tmp)
+        broker = MosquittoBroker(work / "broker")
+        broker.start()
+        devices_file = work / "fleet.yaml"
+        fleet = start_fleet(broker, devices, devices_file)
+        try:
+            deadline = time.monotonic() + 60
+            while not devices_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            rows = {}
+            for name, start in (("raw", lambda: start_raw(broker, work)),
+                                ("hub", lambda: start_hub(broker, work, devices_file, database_url))):
+                consumer = start()
+                try:
+                    time.sleep(INTERVAL)  # warm-up: every device has reported once
+                    rows[name] = consumer.measure(WINDOW)
+                finally:
+                    consumer.stop()
+                print(f"  {devices} devices, {name}: {rows[name][0]:,.0f} msg/s, "
+                      f"{rows[name][1]:.1f} % CPU, {rows[name][2]:.0f} MB RSS",
+                      file=sys.stderr, flush=True)
+        finally:
+            fleet.terminate()
+            fleet.wait(30)
+            broker.stop()
+    offered = devices / INTERVAL
+    (raw_rate, raw_cpu, raw_rss), (hub_rate, hub_cpu, hub_rss) = rows["raw"], rows["hub"]
+    label = f"{devices // 1000}k devices @{INTERVAL:g}s ({offered:,.0f} msg/s)"
+    return [
+        Result(f"fleet {label}: hub msg/s handled", hub_rate, "msg/s", raw_rate,
+               "raw aiomqtt", f"= offered {offered:,.0f}", hub_rate >= 0.95 * offered),
+        Result(f"fleet {label}: hub CPU % of one core", hub_cpu, "%", raw_cpu,
+               "raw aiomqtt CPU %", "< 100 % (keeps up on one core)", hub_cpu < 100),
+        Result(f"fleet {label}: hub RSS", hub_rss, "MB", raw_rss, "raw aiomqtt RSS MB", "-"),
+    ]
+
+
+def run() -> list[Result]:
+    results: list[Result] = []
+    for devices in DEVICES:
+        results.extend(bench_one(devices))
+    return results
+
+
+if __name__ == "__main__":
+    for result in run():
+        print(result.row())
