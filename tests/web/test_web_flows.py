@@ -258,6 +258,7 @@ async def test_the_editor_keeps_a_secret_a_reference(site: Site, page: Any) -> N
     row = page.locator('#auto-rows tr[data-automation="call_boss"]')
     await row.wait_for()
     await row.locator("button").click()
+    await page.click("#tab-yaml")  # the form is the first view
     editor = page.locator("#editor-text")
     await page.wait_for_function(
         "document.getElementById('editor-text').value.includes('message: hi')")
