@@ -9,7 +9,9 @@ due, so nothing sleeps.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from .helpers import NOON, alarm, drained, settled, start, user
 
@@ -24,6 +26,7 @@ async def test_subscription_stays_inside_scope(tmp_path: Path, db_url: str) -> N
                    kinds=["alarm"], min_severity="major")
         await user(hub, "picky", "user", ["school-1"], "+8613800000004", min_severity="critical")
         await alarm(hub)
+        raised = hub.alarms.get_active("arcm-1", "residual_current_high").started_at
         await settled(hub)
         sent = await pager.wait(2)
         assert sorted(m.recipient for m in sent) == ["+8613800000001", "+8613800000003"]
@@ -31,7 +34,10 @@ async def test_subscription_stays_inside_scope(tmp_path: Path, db_url: str) -> N
         assert english.text.startswith("[Voltwatch] Alarm: 中心 第一中学 教学楼A 配电室 配电箱1 "
                                        "Residual current high 550mA")
         chinese = next(m for m in sent if m.recipient.endswith("1"))
-        assert chinese.text.startswith("【Voltwatch】报警：中心 第一中学 教学楼A 配电室 配电箱1 剩余电流过大 550mA 11-30 ")
+        # the time is the alarm's own, in the hub's zone (Asia/Shanghai): its date, not UTC's
+        day = datetime.fromtimestamp(raised, ZoneInfo("Asia/Shanghai")).strftime("%m-%d")
+        assert chinese.text.startswith(
+            f"【Voltwatch】报警：中心 第一中学 教学楼A 配电室 配电箱1 剩余电流过大 550mA {day} ")
     finally:
         await hub.async_stop()
 
