@@ -15,19 +15,27 @@ from pathlib import Path
 from typing import Any
 
 
-@asynccontextmanager
-async def open_configured(config_dir: Path) -> AsyncIterator[tuple[dict[str, Any], Any] | None]:
-    """(configuration, open Database), or None after printing why there is none."""
+def load_or_report(config_dir: Path) -> dict[str, Any] | None:
+    """The validated configuration, or None after printing every error with file and line."""
     from hub.core.config import ConfigError, load_configuration
     from hub.core.plugins import PluginManager
-    from hub.storage.database import Database, DatabaseError
 
     plugins = PluginManager()
     plugins.load_entrypoints()
     try:
-        config = load_configuration(config_dir, plugins)
+        return load_configuration(config_dir, plugins)
     except ConfigError as err:
         print(err.report(), file=sys.stderr)
+        return None
+
+
+@asynccontextmanager
+async def open_configured(config_dir: Path) -> AsyncIterator[tuple[dict[str, Any], Any] | None]:
+    """(configuration, open Database), or None after printing why there is none."""
+    from hub.storage.database import Database, DatabaseError
+
+    config = load_or_report(config_dir)
+    if config is None:
         yield None
         return
     db = Database(config["database"]["url"], config_dir)

@@ -118,15 +118,10 @@ async def _fix_sequences(target: Database, tables: list[Table]) -> None:
 
 async def migrate_cli(config_dir: Path, to_url: str, batch: int = DEFAULT_BATCH) -> int:
     """The command: 0 when every row arrived, 1 with the reason otherwise."""
-    from hub.core.config import ConfigError, load_configuration
-    from hub.core.plugins import PluginManager
+    from hub.offline import load_or_report
 
-    plugins = PluginManager()
-    plugins.load_entrypoints()
-    try:
-        config = load_configuration(config_dir, plugins)
-    except ConfigError as err:
-        print(err.report(), file=sys.stderr)
+    config = load_or_report(config_dir)
+    if config is None:
         return 1
     try:
         source = Database(config["database"]["url"], config_dir)
