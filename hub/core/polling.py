@@ -20,6 +20,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,6 +32,15 @@ _LOGGER = logging.getLogger(__name__)
 #: link that is down raises before sending) would otherwise let a long list of due units run
 #: back to back without the loop seeing anything else.
 _YIELD_EVERY = 32
+
+#: A scheduler that has nothing due sleeps until the next multiple of this many seconds of loop
+#: time at or after the due time. Every link's scheduler in the process then wakes on the same
+#: ticks, so the polls due within one tick run together: one loop wake-up serves many polls
+#: (their requests overlap on their links) instead of one wake-up, one timer and one idle
+#: `epoll_wait` per poll. At 1,000 detectors every 5 s that was most of the hub's CPU. A poll
+#: starts at most one tick late; a unit's phase is not shifted (its next due time is computed
+#: from the unrounded one).
+POLL_TICK = 0.1
 
 PollFunction = Callable[[], Awaitable[float]]
 
@@ -193,9 +203,12 @@ class LinkScheduler:
                 heap.clear()
 
     async def _sleep_until(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        """Sleep until `when`, or until a job is added, rescheduled earlier, or removed."""
+        """Sleep until the tick at or after `when`, or until a job is added, rescheduled
+        earlier, or removed."""
         waiter = self._waiter = loop.create_future()
         self._waiting_until = when
+        if POLL_TICK > 0:
+            when = math.ceil(when / POLL_TICK) * POLL_TICK
         timer = loop.call_at(when, _resolve, waiter)
         try:
             await waiter

@@ -197,3 +197,36 @@ async def test_periodic_polls_keep_their_phase_and_never_burst(
     assert await periodic() == 123.0
     assert await periodic() == 128.0
     assert polled == [100.3, 105.1, 123.0, 123.0]
+
+
+async def test_idle_schedulers_wake_together_on_the_shared_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two links with units due a few ms apart sleep until the same tick (one wake-up)."""
+    from hub.core import polling
+
+    loop = asyncio.get_running_loop()
+    timers: list[float] = []
+    real_call_at = loop.call_at
+
+    def call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        if callback is polling._resolve:
+            timers.append(when)
+        return real_call_at(when, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", call_at)
+    tick = polling.POLL_TICK
+    assert tick > 0
+    rec = Recorder()
+    first, second = LinkScheduler("test://a"), LinkScheduler("test://b")
+    base = (int(now() / tick) + 5) * tick  # a tick boundary: both units fall in the next tick
+    first.add("a", rec.poll("a", lambda: now() + FAR), base + 0.1 * tick)
+    second.add("b", rec.poll("b", lambda: now() + FAR), base + 0.4 * tick)
+    await rec.until(lambda: sorted(rec.log) == ["a", "b"])
+    woke = timers[:2]
+    assert len(woke) == 2 and woke[0] == woke[1], woke  # one tick for both
+    assert woke[0] >= base + 0.4 * tick  # never before a unit is due
+    assert woke[0] - (base + 0.1 * tick) <= tick + 1e-9  # at most one tick late
+    assert abs(woke[0] / tick - round(woke[0] / tick)) < 1e-6
+    await first.close()
+    await second.close()

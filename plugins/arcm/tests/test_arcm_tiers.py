@@ -300,3 +300,56 @@ def test_a_profile_may_move_a_value_into_the_status_tier(tmp_path: Path) -> None
     profile = find_profile(str(path))
     assert [(b.start, b.count) for b in profile.status_blocks] == [(0, 1), (32, 3)]
     assert [(b.start, b.count) for b in profile.measure_blocks] == [(1, 21)]
+
+
+async def test_scheduled_flat_polls_send_the_next_request_before_publishing(
+    tmp_path: Path,
+) -> None:
+    """The scheduler asks the next unit first, then the answer is published (states, then the
+    poll listeners), so the line works while the hub decodes; a direct poll_once publishes
+    before it returns."""
+    import asyncio
+
+    from hub.core.polling import _Periodic
+
+    hub = StandInHub(tmp_path)
+    order: list[str] = []
+
+    class OrderedLink(RecordingLink):
+        async def read_holding_registers(self, unit: int, address: int,
+                                         count: int) -> list[int]:
+            order.append(f"read {unit}")
+            await asyncio.sleep(0)  # a real link suspends on its I/O
+            return await super().read_holding_registers(unit, address, count)
+
+    link = OrderedLink()
+    devices = []
+    for unit in (1, 2):
+        conf = DEVICE_SCHEMA({"id": f"arcm-{unit}", "platform": "arcm", "poll_interval": 3600,
+                              "link": {"unit": unit}})
+        device = ArcmDevice(hub, conf, find_profile(conf["profile"]), link)
+        await device.async_register_entities()
+        devices.append(device)
+    assert await devices[0].poll_once()  # direct: published when it returns
+    assert hub.states.get("sensor.arcm_1_residual_current").state == "12"
+    order.clear()
+    published = asyncio.get_running_loop().create_future()
+
+    def listener(device: ArcmDevice) -> None:
+        state = hub.states.get(f"sensor.{device.id.replace('-', '_')}_residual_current")
+        order.append(f"published {device.unit} {state.state if state else None}")
+        if device is devices[1] and not published.done():
+            published.set_result(None)
+
+    for device in devices:
+        device.add_poll_listener(listener)
+        due = asyncio.get_running_loop().time()
+        device._job = hub.links.scheduler(link).add(
+            f"arcm {device.id}", _Periodic(device._poll_flat, 3600, due), due)
+    await asyncio.wait_for(published, WAIT)
+    reads_before_first_publish = order[:order.index("published 1 12")]
+    assert "read 2" in reads_before_first_publish, order
+    assert order.index("published 1 12") < order.index("published 2 12")
+    for device in devices:
+        await device.stop()
+    await hub.stop()

@@ -372,7 +372,7 @@ class ArcmDevice:
                 await self._read_info()
             except LinkError as err:
                 _LOGGER.debug("%s: cannot read model/firmware yet: %s", self.id, err)
-        await self.poll_once()
+        await self.poll_once(defer_apply=True)
 
     def add_poll_listener(self, listener: Callable[[ArcmDevice], None]) -> Callable[[], None]:
         """Called after every poll (tests and the benchmark await polls instead of sleeping)."""
@@ -400,8 +400,15 @@ class ArcmDevice:
                 self.setpoints[reg.name] = value
         return dict(self.setpoints)
 
-    async def poll_once(self) -> bool:
-        """One poll: read, decode, publish. Returns True when the unit answered properly."""
+    async def poll_once(self, defer_apply: bool = False) -> bool:
+        """One poll: read, decode, publish. Returns True when the unit answered properly.
+
+        `defer_apply` (the link scheduler's flat polls): the answer is published from the
+        event loop's next turn instead of before returning, so the scheduler sends the next
+        unit's request first and the line (and the device or simulator at its far end) works
+        while this process decodes — the way a raw client that reads and never publishes
+        keeps its line busy. Poll listeners still run after the states are published.
+        """
         if self.tiered:
             return await self._poll_tiers(self._clock())
         self.polls += 1
@@ -411,14 +418,30 @@ class ArcmDevice:
                 await self.read_setpoints()
         except LinkError as err:
             self._failed(err)
-            ok = False
         else:
+            if defer_apply:
+                asyncio.get_running_loop().call_soon(self._apply_deferred, blocks)
+                return True
             self._apply(blocks)
-            ok = True
+            self._notify_poll_done()
+            return True
+        self._notify_poll_done()
+        return False
+
+    def _apply_deferred(self, blocks: list[tuple[Any, list[int]]]) -> None:
+        """`_apply` from a loop callback: a failure is logged here, as the scheduler would."""
+        if self._job is None:
+            return  # stopped since the answer came in
+        try:
+            self._apply(blocks)
+        except Exception:
+            _LOGGER.exception("%s: publishing a poll failed", self.id)
+        self._notify_poll_done()
+
+    def _notify_poll_done(self) -> None:
         if self._poll_done:
             for listener in list(self._poll_done):
                 listener(self)
-        return ok
 
     async def _poll_tiers(self, now: float) -> bool:
         """Read the tiers that are due at `now` (monotonic), then publish them together.

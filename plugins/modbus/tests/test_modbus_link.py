@@ -172,3 +172,20 @@ async def test_backoff_doubles_up_to_the_maximum() -> None:
         delays.append(link._backoff)
     assert delays == [1.0, 2.0, 2.0, 2.0]
     await link.close()
+
+
+def test_the_fast_holding_register_decoder_matches_pymodbus() -> None:
+    """The link's function-3 decoder gives pymodbus's registers and pymodbus's error."""
+    from pymodbus.exceptions import ModbusIOException
+    from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
+    from voltwatch_modbus.link import _HoldingRegistersResponse
+
+    for count in (0, 1, 35, 125):
+        words = [(n * 7919) & 0xFFFF for n in range(count)]
+        frame = ReadHoldingRegistersResponse(registers=words).encode()
+        ours, theirs = _HoldingRegistersResponse(), ReadHoldingRegistersResponse()
+        ours.decode(frame)
+        theirs.decode(frame)
+        assert ours.registers == theirs.registers == words
+    with pytest.raises(ModbusIOException, match="byte_count 70 > length of packet 5"):
+        _HoldingRegistersResponse().decode(bytes([70, 0, 1, 0, 2]))

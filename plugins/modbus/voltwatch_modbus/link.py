@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 
 from hub.core.links import (
     LinkError,
@@ -70,6 +72,24 @@ class LinkStats:
     connect_failures: int = 0
     last_error: str | None = None
     by_unit_failures: dict[int, int] = field(default_factory=dict)
+
+
+class _HoldingRegistersResponse(ReadHoldingRegistersResponse):
+    """Function 3's answer, decoded with one `struct.unpack_from` instead of one per register.
+
+    pymodbus 3.16 unpacks a register at a time (~0.5 µs each); a detector's 35-register block
+    is read on every poll of every unit, so this was a fifth of a poll's CPU in the hub. Same
+    result, same errors; registered on each client with pymodbus's own `client.register`.
+    """
+
+    def decode(self, data: bytes) -> None:
+        data_len = int(data[0])
+        if data_len >= len(data):
+            raise ModbusIOException(
+                f"byte_count {data_len} > length of packet {len(data)}",
+                function_code=self.function_code,
+            )
+        self.registers = list(struct.unpack_from(f">{data_len // 2}H", data, 1))
 
 
 class PymodbusLink:
@@ -127,6 +147,7 @@ class PymodbusLink:
             )
         # We decide when a connection is dead (see max_silent), not pymodbus.
         client.set_max_no_responses(1 << 30)
+        client.register(_HoldingRegistersResponse)
         return client
 
     @property
