@@ -14,6 +14,11 @@ TEST_STAMP := $(TEST_PLUGIN_DIR)/.installed
 STAMP := $(VENV)/.installed
 WEB_STAMP := web/node_modules/.installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist). Most tests wait on brokers, databases, subprocesses and a
+# browser, so two processes on a 2-core machine finish in about 60 % of the serial time; every
+# fixture starts its own Mosquitto on a free port and its own database, so they do not collide.
+# `make test PYTEST_WORKERS=0` runs serially.
+PYTEST_WORKERS ?= 2
 
 .PHONY: install run test bench lint system-deps services clean screenshots
 
@@ -46,8 +51,8 @@ PG_SUITES ?= tests/alarms tests/hazards tests/http/test_http_history.py
 
 test: install $(TEST_STAMP) system-deps
 	$(VENV)/bin/ruff check hub plugins tests bench
-	$(PY) -m pytest -q $(PYTEST_ARGS)
-	VOLTWATCH_TEST_DB=postgresql $(PY) -m pytest -q $(PG_SUITES)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	VOLTWATCH_TEST_DB=postgresql $(PY) -m pytest -q -n $(PYTEST_WORKERS) $(PG_SUITES)
 
 bench: install
 	$(PY) bench/run.py
