@@ -36,7 +36,7 @@ from hub.core.ratelimit import LogThrottle
 from hub.core.states import STATE_OFF, STATE_ON, slugify
 from hub.core.tasks import cancel_requested
 
-from .brokerlog import LOG_SUBSCRIPTION, LOG_TOPIC_PREFIX, BrokerLog
+from .brokerlog import LOG_SUBSCRIPTION, LOG_TOPIC_PREFIX, BrokerLog, BrokerLogTail
 from .settings import MqttSettings
 
 if TYPE_CHECKING:
@@ -107,7 +107,12 @@ class MqttConnection:
         self._unhandled_logged: set[str] = set()
         self._throttle = LogThrottle(_LOGGER, _LOG_PER_WINDOW, _LOG_WINDOW)
         self.link = MqttLink(self)
-        self.broker_log = BrokerLog()
+        # With broker_files the hub wrote the ACL, so it can judge devices' subscriptions.
+        self.broker_log = BrokerLog(
+            prefix if settings.broker_files else None, settings.username)
+        self.broker_log_tail = (BrokerLogTail(settings.broker_log_file, self.broker_log)
+                                if settings.broker_log_file else None)
+        self._tail_task: asyncio.Task[None] | None = None
         # Counters: plain ints and one dict each, bumped on the hot path.
         self.messages = 0
         self.kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
@@ -156,11 +161,18 @@ class MqttConnection:
             return
         self.started = True
         self._task = self.hub.create_task(self._run(), name="mqtt connection")
+        if self.broker_log_tail is not None:
+            self._tail_task = self.hub.create_task(self.broker_log_tail.run(),
+                                                   name="mqtt broker log file")
 
     async def stop(self) -> None:
         """Disconnect cleanly (the broker keeps our session) and fail waiting commands."""
         task, self._task = self._task, None
         self.started = False
+        tail, self._tail_task = self._tail_task, None
+        if tail is not None:
+            tail.cancel()
+            await asyncio.gather(tail, return_exceptions=True)
         if task is not None:
             task.cancel()
             # Bounded: a library that swallows the cancellation must not hang the hub's stop.
@@ -274,7 +286,7 @@ class MqttConnection:
         """
         if topic.startswith(LOG_TOPIC_PREFIX):
             # Only the broker publishes under $SYS; it is its log, not a device's message.
-            self.broker_log.feed(payload)
+            self.broker_log.feed(payload, topic)
             return None
         self.messages += 1
         if len(payload) > self._max_payload:
@@ -579,6 +591,9 @@ class MqttConnection:
             "stats": self.stats(),
             "devices": [info.as_dict() for info in self.devices.values()],
             "refusals": list(self.broker_log.recent),
+            "broker_log_file": (None if self.broker_log_tail is None else {
+                "path": str(self.broker_log_tail.path), "error": self.broker_log_tail.error,
+                "reopens": self.broker_log_tail.reopens}),
         }
 
 
