@@ -18,7 +18,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 import voltwatch_mqtt
-from mqtt_testkit import PLATFORM, PushRecorder, mqtt_section
+from mqtt_testkit import PLATFORM, PushRecorder, conditions, mqtt_section
 from voltwatch_mqtt.brokerlog import BrokerLog, BrokerLogTail
 from voltwatch_mqtt.credentials import ACL_FILE, PASSWD_FILE, device_password, device_secret
 from voltwatch_mqtt.testing import MosquittoBroker
@@ -74,10 +74,12 @@ def _device(broker: MosquittoBroker, hub: Hub, device_id: str) -> aiomqtt.Client
 async def test_device_a_publishing_as_b_is_a_refusal_naming_a(watched: Setup) -> None:
     hub, broker, recorder = watched
     connection = voltwatch_mqtt.get_connection(hub)
+    raised = conditions(hub)
     forged = f"voltwatch/dev/{DEVICE_B}/telemetry"
     async with _device(broker, hub, DEVICE_A) as device_a, \
             _device(broker, hub, DEVICE_B) as device_b:
-        await device_a.publish(forged, json.dumps({"values": {"smoke_level": 999}}), qos=1)
+        for _ in range(2):  # two denials, one 疑似冒充 event (held back within the interval)
+            await device_a.publish(forged, json.dumps({"values": {"smoke_level": 999}}), qos=1)
         await device_a.subscribe(f"voltwatch/cmd/{DEVICE_B}", qos=1)
         await device_a.subscribe(f"voltwatch/cmd/{DEVICE_A}", qos=1)  # its own: no refusal
         # B's data path is untouched: its own telemetry arrives, A's forgery never does.
@@ -85,19 +87,23 @@ async def test_device_a_publishing_as_b_is_a_refusal_naming_a(watched: Setup) ->
         message = await recorder.next("telemetry")
         assert message.device_id == DEVICE_B
         await connection.broker_log.wait_for(
-            lambda log: log.counts["publish_denied"] >= 1 and log.counts["subscribe_denied"] >= 1)
+            lambda log: log.counts["publish_denied"] >= 2 and log.counts["subscribe_denied"] >= 1)
     assert [m.device_id for m in recorder.messages] == [DEVICE_B]
 
     refusals = {r["reason"]: r for r in connection.describe()["refusals"]}
     denied = refusals["publish_denied"]
     assert denied["claimed"] == f"client-{DEVICE_A}" and denied["username"] == DEVICE_A
     assert denied["topic"] == forged and denied["peer"].startswith("127.0.0.1:")
-    assert f"a topic of device {DEVICE_B}" in denied["message"]
+    assert f"a topic of device {DEVICE_B}" in denied["message"] and denied["device"] == DEVICE_B
+    # The device posed as gets the security event the alarm list shows: 疑似冒充, naming A.
+    (event,) = [c for c in raised if c["type"] == "impostor"]
+    assert event["device_id"] == DEVICE_B and event["source"] == "mqtt"
+    assert DEVICE_A in event["detail"] and denied["peer"] in event["detail"]
     subscribed = refusals["subscribe_denied"]
     assert subscribed["username"] == DEVICE_A and subscribed["topic"] == f"voltwatch/cmd/{DEVICE_B}"
     assert subscribed["peer"] == denied["peer"]
     metrics = voltwatch_mqtt.voltwatch_metrics(hub=hub)
-    assert metrics["mqtt_refused_publish_denied_total"] == 1
+    assert metrics["mqtt_refused_publish_denied_total"] == 2
     assert metrics["mqtt_refused_subscribe_denied_total"] == 1
     assert metrics["mqtt_refused_not_authorised_total"] == 0
     assert metrics["mqtt_broker_log_file_lines_total"] >= 3

@@ -63,7 +63,7 @@ MAX_REMEMBERED = 50
 PENDING_TTL = 30.0
 _MAX_PENDING = 1000
 #: Client id -> (peer, user) of connected clients, per stream; the oldest go beyond this.
-_MAX_CLIENTS = 20000
+_MAX_CLIENTS = 100_000
 
 _STAMP = re.compile(r"^(?P<ts>\d+(?:\.\d+)?):\s+")
 _ACCEPTED = re.compile(r"^New connection from (?P<peer>\S+) on port (?P<port>\d+)\.")
@@ -81,7 +81,7 @@ _RELOAD = "Reloading config"
 # only (the default one, or a `log_timestamp_format` of digits, "-", ":", "T", ...), so a
 # client id or topic in another line (`Received PUBLISH from <id> ...`) cannot forge one.
 _FILE_LINES = re.compile(
-    rb"^(?:[0-9TZ:.,/+\- ]*?: )?((?:New client connected from |Denied PUBLISH from |Client )"
+    rb"^(?:([0-9TZ:.,/+\- ]*?): )?((?:New client connected from |Denied PUBLISH from |Client )"
     rb"[^\n]*)$", re.MULTILINE)
 
 
@@ -116,7 +116,9 @@ class BrokerLog:
     may read only `<prefix>/cmd/<its user name>`.
     """
 
-    def __init__(self, prefix: str | None = None, hub_user: str | None = None) -> None:
+    def __init__(self, prefix: str | None = None, hub_user: str | None = None,
+                 on_refusal: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.on_refusal = on_refusal  # called with each new entry of `recent`
         self.lines = 0
         self.file_lines = 0
         self.reloads = 0
@@ -164,11 +166,13 @@ class BrokerLog:
         """
         for match in _FILE_LINES.finditer(chunk):
             self.file_lines += 1
-            text = match.group(1).decode("utf-8", "replace").rstrip("\r")
+            text = match.group(2).decode("utf-8", "replace").rstrip("\r")
             if self._file_clients.seen(text):
                 continue
             if (denied := _DENIED_PUBLISH.match(text)) is not None:
-                self._publish_denied(denied.group("id"), denied.group("topic"))
+                stamp = match.group(1)
+                at = float(stamp) if stamp and stamp.isdigit() else time.time()
+                self._publish_denied(denied.group("id"), denied.group("topic"), at)
 
     def _accepted(self, peer: str, at: float) -> None:
         self._pending[peer] = at
@@ -186,7 +190,7 @@ class BrokerLog:
             message += f"; {candidates} connections were being set up, the oldest is named"
         self._record(REFUSED_NOT_AUTHORISED, at, peer, claimed, None, None, message, text)
 
-    def _publish_denied(self, client_id: str, topic: str) -> None:
+    def _publish_denied(self, client_id: str, topic: str, at: float) -> None:
         peer, user = self._file_clients.get(client_id)
         message = f"the broker's ACL refused a PUBLISH to {topic}"
         posing = self._device_of(topic)
@@ -194,8 +198,7 @@ class BrokerLog:
             message += f" (a topic of device {posing})"
         if user is None:
             message += "; the client connected before the hub read the log, user unknown"
-        # The debug line carries no time of its own worth trusting across formats: now.
-        self._record(REFUSED_PUBLISH, time.time(), peer, client_id, user, topic, message,
+        self._record(REFUSED_PUBLISH, at, peer, client_id, user, topic, message,
                      f"Denied PUBLISH from {client_id} '{topic}'")
 
     def _subscribed(self, text: str, at: float) -> None:
@@ -227,12 +230,18 @@ class BrokerLog:
         if reason != REFUSED_NOT_AUTHORISED:
             entry["username"] = user
             entry["topic"] = topic
+            entry["device"] = self._device_of(topic) if reason == REFUSED_PUBLISH else None
         self.recent.append(entry)
         if self._throttle.allow(reason):
             _LOGGER.warning("MQTT broker refused %s from %s claiming %s%s: %s (%s)",
                             "a connection" if reason == REFUSED_NOT_AUTHORISED else "a client",
                             peer or "an unknown peer", claimed or "-",
                             f" (user {user})" if user else "", message, reason)
+        if self.on_refusal is not None:
+            try:
+                self.on_refusal(entry)
+            except Exception:  # a consumer's bug must not stop the log being read
+                _LOGGER.exception("MQTT: handling a broker refusal failed")
         self._notify()
 
     def _notify(self) -> None:

@@ -52,6 +52,8 @@ MALFORMED_REASONS = ("bad_topic", "bad_json", "bad_shape", "bad_status", "too_la
 _MAX_REMEMBERED_IDS = 10_000  # ids logged once; beyond this new ids are counted, not logged
 _LOG_WINDOW = 60.0
 _LOG_PER_WINDOW = 20
+#: Seconds between two 疑似冒充 events of one device (the denials themselves are all counted).
+IMPOSTOR_EVENT_INTERVAL = 60.0
 
 
 @dataclass(slots=True)
@@ -109,7 +111,8 @@ class MqttConnection:
         self.link = MqttLink(self)
         # With broker_files the hub wrote the ACL, so it can judge devices' subscriptions.
         self.broker_log = BrokerLog(
-            prefix if settings.broker_files else None, settings.username)
+            prefix if settings.broker_files else None, settings.username, self._broker_refused)
+        self._impostor_events: dict[str, float] = {}  # device id -> monotonic time of the last
         self.broker_log_tail = (BrokerLogTail(settings.broker_log_file, self.broker_log)
                                 if settings.broker_log_file else None)
         self._tail_task: asyncio.Task[None] | None = None
@@ -418,6 +421,33 @@ class MqttConnection:
             self._handler_failed(message.source)
             return None
         return result if result is not None and inspect.isawaitable(result) else None
+
+    def _broker_refused(self, refusal: dict[str, Any]) -> None:
+        """A publish the broker's ACL refused under another device's topic: 疑似冒充 on it.
+
+        The device whose topic it was gets the `impostor` event condition (as a DTU does when
+        a connection claims its IMEI with a wrong key), naming who tried: the user name the
+        broker authenticated, client id and peer. At most one per device per
+        `IMPOSTOR_EVENT_INTERVAL`: each event may page people, every denial is still counted
+        and listed. Refused logins and subscriptions stay refusals only (no device is named
+        by the first; the second receives nothing).
+        """
+        target = refusal.get("device")
+        user = refusal.get("username")
+        if refusal["reason"] != "publish_denied" or not target or target == user:
+            return
+        if self.hub.devices.get(target) is None:
+            return
+        now = time.monotonic()
+        last = self._impostor_events.get(target)
+        if last is not None and now - last < IMPOSTOR_EVENT_INTERVAL:
+            return
+        self._impostor_events[target] = now
+        who = user or f"client {refusal.get('claimed')}"
+        condition = Condition.create(
+            target, "impostor", True, detail=f"{who} ({refusal.get('peer') or '?'}) MQTT",
+            source="mqtt")
+        self.hub.bus.async_fire(EVENT_DEVICE_CONDITION, condition.as_dict())
 
     def set_online(self, device: DeviceEntry, info: DeviceStatus, online: bool, now: float) -> None:
         """Write `binary_sensor.<obj>_online` and raise or clear `communication_lost`.
