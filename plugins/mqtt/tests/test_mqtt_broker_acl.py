@@ -204,3 +204,24 @@ def test_the_tail_starts_at_the_end_and_follows_rotation_and_truncation(tmp_path
     path.write_bytes(denied)
     tail.poll()
     assert log.counts["publish_denied"] == 6 and tail.reopens == 2
+
+
+def test_subscriptions_are_judged_by_the_acl_the_hub_wrote() -> None:
+    """`$SYS/broker/log/M/subscribe` lines: only a device's own cmd topic is allowed; the hub,
+    and clients whose connect the hub never saw, are not judged. Ids and topics with spaces."""
+    log = BrokerLog("voltwatch", HUB_USER)
+    sub = "$SYS/broker/log/M/subscribe"
+    for text in ("New client connected from 10.0.0.5:1 as id 1 a (p2, c1, k60, u'smoke-a').",
+                 "New client connected from 10.0.0.9:2 as hub-1 (p2, c0, k60, u'hub')."):
+        log.feed(_line(text), "$SYS/broker/log/N")
+    for text in ("id 1 a 1 voltwatch/cmd/smoke-a", "hub-1 1 voltwatch/dev/+/telemetry",
+                 "stranger 0 voltwatch/cmd/#", "id 1 a 1 voltwatch/cmd/smoke b",
+                 "id 1 a 0 $SYS/#"):
+        log.feed(_line(text), sub)
+    assert [(r["claimed"], r["username"], r["topic"], r["peer"]) for r in log.recent] == [
+        ("id 1 a", "smoke-a", "voltwatch/cmd/smoke b", "10.0.0.5:1"),
+        ("id 1 a", "smoke-a", "$SYS/#", "10.0.0.5:1")]
+    assert log.stats()["refused_subscribe_denied"] == 2
+    log.feed(_line("Client id 1 a disconnected."), "$SYS/broker/log/N")
+    log.feed(_line("id 1 a 1 voltwatch/cmd/smoke-b"), sub)  # gone: no longer attributed
+    assert log.stats()["refused_subscribe_denied"] == 2

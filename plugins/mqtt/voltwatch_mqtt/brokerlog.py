@@ -74,7 +74,7 @@ _GONE = re.compile(r"^Client (?P<id>.*) disconnected[.,]")
 _NOT_AUTHORISED = re.compile(r"^Client (?P<id>\S+) disconnected, not authorised\.")
 _DENIED_PUBLISH = re.compile(r"^Denied PUBLISH from (?P<id>.*) \(d\d, q\d, r\d, m\d+, "
                              r"'(?P<topic>.*)', \.\.\. \(\d+ bytes\)\)$")
-_SUBSCRIBED = re.compile(r"^(?P<id>.*) (?P<qos>\d+) (?P<topic>\S+)$")
+_SUBSCRIBED = re.compile(r" \d+ ")  # `<client id> <options> <topic>`: both may hold spaces
 _RELOAD = "Reloading config"
 # In the log file, only these lines matter; found by the C regex engine in a chunk that may
 # hold thousands of debug lines. Anchored after a timestamp made of digits and separators
@@ -106,6 +106,14 @@ class _Clients:
 
     def get(self, client_id: str) -> tuple[str | None, str | None]:
         return self._by_id.get(client_id, (None, None))
+
+    def split_subscription(self, text: str) -> tuple[str, str] | None:
+        """`<client id> <qos> <topic>` into (client id, topic), preferring a known client id."""
+        cuts = list(_SUBSCRIBED.finditer(text))
+        for cut in cuts:
+            if text[:cut.start()] in self._by_id:
+                return text[:cut.start()], text[cut.end():]
+        return (text[:cuts[0].start()], text[cuts[0].end():]) if cuts else None
 
 
 class BrokerLog:
@@ -202,10 +210,10 @@ class BrokerLog:
                      f"Denied PUBLISH from {client_id} '{topic}'")
 
     def _subscribed(self, text: str, at: float) -> None:
-        match = _SUBSCRIBED.match(text)
-        if match is None or self._prefix is None:
+        parts = self._topic_clients.split_subscription(text)
+        if parts is None or self._prefix is None:
             return
-        client_id, topic = match.group("id"), match.group("topic")
+        client_id, topic = parts
         peer, user = self._topic_clients.get(client_id)
         if user is None or user == self._hub_user:
             return  # the hub itself, or a client the hub never saw connect: not judged
