@@ -427,7 +427,8 @@ class MqttConnection:
 
         The device whose topic it was gets the `impostor` event condition (as a DTU does when
         a connection claims its IMEI with a wrong key), naming who tried: the user name the
-        broker authenticated, client id and peer. At most one per device per
+        broker authenticated (the client id when the hub did not see it connect) and the peer.
+        At most one per device per
         `IMPOSTOR_EVENT_INTERVAL`: each event may page people, every denial is still counted
         and listed. Refused logins and subscriptions stay refusals only (no device is named
         by the first; the second receives nothing).
