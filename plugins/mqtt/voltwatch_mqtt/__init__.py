@@ -140,10 +140,12 @@ def voltwatch_http_routes(hub: Hub) -> list[Any]:
         last_error, subscriptions, stats (messages, messages_<kind>, malformed,
         malformed_<reason>, unknown_device, unhandled, handler_errors, connects, reconnects,
         commands_sent / acked / failed / refused / timed_out, acks_unmatched, devices_online,
-        devices_offline, refused, refused_not_authorised, broker_log_lines, broker_reloads),
-        devices (device_id, entity_id, online, status_at, last_seen, messages) and refusals:
-        the latest logins the broker refused, read from its log (at, peer, claimed, reason,
-        message, broker_line).
+        devices_offline, refused, refused_not_authorised, refused_publish_denied,
+        refused_subscribe_denied, broker_log_lines, broker_log_file_lines, broker_reloads),
+        devices (device_id, entity_id, online, status_at, last_seen, messages), refusals: the
+        latest logins, publishes and subscriptions the broker refused, read from its log (at,
+        peer, claimed, reason, message, broker_line; username and topic for the ACL ones),
+        and broker_log_file (null, or path, error, reopens of the tailed log file).
         """
         connection = _CONNECTIONS.get(hub)
         if connection is None:

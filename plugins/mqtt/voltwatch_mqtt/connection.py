@@ -36,7 +36,7 @@ from hub.core.ratelimit import LogThrottle
 from hub.core.states import STATE_OFF, STATE_ON, slugify
 from hub.core.tasks import cancel_requested
 
-from .brokerlog import LOG_SUBSCRIPTION, LOG_TOPIC_PREFIX, BrokerLog
+from .brokerlog import LOG_SUBSCRIPTION, LOG_TOPIC_PREFIX, BrokerLog, BrokerLogTail
 from .settings import MqttSettings
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ MALFORMED_REASONS = ("bad_topic", "bad_json", "bad_shape", "bad_status", "too_la
 _MAX_REMEMBERED_IDS = 10_000  # ids logged once; beyond this new ids are counted, not logged
 _LOG_WINDOW = 60.0
 _LOG_PER_WINDOW = 20
+#: Seconds between two 疑似冒充 events of one device (the denials themselves are all counted).
+IMPOSTOR_EVENT_INTERVAL = 60.0
 
 
 @dataclass(slots=True)
@@ -107,7 +109,13 @@ class MqttConnection:
         self._unhandled_logged: set[str] = set()
         self._throttle = LogThrottle(_LOGGER, _LOG_PER_WINDOW, _LOG_WINDOW)
         self.link = MqttLink(self)
-        self.broker_log = BrokerLog()
+        # With broker_files the hub wrote the ACL, so it can judge devices' subscriptions.
+        self.broker_log = BrokerLog(
+            prefix if settings.broker_files else None, settings.username, self._broker_refused)
+        self._impostor_events: dict[str, float] = {}  # device id -> monotonic time of the last
+        self.broker_log_tail = (BrokerLogTail(settings.broker_log_file, self.broker_log)
+                                if settings.broker_log_file else None)
+        self._tail_task: asyncio.Task[None] | None = None
         # Counters: plain ints and one dict each, bumped on the hot path.
         self.messages = 0
         self.kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
@@ -156,11 +164,18 @@ class MqttConnection:
             return
         self.started = True
         self._task = self.hub.create_task(self._run(), name="mqtt connection")
+        if self.broker_log_tail is not None:
+            self._tail_task = self.hub.create_task(self.broker_log_tail.run(),
+                                                   name="mqtt broker log file")
 
     async def stop(self) -> None:
         """Disconnect cleanly (the broker keeps our session) and fail waiting commands."""
         task, self._task = self._task, None
         self.started = False
+        tail, self._tail_task = self._tail_task, None
+        if tail is not None:
+            tail.cancel()
+            await asyncio.gather(tail, return_exceptions=True)
         if task is not None:
             task.cancel()
             # Bounded: a library that swallows the cancellation must not hang the hub's stop.
@@ -274,7 +289,7 @@ class MqttConnection:
         """
         if topic.startswith(LOG_TOPIC_PREFIX):
             # Only the broker publishes under $SYS; it is its log, not a device's message.
-            self.broker_log.feed(payload)
+            self.broker_log.feed(payload, topic)
             return None
         self.messages += 1
         if len(payload) > self._max_payload:
@@ -406,6 +421,34 @@ class MqttConnection:
             self._handler_failed(message.source)
             return None
         return result if result is not None and inspect.isawaitable(result) else None
+
+    def _broker_refused(self, refusal: dict[str, Any]) -> None:
+        """A publish the broker's ACL refused under another device's topic: 疑似冒充 on it.
+
+        The device whose topic it was gets the `impostor` event condition (as a DTU does when
+        a connection claims its IMEI with a wrong key), naming who tried: the user name the
+        broker authenticated (the client id when the hub did not see it connect) and the peer.
+        At most one per device per
+        `IMPOSTOR_EVENT_INTERVAL`: each event may page people, every denial is still counted
+        and listed. Refused logins and subscriptions stay refusals only (no device is named
+        by the first; the second receives nothing).
+        """
+        target = refusal.get("device")
+        user = refusal.get("username")
+        if refusal["reason"] != "publish_denied" or not target or target == user:
+            return
+        if self.hub.devices.get(target) is None:
+            return
+        now = time.monotonic()
+        last = self._impostor_events.get(target)
+        if last is not None and now - last < IMPOSTOR_EVENT_INTERVAL:
+            return
+        self._impostor_events[target] = now
+        who = user or f"client {refusal.get('claimed')}"
+        condition = Condition.create(
+            target, "impostor", True, detail=f"{who} ({refusal.get('peer') or '?'}) MQTT",
+            source="mqtt")
+        self.hub.bus.async_fire(EVENT_DEVICE_CONDITION, condition.as_dict())
 
     def set_online(self, device: DeviceEntry, info: DeviceStatus, online: bool, now: float) -> None:
         """Write `binary_sensor.<obj>_online` and raise or clear `communication_lost`.
@@ -579,6 +622,9 @@ class MqttConnection:
             "stats": self.stats(),
             "devices": [info.as_dict() for info in self.devices.values()],
             "refusals": list(self.broker_log.recent),
+            "broker_log_file": (None if self.broker_log_tail is None else {
+                "path": str(self.broker_log_tail.path), "error": self.broker_log_tail.error,
+                "reopens": self.broker_log_tail.reopens}),
         }
 
 

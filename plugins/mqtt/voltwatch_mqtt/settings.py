@@ -101,6 +101,9 @@ MQTT_SCHEMA = vol.Schema(
         vol.Optional("broker_pid_file"): vol.All(str, vol.Length(min=1)),
         # Subscribe to $SYS/broker/log/# to see the broker's refusals (brokerlog.py).
         vol.Optional("broker_log", default=True): bool,
+        # The broker's log file (relative to the config dir), tailed for its ACL denials,
+        # which Mosquitto logs at debug level only, never on $SYS (brokerlog.py).
+        vol.Optional("broker_log_file"): vol.All(str, vol.Length(min=1)),
         # TLS for the hub's own connection (docs/plugins/mqtt.md, "Security").
         vol.Optional("tls", default={}): TLS_SCHEMA,
     }
@@ -135,6 +138,7 @@ class MqttSettings:
     broker_files: str | None = None
     broker_pid_file: str | None = None
     broker_log: bool = True
+    broker_log_file: str | None = None
 
     @classmethod
     def from_config(
@@ -162,6 +166,8 @@ class MqttSettings:
             broker_pid_file=(str(Path(config_dir or ".") / conf["broker_pid_file"])
                              if conf.get("broker_pid_file") else None),
             broker_log=conf["broker_log"],
+            broker_log_file=(str(Path(config_dir or ".") / conf["broker_log_file"])
+                             if conf.get("broker_log_file") else None),
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:
