@@ -10,6 +10,7 @@ failure.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.core.hookspecs import hookimpl
 from hub.core.plugins import PluginManager
 from hub.hub import Hub
+from hub.storage.alarm_store import AlarmQuery
 from hub.testing import EventCollector
 
 from .fleetkit import WAIT, wait_until
@@ -181,3 +183,155 @@ async def test_stalled_database_spools_readings_while_alarms_and_sms_go_out(
         await holder.close()
         await hub.async_stop()
         sim.close()
+
+
+# -- 3. flapping DTU ---------------------------------------------------------------------------
+IMEI = "860000000000001"
+UNITS = (1, 2)
+COMM_LOSS_AFTER = 5  # failed polls in a row (arcm `failed_polls_for_comm_loss`)
+
+
+class FlappingDtu:
+    """The plugin's simulated DTU, dropping its connection after `answers` replies.
+
+    `allowed` is the DTU's power: cleared, it stays away after the next drop until set again.
+    """
+
+    def __init__(self, port: int, answers: int) -> None:
+        from voltwatch_gsm.simulator import SimOptions, SimStats, SimulatedDtu
+
+        self.answers = answers
+        self.flaps = 0
+        self.allowed = asyncio.Event()
+        self.allowed.set()
+        self.periods: list[tuple[float, float]] = []  # (connected, dropped), wall clock
+        outer = self
+
+        class Dtu(SimulatedDtu):
+            def connection_made(self, transport: Any) -> None:
+                self.replies_here = 0
+                outer.periods.append((time.time(), 0.0))
+                super().connection_made(transport)
+
+            def _send(self, payload: bytes) -> bool:
+                sent = super()._send(payload)
+                self.replies_here += sent
+                if sent and self.replies_here >= outer.answers and self.transport is not None:
+                    outer.flaps += 1
+                    outer.periods[-1] = (outer.periods[-1][0], time.time())
+                    self.transport.close()  # the carrier drops the DTU mid-session
+                return sent
+
+            async def run(self) -> None:
+                loop = asyncio.get_running_loop()
+                while self.running:
+                    await outer.allowed.wait()
+                    try:
+                        await loop.create_connection(lambda: self, self.options.host,
+                                                     self.options.port)
+                    except OSError:
+                        await asyncio.sleep(self.options.reconnect_delay)  # redial, as a DTU does
+                        continue
+                    await self._closed.wait()
+                    await asyncio.sleep(self.options.reconnect_delay)
+
+        self.sim = Dtu(IMEI, list(UNITS), SimOptions("127.0.0.1", port, reconnect_delay=0.05,
+                                                      heartbeat_interval=60.0), SimStats())
+
+
+async def test_flapping_dtu_keeps_recording_one_socket_one_alarm(tmp_path: Path) -> None:
+    import voltwatch_gsm
+
+    plugins = PluginManager()
+    plugins.load_entrypoints(only=["gsm", "arcm", "modbus"])
+    config = {
+        "hub": {"name": "flap drill", "language": "en"},
+        "http": {"enabled": False}, "database": {"url": "sqlite+aiosqlite:///flap.db"},
+        "recorder": {"commit_interval": 0.05},
+        "gsm": {"port": 0, "heartbeat_timeout": "180s", "request_timeout": 0.5},
+        "projects": [{"id": "market-1", "name": "Market"}],
+        "devices": [
+            {"id": f"arcm-{unit}", "platform": "arcm", "profile": "arcm-ref",
+             "project": "market-1", "polling": "flat", "poll_interval": 0.1,
+             "failed_polls_for_comm_loss": COMM_LOSS_AFTER,
+             "link": {"transport": "gsm", "imei": IMEI, "unit": unit}}
+            for unit in UNITS
+        ],
+    }
+    hub = Hub(tmp_path, config=config, plugin_manager=plugins)
+    raised = EventCollector(hub, "alarm_raised", WAIT)
+    cleared = EventCollector(hub, "alarm_cleared", WAIT)
+    await hub.async_start()
+    task = None
+    dtu_sim: FlappingDtu | None = None
+    try:
+        assert not [f for f in plugins.failures if f.name in ("gsm", "arcm", "modbus")]
+        server = voltwatch_gsm.get_server(hub)
+        most_open = 0
+
+        def sample() -> None:  # at every connection change the server announces
+            nonlocal most_open
+            open_ = [c for c in server.connections if c.dtu_id == IMEI and not c.closed]
+            most_open = max(most_open, len(open_))
+            announce()
+
+        announce, server.notify = server.notify, sample  # type: ignore[method-assign]
+        dtu_sim = FlappingDtu(server.port, answers=8)
+        task = asyncio.get_running_loop().create_task(dtu_sim.sim.run())
+
+        # Short flaps: dropped after 8 answers, back ~50 ms later, fewer failed polls than
+        # the debounce. No alarm.
+        await server.wait_until(lambda: dtu_sim.flaps >= 4, WAIT)
+        assert [r for r in raised.events if r["type"] == "communication_lost"] == []
+
+        # One real outage: after its next drop (or the one under way) the DTU stays away
+        # until both detectors have had N failed polls in a row.
+        dtu_sim.allowed.clear()
+        for unit in UNITS:
+            await raised.wait(lambda r, u=unit: r["type"] == "communication_lost"
+                              and r["device_id"] == f"arcm-{u}")
+        dtu_sim.allowed.set()
+        for unit in UNITS:
+            await cleared.wait(lambda r, u=unit: r["type"] == "communication_lost"
+                               and r["device_id"] == f"arcm-{u}")
+
+        # More short flaps after it: still the one alarm per detector, no new ones.
+        after_outage = dtu_sim.flaps
+        await server.wait_until(lambda: dtu_sim.flaps >= after_outage + 4, WAIT)
+        dtu_sim.answers = 10**9  # the line settles: the DTU stays on
+        await server.wait_until(lambda: dtu_sim.periods[-1][1] == 0.0  # the last, kept on
+                                and server.dtus[IMEI].connects == len(dtu_sim.periods)
+                                and server.dtus[IMEI].connected, WAIT)
+        await hub.recorder.async_flush()
+        await hub.alarms.async_flush()
+
+        lost = [r for r in raised.events if r["type"] == "communication_lost"]
+        assert sorted(r["device_id"] for r in lost) == ["arcm-1", "arcm-2"]  # not one per flap
+        rows = await hub.alarms.store.query(AlarmQuery(devices=["arcm-1", "arcm-2"]))
+        assert [(r["type"], r["status"]) for r in rows] == [("communication_lost", "cleared")] * 2
+
+        # One socket per IMEI at every moment, none leaked, no newcomer taken for an impostor.
+        dtu = server.dtus[IMEI]
+        assert most_open == 1
+        assert [c for c in server.connections if c.dtu_id == IMEI] == [dtu.connection]
+        assert dtu.impostors == 0 and dtu.refused == 0
+
+        # The flap count is visible: per DTU (GET /api/gsm/dtus) and in /metrics.
+        assert dtu.reconnects == dtu.connects - 1 >= dtu_sim.flaps
+        assert dtu.as_dict()["counters"]["reconnects"] == dtu.reconnects
+        assert voltwatch_gsm.stats(hub)["gsm_reconnects_total"] == dtu.reconnects
+
+        # Readings were recorded in every connected period (flaps and the outage's ends).
+        history = await hub.recorder.history("sensor.arcm_1_voltage_a")
+        stamps = [p["last_updated"] for p in history if p["value"] is not None]
+        finished = [(start, end) for start, end in dtu_sim.periods if end]
+        assert len(finished) >= 8
+        for start, end in finished:
+            assert any(start <= t <= end for t in stamps), (start, end)
+    finally:
+        if dtu_sim is not None:
+            dtu_sim.sim.close()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await hub.async_stop()
