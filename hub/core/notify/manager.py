@@ -265,7 +265,10 @@ class NotifyManager:
             return
         if not notifier.available:
             row["attempts"] += 1
-            await self.fail(row, f"{name} unavailable", failover=True)
+            # the channel's own trouble says which device (a modem names its port)
+            trouble = notifier.last_error
+            reason = f"{name} unavailable" + (f" ({trouble})" if trouble else "")
+            await self.fail(row, reason, failover=True)
             return
         row["status"] = STATUS_SENDING
         row["attempts"] += 1

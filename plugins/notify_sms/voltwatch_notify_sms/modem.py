@@ -88,7 +88,7 @@ class Modem:
         self.healthy: bool | None = None
         self.checked_at: float | None = None
         self.connected = False
-        self.last_error: str | None = "not opened yet"
+        self.last_error: str | None = f"{port} not opened yet"
         self.sent_segments = 0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -141,9 +141,9 @@ class Modem:
                         await self.command("AT")
                         self._checked(True)
                     except ModemError as err:
-                        self.last_error = f"health check failed: {err.reason}"
+                        self.last_error = f"health check of {self.port} failed: {err.reason}"
                         self._checked(False)
-                        _LOGGER.warning("Modem %s: %s", self.port, self.last_error)
+                        _LOGGER.warning("Modem %s", self.last_error)
                         break
             await self._close()
             await asyncio.sleep(backoff)
@@ -222,8 +222,8 @@ class Modem:
         except asyncio.CancelledError:
             raise
         except Exception as err:  # noqa: BLE001 - the port vanished
-            self.last_error = f"port lost: {type(err).__name__}: {err}"
-            _LOGGER.warning("Modem %s %s", self.port, self.last_error)
+            self.last_error = f"port lost: {self.port}: {type(err).__name__}: {err}"
+            _LOGGER.warning("Modem %s", self.last_error)
             self.connected = False
             self._checked(False)
             self.connected_event.clear()

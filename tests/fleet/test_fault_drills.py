@@ -1,0 +1,337 @@
+"""Fault drills of issue 12 on one hub: a stalled database and a flapping DTU.
+
+(The pulled modem is in plugins/notify_sms/tests/test_notify_sms_drills.py; the killed worker
+and the broker restart in test_drills.py.) Everything is real: PostgreSQL held by a second
+connection's table lock, the modem simulator on a pty, the DTU simulator over TCP. No sleeps:
+every wait is on an event, a row count or a counter, bounded by a timeout that only limits a
+failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import voluptuous as vol
+from voltwatch_notify_sms.simulator import ModemSimulator
+
+from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
+from hub.core.hookspecs import hookimpl
+from hub.core.plugins import PluginManager
+from hub.hub import Hub
+from hub.storage.alarm_store import AlarmQuery
+from hub.testing import EventCollector
+
+from .fleetkit import WAIT, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+PHONE = "+8613800138000"
+
+
+async def bounded(awaitable: Any, timeout: float = WAIT) -> Any:
+    """Await with a failure bound (never a synchronisation delay)."""
+    return await asyncio.wait_for(awaitable, timeout)
+
+
+# -- 1. stalled database -----------------------------------------------------------------------
+class MeterPlugin:
+    """A device platform with no transport: the test is the meter (states and conditions)."""
+
+    @hookimpl
+    def voltwatch_device_schemas(self) -> dict[str, Any]:
+        return {"meter": vol.Schema({}, extra=vol.ALLOW_EXTRA)}
+
+
+def meter_plugins() -> PluginManager:
+    import voltwatch_notify_sms
+
+    manager = PluginManager()
+    manager.register(MeterPlugin(), "meter", version="0")
+    manager.register(voltwatch_notify_sms, "notify_sms", version="0.1.0")
+    return manager
+
+
+LOAD_ENTITIES = 20
+LOAD_STEPS = 150  # 3,000 readings: three times the queue, so most of them go to the spool
+
+
+def plain_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def waiting_on(lock_holder: asyncpg.Connection, table: str) -> int:
+    """Backends (the hub's) waiting for a lock on `table`."""
+    return int(await lock_holder.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass", table))
+
+
+async def load_rows(pg_url: str) -> tuple[int, int]:
+    """(rows, distinct readings) of the load entities in the states table."""
+    conn = await asyncpg.connect(plain_dsn(pg_url))
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*), count(DISTINCT (s.metadata_id, s.value)) FROM states s "
+            "JOIN states_meta m ON m.metadata_id = s.metadata_id "
+            "WHERE m.entity_id LIKE 'sensor.load_%'")
+        return int(row[0]), int(row[1])
+    finally:
+        await conn.close()
+
+
+async def test_stalled_database_spools_readings_while_alarms_and_sms_go_out(
+        tmp_path: Path, pg_url: str) -> None:
+    sim = ModemSimulator()
+    port = sim.open()
+    config = {
+        "hub": {"name": "stall drill", "language": "zh-CN", "time_zone": "Asia/Shanghai"},
+        "http": {"enabled": False}, "database": {"url": pg_url},
+        "recorder": {"max_batch": 100, "max_queue": 1000, "commit_interval": 0.05},
+        "projects": [{"id": "school-1", "name": "第一中学"}],
+        "devices": [{"id": "arcm-1", "name": "配电箱1", "platform": "meter",
+                     "project": "school-1", "location": "配电室"}],
+        "notify": [{"platform": "sms", "name": "sms", "modem": {"port": port},
+                    "retries": 1, "retry_backoff": 0.01, "command_timeout": 1.0,
+                    "send_timeout": 1.0, "health_interval": 30.0}],
+        "notifications": {"escalation": {"enabled": False}},
+    }
+    hub = Hub(tmp_path, config=config, plugin_manager=meter_plugins())
+    raised = EventCollector(hub, "alarm_raised", WAIT)
+    deliveries = EventCollector(hub, "notification_delivery", WAIT)
+    await hub.async_start()
+    holder = await asyncpg.connect(plain_dsn(pg_url))
+    lock = holder.transaction()
+    locked = False
+    try:
+        assert hub.plugins.failures == []
+        await bounded(hub.notify.notifiers["sms"].modem.connected_event.wait())
+        user = await hub.auth.users.create("duty", "user", None, projects=["school-1"],
+                                           phone=PHONE)
+        await hub.notify.store.insert_subscription({
+            "user_id": user.id, "projects": [], "kinds": [], "min_severity": "info",
+            "channels": [], "quiet_start": None, "quiet_end": None, "language": None,
+            "enabled": True, "created_at": 0.0, "created_by": "test"})
+        recorder = hub.recorder
+        await bounded(recorder.async_flush())
+
+        # The stall: another session holds the recorder's tables (what a long migration, a
+        # VACUUM FULL or a stuck transaction does); the hub's INSERT waits, it does not fail.
+        await lock.start()
+        await holder.execute("LOCK TABLE states, events IN ACCESS EXCLUSIVE MODE")
+        locked = True
+        written_before = recorder.rows_written
+        reading = 0
+
+        def step() -> None:
+            nonlocal reading
+            reading += 1
+            for i in range(LOAD_ENTITIES):
+                hub.states.async_set(f"sensor.load_{i}", str(reading + i / 100))
+
+        step()
+        await wait_until(lambda: recorder.queue_length == 0)  # the writer took the batch ...
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while await waiting_on(holder, "states") + await waiting_on(holder, "events") == 0:
+            assert loop.time() < deadline, "the hub never waited for the lock"
+            await asyncio.sleep(0.02)  # polling pg_locks; bounded by the deadline above
+        # ... and is stuck in its INSERT. The load goes on: back-pressure, then the spool.
+        while reading < LOAD_STEPS:
+            step()
+            await asyncio.sleep(0)  # let the bus deliver, as a poller's await would
+        await wait_until(lambda: recorder.spool_path.exists() and recorder.spool_pending > 0)
+        stats = recorder.stats()
+        assert stats["overflowing"] and not stats["ready"], stats
+        assert stats["backpressure_episodes"] >= 1 and stats["overflow_episodes"] == 1
+        assert stats["spooled"] > 0 and stats["dropped"] == 0
+        # memory stays bounded: the queue, plus less than one spool chunk on its way to disk
+        assert recorder.queue_length < recorder.max_queue + recorder.spool_chunk
+
+        # An alarm during the stall: raised, stored (its own table is not held) and sent.
+        condition = Condition.create("arcm-1", "residual_current_high", True, value=550,
+                                     unit="mA")
+        hub.bus.async_fire(EVENT_DEVICE_CONDITION, condition.as_dict())
+        record = await raised.wait(lambda r: r["type"] == "residual_current_high")
+        (message,) = await sim.wait_sent(1, timeout=WAIT)
+        assert message.number == PHONE and "剩余电流过大" in message.text
+        sent = await deliveries.wait(lambda d: d["status"] == "sent")
+        assert sent["alarm_id"] == record["id"] and sent["channel"] == "sms"
+        assert recorder.rows_written == written_before  # still stalled all along
+        assert await waiting_on(holder, "states") + await waiting_on(holder, "events") >= 1
+
+        # Released: everything reaches the database exactly once and the spool empties.
+        await lock.rollback()
+        locked = False
+        async with asyncio.timeout(WAIT):
+            while recorder.stats()["overflowing"] or recorder.spool_pending:
+                await recorder.async_flush()
+            await recorder.async_flush()
+        assert not recorder.spool_path.exists() and not recorder.replay_path.exists()
+        stats = recorder.stats()
+        assert stats["ready"] and stats["dropped"] == 0 and stats["replayed"] > 0, stats
+        total = LOAD_ENTITIES * LOAD_STEPS
+        assert await load_rows(pg_url) == (total, total)
+        stored = await hub.alarms.store.get(record["id"])
+        assert stored["status"] == "active" and stored["type"] == "residual_current_high"
+    finally:
+        if locked:
+            await lock.rollback()
+        await holder.close()
+        await hub.async_stop()
+        sim.close()
+
+
+# -- 3. flapping DTU ---------------------------------------------------------------------------
+IMEI = "860000000000001"
+UNITS = (1, 2)
+COMM_LOSS_AFTER = 5  # failed polls in a row (arcm `failed_polls_for_comm_loss`)
+
+
+class FlappingDtu:
+    """The plugin's simulated DTU, dropping its connection after `answers` replies.
+
+    `allowed` is the DTU's power: cleared, it stays away after the next drop until set again.
+    """
+
+    def __init__(self, port: int, answers: int) -> None:
+        from voltwatch_gsm.simulator import SimOptions, SimStats, SimulatedDtu
+
+        self.answers = answers
+        self.flaps = 0
+        self.allowed = asyncio.Event()
+        self.allowed.set()
+        self.periods: list[tuple[float, float]] = []  # (connected, dropped), wall clock
+        outer = self
+
+        class Dtu(SimulatedDtu):
+            def connection_made(self, transport: Any) -> None:
+                self.replies_here = 0
+                outer.periods.append((time.time(), 0.0))
+                super().connection_made(transport)
+
+            def _send(self, payload: bytes) -> bool:
+                sent = super()._send(payload)
+                self.replies_here += sent
+                if sent and self.replies_here >= outer.answers and self.transport is not None:
+                    outer.flaps += 1
+                    outer.periods[-1] = (outer.periods[-1][0], time.time())
+                    self.transport.close()  # the carrier drops the DTU mid-session
+                return sent
+
+            async def run(self) -> None:
+                loop = asyncio.get_running_loop()
+                while self.running:
+                    await outer.allowed.wait()
+                    try:
+                        await loop.create_connection(lambda: self, self.options.host,
+                                                     self.options.port)
+                    except OSError:
+                        await asyncio.sleep(self.options.reconnect_delay)  # redial, as a DTU does
+                        continue
+                    await self._closed.wait()
+                    await asyncio.sleep(self.options.reconnect_delay)
+
+        self.sim = Dtu(IMEI, list(UNITS), SimOptions("127.0.0.1", port, reconnect_delay=0.05,
+                                                      heartbeat_interval=60.0), SimStats())
+
+
+async def test_flapping_dtu_keeps_recording_one_socket_one_alarm(tmp_path: Path) -> None:
+    import voltwatch_gsm
+
+    plugins = PluginManager()
+    plugins.load_entrypoints(only=["gsm", "arcm", "modbus"])
+    config = {
+        "hub": {"name": "flap drill", "language": "en"},
+        "http": {"enabled": False}, "database": {"url": "sqlite+aiosqlite:///flap.db"},
+        "recorder": {"commit_interval": 0.05},
+        "gsm": {"port": 0, "heartbeat_timeout": "180s", "request_timeout": 0.5},
+        "projects": [{"id": "market-1", "name": "Market"}],
+        "devices": [
+            {"id": f"arcm-{unit}", "platform": "arcm", "profile": "arcm-ref",
+             "project": "market-1", "polling": "flat", "poll_interval": 0.1,
+             "failed_polls_for_comm_loss": COMM_LOSS_AFTER,
+             "link": {"transport": "gsm", "imei": IMEI, "unit": unit}}
+            for unit in UNITS
+        ],
+    }
+    hub = Hub(tmp_path, config=config, plugin_manager=plugins)
+    raised = EventCollector(hub, "alarm_raised", WAIT)
+    cleared = EventCollector(hub, "alarm_cleared", WAIT)
+    await hub.async_start()
+    task = None
+    dtu_sim: FlappingDtu | None = None
+    try:
+        assert not [f for f in plugins.failures if f.name in ("gsm", "arcm", "modbus")]
+        server = voltwatch_gsm.get_server(hub)
+        most_open = 0
+
+        def sample() -> None:  # at every connection change the server announces
+            nonlocal most_open
+            open_ = [c for c in server.connections if c.dtu_id == IMEI and not c.closed]
+            most_open = max(most_open, len(open_))
+            announce()
+
+        announce, server.notify = server.notify, sample  # type: ignore[method-assign]
+        dtu_sim = FlappingDtu(server.port, answers=8)
+        task = asyncio.get_running_loop().create_task(dtu_sim.sim.run())
+
+        # Short flaps: dropped after 8 answers, back ~50 ms later, fewer failed polls than
+        # the debounce. No alarm.
+        await server.wait_until(lambda: dtu_sim.flaps >= 4, WAIT)
+        assert [r for r in raised.events if r["type"] == "communication_lost"] == []
+
+        # One real outage: after its next drop (or the one under way) the DTU stays away
+        # until both detectors have had N failed polls in a row.
+        dtu_sim.allowed.clear()
+        for unit in UNITS:
+            await raised.wait(lambda r, u=unit: r["type"] == "communication_lost"
+                              and r["device_id"] == f"arcm-{u}")
+        dtu_sim.allowed.set()
+        for unit in UNITS:
+            await cleared.wait(lambda r, u=unit: r["type"] == "communication_lost"
+                               and r["device_id"] == f"arcm-{u}")
+
+        # More short flaps after it: still the one alarm per detector, no new ones.
+        after_outage = dtu_sim.flaps
+        await server.wait_until(lambda: dtu_sim.flaps >= after_outage + 4, WAIT)
+        dtu_sim.answers = 10**9  # the line settles: the DTU stays on
+        await server.wait_until(lambda: dtu_sim.periods[-1][1] == 0.0  # the last, kept on
+                                and server.dtus[IMEI].connects == len(dtu_sim.periods)
+                                and server.dtus[IMEI].connected, WAIT)
+        await hub.recorder.async_flush()
+        await hub.alarms.async_flush()
+
+        lost = [r for r in raised.events if r["type"] == "communication_lost"]
+        assert sorted(r["device_id"] for r in lost) == ["arcm-1", "arcm-2"]  # not one per flap
+        rows = await hub.alarms.store.query(AlarmQuery(devices=["arcm-1", "arcm-2"]))
+        assert [(r["type"], r["status"]) for r in rows] == [("communication_lost", "cleared")] * 2
+
+        # One socket per IMEI at every moment, none leaked, no newcomer taken for an impostor.
+        dtu = server.dtus[IMEI]
+        assert most_open == 1
+        assert [c for c in server.connections if c.dtu_id == IMEI] == [dtu.connection]
+        assert dtu.impostors == 0 and dtu.refused == 0
+
+        # The flap count is visible: per DTU (GET /api/gsm/dtus) and in /metrics.
+        assert dtu.reconnects == dtu.connects - 1 >= dtu_sim.flaps
+        assert dtu.as_dict()["counters"]["reconnects"] == dtu.reconnects
+        assert voltwatch_gsm.stats(hub)["gsm_reconnects_total"] == dtu.reconnects
+
+        # Readings were recorded in every connected period (flaps and the outage's ends).
+        history = await hub.recorder.history("sensor.arcm_1_voltage_a")
+        stamps = [p["last_updated"] for p in history if p["value"] is not None]
+        finished = [(start, end) for start, end in dtu_sim.periods if end]
+        assert len(finished) >= 8
+        for start, end in finished:
+            assert any(start <= t <= end for t in stamps), (start, end)
+    finally:
+        if dtu_sim is not None:
+            dtu_sim.sim.close()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await hub.async_stop()
