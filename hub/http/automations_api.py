@@ -23,7 +23,12 @@ from aiohttp import web
 
 from hub.core.automations.schema import validate_one
 from hub.core.automations.secrets import SecretError, Secrets
-from hub.core.automations.yamlfile import AutomationFile, parse_item
+from hub.core.automations.yamlfile import (
+    AutomationFile,
+    AutomationFileError,
+    parse_item,
+    typed_item,
+)
 
 from .auth import deny, principal
 from .query import MAX_ROW_ID
@@ -112,7 +117,11 @@ async def _save(request: web.Request, raw: dict[str, Any], checked: dict[str, An
     who = principal(request)
     automation_file = _file(request)
     if text is not None:
-        old, new = automation_file.replace_text(checked["id"], text)
+        try:
+            old, new = automation_file.replace_text(
+                checked["id"], text, check=lambda item: validate_one(item)[0] == checked)
+        except AutomationFileError as err:
+            raise ApiError(400, str(err)) from None
     else:
         # the file must read back as exactly the automation the engine will run
         old, new = automation_file.put(raw, check=lambda item: validate_one(item)[0] == checked)
@@ -176,6 +185,46 @@ async def update_automation(request: web.Request) -> web.StreamResponse:
     return json_response(await _save(request, raw, checked, "update"))
 
 
+MAX_YAML_TEXT = 64 * 1024
+
+
+@routes.put("/api/automations/{automation_id}/yaml",
+            "Create or replace an automation from its YAML text, kept as typed (comments too)",
+            scope=ROLE,
+            body_schema=vol.Schema({vol.Required("yaml"): vol.All(
+                str, vol.Length(min=1, max=MAX_YAML_TEXT))}),
+            responses={200: "Replaced", 201: "Created"}, tags=("automations",))
+async def put_automation_yaml(request: web.Request) -> web.StreamResponse:
+    """What the editor's YAML view sends: the text goes into automations.yaml as typed, so a
+    comment written in the browser is kept. `!secret name` stays a tag in the file; `!include`
+    and other tags are refused. A text that would not read back as exactly this automation
+    (wrong indentation swallowing a neighbour, say) is refused and nothing is written."""
+    automation_id = request.match_info["automation_id"]
+    try:
+        item_text, typed = typed_item(request[BODY]["yaml"])
+    except AutomationFileError as err:
+        raise ApiError(400, f"YAML: {err}") from None
+    if "id" not in typed:
+        raise ApiError(400, f"the YAML must say `id: {automation_id}`",
+                       details=[{"path": "id", "reason": "required"}])
+    engine = _engine(request)
+    existing = engine.automations.get(automation_id)
+    if existing is not None:
+        await _require(request, existing.conf)
+    raw = _resolved(request, typed)
+    checked = _validate(raw, automation_id)
+    await _require(request, checked)
+    action = "update" if existing is not None else "create"
+    if _secrets(request).refs(typed) != typed:
+        # A secret's value typed out in full: written through the object path, which puts
+        # `!secret name` in its place (the file never holds a secret; the typed comments of
+        # this one edit are lost, the old text's are kept).
+        saved = await _save(request, raw, checked, action)
+    else:
+        saved = await _save(request, raw, checked, action, text=item_text)
+    return json_response(saved, status=201 if existing is None else 200)
+
+
 @routes.delete("/api/automations/{automation_id}", "Delete an automation", scope=ROLE,
                tags=("automations",))
 async def delete_automation(request: web.Request) -> web.StreamResponse:
@@ -234,7 +283,10 @@ async def rollback_automation(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, f"Automation {automation_id} has no version {request[BODY]['version']}")
     if not row["new_text"]:
         raise ApiError(400, "That version is a deletion; roll back to one before it")
-    raw = parse_item(row["new_text"])
+    try:
+        raw = _resolved(request, parse_item(row["new_text"]))
+    except AutomationFileError as err:
+        raise ApiError(400, f"version {request[BODY]['version']}: {err}") from None
     checked = _validate(raw, automation_id)
     await _require(request, checked)
     # the version's own text, comments and all, not a re-dump of its values

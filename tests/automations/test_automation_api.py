@@ -394,3 +394,70 @@ def test_secret_redaction_rules() -> None:
         "a": ["tok-abc", 13800000000]}
     with pytest.raises(SecretError, match=r"a\.1: !secret nope: not found"):
         secrets.resolve({"a": ["x", "!secret nope"]})
+
+
+async def test_yaml_typed_in_the_editor_is_saved_as_typed_with_its_comments(
+        tmp_path: Path, hubs: list[Any]) -> None:
+    """`PUT /api/automations/{id}/yaml`: the YAML view's text lands in the file as typed (new
+    comments included), neighbours stay byte for byte, `!secret` stays a tag, and a text that
+    is not one automation, says another id, uses `!include` or would swallow a neighbour is
+    refused with nothing written."""
+    (tmp_path / "secrets.yaml").write_text(f"boss_phone: '{PHONE}'\n", encoding="utf-8")
+    hub, auth, path = await _system_hub(tmp_path, hubs, ORIGINAL)
+    head = ORIGINAL.split("# the one we edit")[0]
+    typed = ("- id: edit_me\n"
+             "  alias: Typed  # written in the browser\n"
+             "  # why: GB 51348 asks for 300 mA\n"
+             "  triggers: [{trigger: event, event_type: go3}]\n"
+             "  actions:\n"
+             "    - action: test.record\n"
+             "      data: {to: !secret boss_phone}\n")
+    async with ClientSession(base_url=hub.http.url, headers=auth) as http:
+        response = await http.put("/api/automations/edit_me/yaml", json={"yaml": typed})
+        assert response.status == 200, await response.text()
+        text = path.read_text(encoding="utf-8")
+        assert text.startswith(head) and text.endswith("\n# trailing note\n")
+        assert typed in text and PHONE not in text
+        conf = hub.automations.automations["edit_me"].conf
+        assert conf["alias"] == "Typed" and conf["actions"][0]["data"]["to"] == PHONE
+        shown = await (await http.get("/api/automations/edit_me")).json()
+        assert "# why: GB 51348 asks for 300 mA" in shown["yaml"]
+
+        # a mapping without the dash is a new automation, indented into the list
+        response = await http.put("/api/automations/new_one/yaml", json={
+            "yaml": "# added from the YAML view\nid: new_one\n"
+                    "triggers: [{trigger: event, event_type: x}]\nactions: []\n"})
+        assert response.status == 201, await response.text()
+        assert path.read_text(encoding="utf-8").endswith(
+            "# added from the YAML view\n- id: new_one\n"
+            "  triggers: [{trigger: event, event_type: x}]\n  actions: []\n")
+        assert "new_one" in hub.automations.automations
+
+        before = path.read_text(encoding="utf-8")
+        for body, reason in (
+                ({"yaml": "- id: edit_me\n  triggers: [\n"}, "line"),
+                ({"yaml": "- id: other\n  triggers: []\n  actions: []\n"}, "differs"),
+                ({"yaml": "id: edit_me\ntriggers: !include /etc/passwd\nactions: []\n"},
+                 "include"),
+                ({"yaml": "- id: edit_me\n  triggers: []\n  actions: []\n"
+                          "- id: keep_me\n  triggers: []\n  actions: []\n"}, "exactly one"),
+                ({"yaml": "alias: no id\ntriggers: []\nactions: []\n"}, "id: edit_me"),
+        ):
+            response = await http.put("/api/automations/edit_me/yaml", json=body)
+            assert response.status == 400, (body, await response.text())
+            assert reason in (await response.text()), (reason, await response.text())
+        assert path.read_text(encoding="utf-8") == before  # nothing written
+
+        # a secret's value typed out in full never lands in the file
+        response = await http.put("/api/automations/edit_me/yaml", json={"yaml": typed.replace(
+            "!secret boss_phone", f"'{PHONE}'")})
+        assert response.status == 200, await response.text()
+        assert PHONE not in path.read_text(encoding="utf-8")
+        assert "!secret boss_phone" in path.read_text(encoding="utf-8")
+
+        # a version whose text says `!secret name` rolls back (it is resolved, not parsed away)
+        response = await http.post("/api/automations/edit_me/rollback", json={"version": 1})
+        assert response.status == 200, await response.text()
+        assert typed in path.read_text(encoding="utf-8")
+        conf = hub.automations.automations["edit_me"].conf
+        assert conf["actions"][0]["data"]["to"] == PHONE

@@ -136,6 +136,17 @@ async def test_unknown_kinds_stay_and_a_validation_error_sits_next_to_its_field(
     assert conf["triggers"][0]["above"] == 650
     assert conf["actions"][1]["repeat"]["count"] == 2
 
+    # Saved from the YAML view, a comment typed in the browser lands in automations.yaml.
+    await page.click("#tab-yaml")
+    typed = (await editor.input_value()).replace("above: 650", "above: 700  # 夜间提高阈值")
+    await editor.fill(typed)
+    await page.click("#editor-save")
+    await page.locator("#editor-status", has_text="已保存").wait_for()
+    assert site.hub.automations.automations["leak_sms"].conf["triggers"][0]["above"] == 700
+    written = (site.hub.config_dir / "automations.yaml").read_text(encoding="utf-8")
+    assert "above: 700  # 夜间提高阈值" in written
+    assert "# 夜间提高阈值" in await editor.input_value()  # reloaded from the file
+
 
 async def test_roll_back_to_a_previous_version(site: Site, page: Any) -> None:
     await api(site, "POST", "/api/automations", LEAK)

@@ -155,9 +155,18 @@
     }
     showErrors([]);
     try {
-      const saved = editing
-        ? await api("PUT", "/api/automations/" + encodeURIComponent(editing), data)
-        : await api("POST", "/api/automations", data);
+      let saved;
+      if (view === "pane-yaml") {
+        // The text as typed, comments included: the hub writes it into automations.yaml.
+        const id = editing || (data && data.id);
+        if (!id) throw [{ path: "id", reason: t("yaml_needs_id") }];
+        saved = await api("PUT", "/api/automations/" + encodeURIComponent(id) + "/yaml",
+          { yaml: document.getElementById("editor-text").value });
+      } else {
+        saved = editing
+          ? await api("PUT", "/api/automations/" + encodeURIComponent(editing), data)
+          : await api("POST", "/api/automations", data);
+      }
       editing = saved.id;
       document.getElementById("editor-id").textContent = saved.id;
       document.getElementById("editor-dryrun").disabled = false;

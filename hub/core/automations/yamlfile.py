@@ -19,6 +19,7 @@ A value equal to a secret of secrets.yaml is written as `!secret name` either wa
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -131,20 +132,54 @@ class AutomationFile:
         self._write("".join(lines[:span[0]]) + new + "".join(lines[span[1]:]))
         return old, new
 
-    def replace_text(self, automation_id: str, new: str) -> tuple[str | None, str]:
-        """Put `new` (one item's text, e.g. a stored version) verbatim in place of the old."""
+    def replace_text(self, automation_id: str, new: str,
+                     check: Callable[[Any], bool] | None = None) -> tuple[str | None, str]:
+        """Put `new` (one item's text: a stored version, or what a site admin typed) verbatim
+        in place of the old.
+
+        With `check`, the whole new file is read back first with the hub's own loader: it must
+        still be a list with the same other automations, and the one with this id must pass
+        `check`; otherwise nothing is written (AutomationFileError), so a typed text indented
+        wrongly can never swallow or split its neighbours.
+        """
         text = self.text()
-        span = self._spans(text).get(automation_id)
+        spans = self._spans(text)
+        span = spans.get(automation_id)
         if not new.endswith("\n"):
             new += "\n"
-        if span is None:
-            if text and not text.endswith("\n"):
-                text += "\n"
-            self._write(text + new)
-            return None, new
         lines = text.splitlines(keepends=True)
-        self._write("".join(lines[:span[0]]) + new + "".join(lines[span[1]:]))
-        return "".join(lines[span[0]:span[1]]), new
+        if span is None:
+            whole = text + ("\n" if text and not text.endswith("\n") else "") + new
+            old = None
+        else:
+            whole = "".join(lines[:span[0]]) + new + "".join(lines[span[1]:])
+            old = "".join(lines[span[0]:span[1]])
+        if check is not None:
+            before = load_yaml_text(text, self.path) if text.strip() else []
+            expected = {str(item.get("id")) for item in before if isinstance(item, dict)}
+            self._check_whole(whole, automation_id, len(before) + (span is None),
+                              expected | {automation_id}, check)
+        self._write(whole)
+        return old, new
+
+    def _check_whole(self, whole: str, automation_id: str, count: int, ids: set[str],
+                     check: Callable[[Any], bool]) -> None:
+        try:
+            items = load_yaml_text(whole, self.path)
+        except YamlError as err:
+            raise AutomationFileError(f"the text would break {self.path.name}: {err}") from None
+        if not isinstance(items, list):
+            raise AutomationFileError(f"the text would break {self.path.name}")
+        found = [item for item in items if isinstance(item, dict)
+                 and str(item.get("id")) == automation_id]
+        read_ids = {str(item.get("id")) for item in items if isinstance(item, dict)}
+        if len(items) != count or read_ids != ids or len(found) != 1:
+            raise AutomationFileError(
+                "the text must hold exactly one automation, as one list item (`- id: ...`) or "
+                "one mapping (`id: ...`)")
+        if not check(found[0]):
+            raise AutomationFileError(
+                f"the text does not read back as automation {automation_id} as checked")
 
     def _updated(self, old: str, conf: dict[str, Any],
                  check: Callable[[Any], bool] | None) -> str:
@@ -173,9 +208,62 @@ class AutomationFile:
         return "".join(lines[span[0]:span[1]])
 
 
+class _ItemLoader(yaml.SafeLoader):
+    """Reads one automation's text: `!secret name` stays that string (the API resolves it and
+    the file keeps the tag); any other tag, `!include` above all, is an error, so text from a
+    browser can never make the hub read another file."""
+
+
+_ItemLoader.add_constructor(
+    "!secret", lambda loader, node: f"!secret {loader.construct_scalar(node)}")
+
+
 def parse_item(text: str) -> Any:
     """The automation in a version's text (a one-item list)."""
-    data = yaml.safe_load(text)
+    data = _load_item(text)
     if isinstance(data, list) and len(data) == 1:
         return data[0]
     raise AutomationFileError("a version holds exactly one automation")
+
+
+def _load_item(text: str) -> Any:
+    try:
+        data = yaml.load(text, Loader=_ItemLoader)  # a SafeLoader subclass
+        json.dumps(data, default=str)  # an alias to its own parent would recurse forever
+        return data
+    except ValueError as err:
+        raise AutomationFileError(f"{err} (an alias that contains itself)") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise AutomationFileError(f"{where}{err.problem or err}") from None
+    except yaml.YAMLError as err:
+        raise AutomationFileError(str(err)) from None
+
+
+def typed_item(text: str) -> tuple[str, dict[str, Any]]:
+    """(list item text, automation) of what a site admin typed in the editor's YAML view.
+
+    The text is kept as typed, comments included; a single mapping (`id: ...`) becomes the
+    list item `- id: ...` by indenting it. Raises AutomationFileError naming the line of a
+    syntax error, or when the text is not exactly one automation.
+    """
+    data = _load_item(text)
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        return text, data[0]
+    if isinstance(data, dict):
+        lines = text.splitlines(keepends=True)
+        out: list[str] = []
+        dashed = False
+        for line in lines:
+            body = line.strip()
+            if not dashed and body and not body.startswith("#"):
+                out.append("- " + line)
+                dashed = True
+            elif not dashed or not body:
+                out.append(line)  # comments above it stay above the item, as typed
+            else:
+                out.append("  " + line)
+        return "".join(out), data
+    raise AutomationFileError(
+        "the text must hold exactly one automation (`id: ...` or one list item `- id: ...`)")
