@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import voltwatch_mqtt
 from mqtt_testkit import PLATFORM, PushRecorder, conditions, mqtt_section
 from voltwatch_mqtt.brokerlog import BrokerLog, BrokerLogTail
 from voltwatch_mqtt.credentials import ACL_FILE, PASSWD_FILE, device_password, device_secret
-from voltwatch_mqtt.testing import MosquittoBroker
+from voltwatch_mqtt.testing import MosquittoBroker, refused_connect
 
 from hub.hub import Hub
 
@@ -110,28 +109,13 @@ async def test_device_a_publishing_as_b_is_a_refusal_naming_a(watched: Setup) ->
     assert connection.describe()["broker_log_file"]["error"] is None
 
 
-def _refused_connect(broker: MosquittoBroker, user: str, password: str) -> tuple[str, int]:
-    """A raw MQTT 3.1.1 CONNECT with client id `impostor-1`; returns our peer and the code."""
-
-    def field(text: str) -> bytes:
-        data = text.encode()
-        return len(data).to_bytes(2, "big") + data
-
-    body = (field("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
-            + field("impostor-1") + field(user) + field(password))
-    with socket.create_connection((broker.host, broker.port), timeout=5) as sock:
-        host, port = sock.getsockname()[:2]
-        sock.sendall(bytes([0x10, len(body)]) + body)
-        connack = sock.recv(4)
-    return f"{host}:{port}", connack[3]
-
 
 async def test_a_wrong_password_names_the_peer_once(watched: Setup) -> None:
     """Debug logging on and the file tailed: the refusal is still counted once (from the
     topic), with the peer; the client id and user claimed are in no line the broker writes."""
     hub, broker, _recorder = watched
     connection = voltwatch_mqtt.get_connection(hub)
-    peer, code = await asyncio.to_thread(_refused_connect, broker, DEVICE_A, "guess")
+    peer, code = await asyncio.to_thread(refused_connect, broker, DEVICE_A, "guess")
     assert code == 5
     await connection.broker_log.wait_for(lambda log: log.counts["not_authorised"] >= 1)
     # A later, accepted client read from the file proves the file got past the refusal.

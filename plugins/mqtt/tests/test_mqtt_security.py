@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import voltwatch_mqtt
 from mqtt_testkit import PLATFORM, PushRecorder, mqtt_section
 from voltwatch_mqtt.brokerlog import BrokerLog
 from voltwatch_mqtt.credentials import ACL_FILE, PASSWD_FILE, device_password, device_secret
-from voltwatch_mqtt.testing import MosquittoBroker, free_port
+from voltwatch_mqtt.testing import MosquittoBroker, free_port, refused_connect
 
 from hub.hub import Hub
 
@@ -134,30 +133,13 @@ async def test_a_device_added_later_gets_credentials(
         assert (await recorder.next("telemetry")).device_id == "smoke-c"
 
 
-def _refused_connect(broker: MosquittoBroker, user: str, password: str) -> tuple[str, int]:
-    """A raw MQTT 3.1.1 CONNECT, so the test knows its own peer address; returns the peer
-    and the CONNACK return code."""
-
-    def field(text: str) -> bytes:
-        data = text.encode()
-        return len(data).to_bytes(2, "big") + data
-
-    body = (field("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
-            + field("impostor-1") + field(user) + field(password))
-    with socket.create_connection((broker.host, broker.port), timeout=5) as sock:
-        host, port = sock.getsockname()[:2]
-        peer = f"{host}:{port}"
-        sock.sendall(bytes([0x10, len(body)]) + body)
-        connack = sock.recv(4)
-    return peer, connack[3]
-
 
 async def test_a_wrong_password_is_a_refusal_the_admin_sees(
     secured: tuple[Hub, MosquittoBroker, PushRecorder],
 ) -> None:
     hub, broker, _recorder = secured
     connection = voltwatch_mqtt.get_connection(hub)
-    peer, code = await asyncio.to_thread(_refused_connect, broker, DEVICE_A, "guess")
+    peer, code = await asyncio.to_thread(refused_connect, broker, DEVICE_A, "guess")
     assert code == 5  # the broker said: not authorised
     await connection.broker_log.wait_for(lambda log: log.counts["not_authorised"] >= 1)
     (refusal,) = connection.describe()["refusals"]

@@ -175,3 +175,21 @@ class MosquittoBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def refused_connect(broker: MosquittoBroker, user: str, password: str,
+                    client_id: str = "impostor-1") -> tuple[str, int]:
+    """A raw MQTT 3.1.1 CONNECT, so a test knows its own peer address (what the broker logs
+    for a refused login); returns the peer and the CONNACK return code."""
+
+    def field(text: str) -> bytes:
+        data = text.encode()
+        return len(data).to_bytes(2, "big") + data
+
+    body = (field("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
+            + field(client_id) + field(user) + field(password))
+    with socket.create_connection((broker.host, broker.port), timeout=5) as sock:
+        host, port = sock.getsockname()[:2]
+        sock.sendall(bytes([0x10, len(body)]) + body)
+        connack = sock.recv(4)
+    return f"{host}:{port}", connack[3]
