@@ -11,6 +11,10 @@ Short lease and timeouts in the configuration (1 s lease, 2 s heartbeat timeout)
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,15 +22,19 @@ from typing import Any
 import pytest
 import voltwatch_arcm
 import voltwatch_gsm
+import yaml
 from voltwatch_gsm.simulator import SimOptions, SimStats, SimulatedDtu
+from voltwatch_mqtt.testing import free_port
 
 from hub.core.conditions import EVENT_DEVICE_CONDITION
 from hub.core.events import Event, callback
 from hub.core.services import ServiceError
 from hub.hub import Hub
 from hub.storage.alarm_store import AlarmQuery
+from hub.storage.database import Database
+from hub.storage.lease_store import SqlLeaseStore
 
-from .fleetkit import DeviceSeen, EventLog, Raised, hub_config, start_hub
+from .fleetkit import WAIT, DeviceSeen, EventLog, Raised, hub_config, start_hub
 
 IMEI = "860000000000077"
 UNITS = (1, 2)
@@ -209,3 +217,67 @@ async def test_a_dead_owner_s_dtu_raises_one_fault_once_its_lease_ran_out(
     assert all(r["status"] == "active" for r in rows)
     announced = [r for _, r in raised.seen if r["type"] == "communication_lost"]
     assert len(announced) == len(rows)
+
+
+def start_worker_process(config_dir: Path) -> subprocess.Popen[bytes]:
+    """`voltwatch run` in its own process, so it can die like a real crash (SIGKILL)."""
+    with (config_dir / "worker.log").open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hub", "run", "--config", str(config_dir)],
+            env={**os.environ, "VOLTWATCH_PLUGINS": "gsm,arcm"},
+            stdout=subprocess.DEVNULL, stderr=log_file)
+
+
+async def test_a_sigkilled_owner_s_dtu_moves_to_the_other_worker_without_a_fault(
+        tmp_path: Path, pg_url: str) -> None:
+    """Worker a is a real `voltwatch run` process, killed with SIGKILL while it owns the DTU:
+    its lease stays behind, the DTU redials worker b, which takes it over and polls."""
+    config_dir = tmp_path / "a"
+    config_dir.mkdir()
+    port = free_port()
+    config = worker_config(tmp_path, pg_url, "a")
+    config["gsm"]["port"] = port
+    (config_dir / "configuration.yaml").write_text(
+        yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    proc = start_worker_process(config_dir)
+    sim = SimulatedDtu(IMEI, list(UNITS), SimOptions(
+        host="127.0.0.1", port=port, heartbeat_interval=0.5, reconnect_delay=0.05), SimStats())
+    task = asyncio.get_running_loop().create_task(sim.run())  # dials until a listens
+    database = Database(pg_url, tmp_path)
+    hub_b: Hub | None = None
+    try:
+        await database.open()
+        leases = SqlLeaseStore(database)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60  # a process start on a loaded machine; a failure bound
+        while (await leases.live("gsm.dtu.")).get(f"gsm.dtu.{IMEI}", {}).get("owner") != \
+                "worker-a":
+            assert proc.poll() is None, (config_dir / "worker.log").read_text()[-3000:]
+            assert loop.time() < deadline, "worker a never owned the DTU"
+            await asyncio.sleep(0.05)
+        hub_b = await start_hub(tmp_path / "b", worker_config(tmp_path, pg_url, "b"),
+                                "gsm", "arcm")
+        server_b = voltwatch_gsm.get_server(hub_b)
+        await server_b.wait_until(
+            lambda: server_b.ownership.owner_elsewhere(IMEI) == "worker-a", timeout=WAIT)
+        seen_b = DeviceSeen([hub_b], sensors())
+        log = EventLog([hub_b], "alarm_raised")
+
+        sim.options.port = server_b.port  # the balancer's next pick
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        await server_b.wait_until(lambda: IMEI in server_b.ownership.held, timeout=WAIT)
+        await seen_b.wait()  # polls resume on b
+        assert (await leases.live("gsm.dtu."))[f"gsm.dtu.{IMEI}"]["owner"] == "worker-b"
+        assert await comm_lost_rows(hub_b) == []
+        assert not [d for d in log.of("alarm_raised") if d["type"] == "communication_lost"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sim.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if hub_b is not None:
+            await hub_b.async_stop()
+        await database.close()
