@@ -34,6 +34,9 @@ class LeaseStore(Protocol):
     async def claim(self, name: str, owner: str, ttl: float, *, take_over: bool = False,
                     info: dict[str, Any] | None = None) -> tuple[bool, str | None]: ...
 
+    async def claim_many(self, names: dict[str, dict[str, Any] | None], owner: str, ttl: float,
+                         *, take_over: bool = False) -> tuple[set[str], dict[str, str]]: ...
+
     async def renew(self, names: Iterable[str], owner: str, ttl: float) -> set[str]: ...
 
     async def release(self, names: Iterable[str], owner: str) -> int: ...
@@ -81,6 +84,17 @@ class LeaseManager:
         owned, previous = await self.store.claim(name, self.worker_id, ttl,
                                                  take_over=take_over, info=info)
         return owned, previous if previous != self.worker_id else None
+
+    async def claim_many(self, names: dict[str, dict[str, Any] | None], ttl: float, *,
+                         take_over: bool = False) -> tuple[set[str], dict[str, str]]:
+        """`claim` for several names (name -> info) in one transaction: (owned names,
+        previous live owner per name, other workers only)."""
+        if not self.shared:
+            return set(names), {}
+        assert self.store is not None
+        owned, previous = await self.store.claim_many(names, self.worker_id, ttl,
+                                                      take_over=take_over)
+        return owned, {name: who for name, who in previous.items() if who != self.worker_id}
 
     async def renew(self, names: Iterable[str], ttl: float) -> set[str]:
         """The names this worker still holds after extending them (lost ones are missing)."""

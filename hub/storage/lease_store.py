@@ -40,15 +40,26 @@ class SqlLeaseStore:
         Without `take_over` a live lease of another owner wins; with it, the caller takes the
         row (the previous owner finds out at its next renewal).
         """
+        owned, previous = await self.claim_many({name: info}, owner, ttl, take_over=take_over)
+        return name in owned, previous.get(name)
+
+    async def claim_many(self, names: dict[str, dict[str, Any] | None], owner: str, ttl: float,
+                         *, take_over: bool = False) -> tuple[set[str], dict[str, str]]:
+        """`claim` for several names in one transaction (a worker restart brings thousands of
+        DTUs at once: one transaction each would exhaust the pool). Returns the names owned
+        now and, per name, the previous live owner."""
+        if not names:
+            return set(), {}
+        wanted = sorted(names)  # one lock order for every worker: no deadlock between claims
         insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
         async with self._db.engine.begin() as conn:
             now = await self._now(conn)
-            current = (await conn.execute(
-                select(leases.c.owner, leases.c.expires_at).where(leases.c.name == name)
-            )).first()
-            previous = current.owner if current is not None and current.expires_at > now else None
-            stmt = insert(leases).values(name=name, owner=owner, expires_at=now + ttl,
-                                         acquired_at=now, info=info)
+            previous = {row.name: row.owner for row in await conn.execute(
+                select(leases.c.name, leases.c.owner)
+                .where(leases.c.name.in_(wanted), leases.c.expires_at > now))}
+            stmt = insert(leases).values([
+                {"name": name, "owner": owner, "expires_at": now + ttl, "acquired_at": now,
+                 "info": names[name]} for name in wanted])
             excluded = stmt.excluded
             condition = None if take_over else or_(
                 leases.c.owner == excluded.owner, leases.c.expires_at <= now)
@@ -58,9 +69,9 @@ class SqlLeaseStore:
                       "info": excluded.info,
                       "acquired_at": _same_owner_keeps(excluded)},
                 where=condition,
-            ).returning(leases.c.owner)
-            row = (await conn.execute(stmt)).first()
-        return row is not None and row.owner == owner, previous
+            ).returning(leases.c.name, leases.c.owner)
+            owned = {row.name for row in await conn.execute(stmt) if row.owner == owner}
+        return owned, previous
 
     async def renew(self, names: Iterable[str], owner: str, ttl: float) -> set[str]:
         """Extend the leases `owner` still holds; returns those names (the others are lost)."""

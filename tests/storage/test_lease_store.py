@@ -64,3 +64,19 @@ def test_worker_id_configured_or_generated_once(tmp_path: Path) -> None:
     assert not (tmp_path / WORKER_ID_FILE).exists()
     made = worker_id_for(tmp_path, {"name": "张家口示范"})
     assert made.startswith("vw-") and worker_id_for(tmp_path, {}) == made
+
+
+async def test_claim_many_in_one_transaction(database: Database) -> None:
+    store = SqlLeaseStore(database)
+    await store.claim("gsm.dtu.11", "worker-a", 30)
+    await store.claim("gsm.dtu.12", "worker-a", -1)  # expired
+    names = {f"gsm.dtu.1{n}": {"peer": f"p{n}"} for n in range(1, 5)}
+    owned, previous = await store.claim_many(names, "worker-b", 30)
+    assert owned == {"gsm.dtu.12", "gsm.dtu.13", "gsm.dtu.14"} and previous == {
+        "gsm.dtu.11": "worker-a"}
+    owned, previous = await store.claim_many(names, "worker-b", 30, take_over=True)
+    assert owned == set(names) and previous == dict.fromkeys(names, "worker-b") | {
+        "gsm.dtu.11": "worker-a"}
+    live = await store.live("gsm.dtu.1")
+    assert {name: lease["owner"] for name, lease in live.items()} == dict.fromkeys(
+        names, "worker-b")

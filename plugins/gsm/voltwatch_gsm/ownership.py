@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .server import Dtu, GsmServer
+    from .server import Dtu, DtuConnection, GsmServer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +48,10 @@ class DtuOwnership:
         self.remote: dict[str, tuple[str, float]] = {}
         #: DTU ids this worker holds a lease for
         self.held: set[str] = set()
-        self.claiming: set[str] = set()  # first claims in flight
+        self.claiming: set[str] = set()  # first claims queued or in flight
+        self._to_claim: dict[str, DtuConnection | None] = {}
+        self._to_release: set[str] = set()
+        self._writer: asyncio.Task[None] | None = None
         self.syncs = 0  # completed refreshes (tests wait on this instead of on a clock)
         self.failures = 0  # refreshes or claims the database refused
         self.moved_away = 0  # DTUs another worker took over from this one
@@ -56,11 +59,13 @@ class DtuOwnership:
 
     @property
     def shared(self) -> bool:
-        return bool(self.hub.leases.shared)
+        leases = getattr(self.hub, "leases", None)  # a stand-in hub in a test may have none
+        return bool(leases is not None and leases.shared)
 
     @property
     def worker_id(self) -> str:
-        return str(self.hub.leases.worker_id)
+        leases = getattr(self.hub, "leases", None)
+        return str(leases.worker_id) if leases is not None else "local"
 
     @property
     def ttl(self) -> float:
@@ -89,42 +94,65 @@ class DtuOwnership:
     def attached(self, dtu: Dtu) -> None:
         """A socket for this DTU registered here: claim it (take it over from any other)."""
         if self.shared and dtu.known:
-            self.server._spawn(self._claim(dtu), f"gsm claim {dtu.id}")
+            self._to_claim[dtu.id] = dtu.connection
+            self.claiming.add(dtu.id)
+            self._kick()
 
     def dropped(self, dtu: Dtu) -> None:
         """The socket closed: give the lease up, so the DTU's new worker need not wait."""
         if self.shared and dtu.id in self.held:
             self.held.discard(dtu.id)
-            self.server._spawn(self._release([dtu.id]), f"gsm release {dtu.id}")
+            self._to_release.add(dtu.id)
+            self._kick()
 
-    async def _claim(self, dtu: Dtu) -> None:
-        self.claiming.add(dtu.id)
-        try:
-            await self._claim_now(dtu)
-        finally:
-            self.claiming.discard(dtu.id)
+    def _kick(self) -> None:
+        """One writer task at a time: a worker restart brings thousands of DTUs at once, and
+        a transaction each would exhaust the database pool; they go in batches instead."""
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write(),
+                                                                  name="gsm ownership writes")
+            self.server._tasks.add(self._writer)
+            self._writer.add_done_callback(self.server._task_done)
 
-    async def _claim_now(self, dtu: Dtu) -> None:
-        conn = dtu.connection
+    async def _write(self) -> None:
+        while self._to_release or self._to_claim:
+            if self._to_release:
+                ids, self._to_release = sorted(self._to_release), set()
+                await self._release(ids)
+            if self._to_claim:
+                batch, self._to_claim = self._to_claim, {}
+                try:
+                    await self._claim_batch(batch)
+                finally:
+                    self.claiming -= set(batch) - set(self._to_claim)
+
+    async def _claim_batch(self, batch: dict[str, DtuConnection | None]) -> None:
+        names = {lease_name(dtu_id): {"peer": conn.peer if conn is not None else None}
+                 for dtu_id, conn in batch.items()}
         try:
-            owned, previous = await self.hub.leases.claim(
-                lease_name(dtu.id), self.ttl, take_over=True, info={"peer": dtu.peer})
+            owned, previous = await self.hub.leases.claim_many(names, self.ttl, take_over=True)
         except Exception as err:  # noqa: BLE001 - the database may be away: the next refresh tries
             self.failures += 1
-            _LOGGER.warning("GSM: cannot record this worker as owner of DTU %s: %s", dtu.id, err)
+            _LOGGER.warning("GSM: cannot record this worker as owner of %d DTU(s) (%s): %s",
+                            len(batch), ", ".join(sorted(batch)[:5]), err)
             return
-        if not owned:
-            return
-        if conn is None or dtu.connection is not conn or conn.closed:
-            # The socket went while we claimed: give it back at once.
-            await self._release([dtu.id])
-            return
-        self.held.add(dtu.id)
-        self.remote.pop(dtu.id, None)
-        if previous is not None:
-            self.taken_over += 1
-            _LOGGER.info("GSM: DTU %s moved here from worker %s", dtu.id, previous)
-        self.server.ownership_changed(dtu)
+        give_back: list[str] = []
+        for dtu_id, conn in batch.items():
+            name = lease_name(dtu_id)
+            if name not in owned:
+                continue
+            dtu = self.server.dtus.get(dtu_id)
+            if dtu is None or conn is None or dtu.connection is not conn or conn.closed:
+                give_back.append(dtu_id)  # the socket went while we claimed
+                continue
+            self.held.add(dtu_id)
+            self.remote.pop(dtu_id, None)
+            if name in previous:
+                self.taken_over += 1
+                _LOGGER.info("GSM: DTU %s moved here from worker %s", dtu_id, previous[name])
+            self.server.ownership_changed(dtu)
+        if give_back:
+            await self._release(give_back)
 
     async def _release(self, ids: list[str]) -> None:
         try:
@@ -151,9 +179,10 @@ class DtuOwnership:
         server = self.server
         ours = {dtu.id for dtu in server.dtus.values()
                 if dtu.known and dtu.connected and not dtu.communication_lost}
-        for dtu_id in list(self.held - ours):  # silent or gone: let it run out elsewhere
-            self.held.discard(dtu_id)
-            await self._release([dtu_id])
+        stale = sorted(self.held - ours)  # silent or gone: free for another worker
+        if stale:
+            self.held -= set(stale)
+            await self._release(stale)
         ours -= self.claiming  # their first claim is in flight
         renewed = await self.hub.leases.renew([lease_name(i) for i in ours & self.held],
                                               self.ttl)
@@ -164,7 +193,7 @@ class DtuOwnership:
                 self._moved_away(server.dtus[dtu_id])
                 continue
             # Never claimed (the first claim failed): our socket is the DTU's newest.
-            await self._claim(server.dtus[dtu_id])
+            self.attached(server.dtus[dtu_id])
         started = time.monotonic()
         live = await self.hub.leases.live(LEASE_PREFIX)
         remote: dict[str, tuple[str, float]] = {}
@@ -197,8 +226,13 @@ class DtuOwnership:
 
     async def release_all(self) -> None:
         """At shutdown: the DTUs will dial in to another worker, which need not wait."""
-        if self.shared and self.held:
-            ids, self.held = sorted(self.held), set()
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.cancel()  # a claim in flight may still commit: released below all the same
+            await asyncio.gather(writer, return_exceptions=True)
+        ids = sorted(self.held | self.claiming | set(self._to_claim))
+        self.held, self.claiming, self._to_claim = set(), set(), {}
+        if self.shared and ids:
             await self._release(ids)
 
     def stats(self) -> dict[str, float]:
