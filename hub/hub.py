@@ -26,6 +26,7 @@ from typing import Any
 from .core import config as config_mod
 from .core.context import Context
 from .core.events import EVENT_HUB_START, EVENT_HUB_STARTED, EVENT_HUB_STOP, EventBus
+from .core.leases import LeaseManager, worker_id_for
 from .core.links import LinkRegistry
 from .core.plugins import PluginManager
 from .core.registries import DeviceRegistry, EntityRegistry
@@ -75,6 +76,8 @@ class Hub:
         self.auth: Any = None  # hub.auth.AuthManager once storage is open
         self.automations: Any = None  # hub.core.automations.engine.AutomationEngine
         self.notify: Any = None  # hub.core.notify.NotifyManager once started
+        # Which worker owns what (hub.core.leases); real leases once a shared database is open.
+        self.leases = LeaseManager("local", None, shared=False)
         self.devices = DeviceRegistry(self.bus)
         self.entities = EntityRegistry(self.bus)
         self.state = HubState.NOT_RUNNING
@@ -133,6 +136,13 @@ class Hub:
         self.entities = EntityRegistry(self.bus, store)
         await self.devices.async_load()
         await self.entities.async_load()
+        from .storage.lease_store import SqlLeaseStore
+
+        hub_conf = self.config.get("hub", {})
+        shared = self.storage.dialect == "postgresql"  # SQLite: one hub, it owns everything
+        self.leases = LeaseManager(
+            worker_id_for(self.config_dir, hub_conf) if shared else
+            str(hub_conf.get("worker_id") or "local"), SqlLeaseStore(self.storage), shared=shared)
         self.recorder = Recorder(self, self.storage, self.config.get("recorder", {}))
         await self.recorder.async_start()
 

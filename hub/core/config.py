@@ -91,6 +91,9 @@ HUB_SCHEMA = vol.Schema(
         vol.Optional("name", default="Voltwatch"): str,
         vol.Optional("time_zone", default="Asia/Shanghai"): str,
         vol.Optional("language", default="zh-CN"): vol.In(LANGUAGES),
+        # This worker's name among several on one PostgreSQL (hub.core.leases); generated and
+        # kept in <config dir>/.worker_id when not set.
+        vol.Optional("worker_id"): vol.All(str, vol.Length(min=1, max=128)),
     }
 )
 

@@ -44,6 +44,18 @@ class LinkUnavailable(LinkError):
     """
 
 
+class LinkElsewhere(LinkError):
+    """The link is driven by another worker (e.g. a GSM DTU connected to worker b).
+
+    Not a failure of the unit: a poller skips it (no `communication_lost`: the owning worker
+    polls and raises), and a control call answers a clear failure naming `owner`.
+    """
+
+    def __init__(self, message: str, owner: str) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
 class LinkProtocolError(LinkError):
     """The unit answered, but with something unusable (a short or malformed frame)."""
 

@@ -603,3 +603,18 @@ automation_versions = Table(
     Column("new_text", Text, nullable=True),
     UniqueConstraint("automation_id", "version"),
 )
+
+# Leases (migration 0009): which worker owns a resource that only one of several workers may
+# drive, e.g. a GSM DTU whose one TCP socket reached one worker. One row per resource; the
+# primary key is what makes "one owner" hold across workers on one PostgreSQL. `expires_at` is
+# the database's clock (seconds since the epoch): an owner renews it while it holds the
+# resource, and a row past it belongs to nobody (a killed worker's ownership runs out).
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("acquired_at", Double, nullable=False),
+    Column("info", JSON, nullable=True),
+)

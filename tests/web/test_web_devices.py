@@ -96,3 +96,24 @@ async def test_admin_adopts_a_pending_dtu(tmp_path: Path, page: Any) -> None:
             assert site.hub.devices.get(voltwatch_gsm.dtu_device_id(IMEI)) is not None
         finally:
             writer.close()
+
+
+async def test_device_page_names_the_worker_a_dtu_device_is_connected_to(site: Site,
+                                                                        page: Any) -> None:
+    """Several workers (docs/operations.md, "DTU ownership"): a device another worker polls
+    carries `worker` on its online entity; its page says so, and drops it when that goes."""
+    import voltwatch_arcm
+
+    runtime = voltwatch_arcm.runtime_for(site.hub)
+    assert runtime is not None
+    await runtime.devices["arcm-1"].stop()  # its own polls would rewrite the entity
+    await login(page, site, "project_admin", "/monitor/arcm-1")
+    entity = "binary_sensor.arcm_1_online"
+    await page.locator("#device-online").wait_for()
+    state = site.hub.states.get(entity)
+    attributes = dict(state.attributes) if state is not None else {}
+    site.hub.states.async_set(entity, "on", {**attributes, "worker": "worker-b"})
+    await page.locator("#device-worker", has_text="连接在工作节点 worker-b").wait_for()
+    site.hub.states.async_set(entity, "on", {k: v for k, v in attributes.items()
+                                             if k != "worker"})
+    await page.locator("#device-worker").wait_for(state="detached")

@@ -40,6 +40,15 @@
       } else if ((state.attributes || {}).weak !== true && weak) {
         weak.remove();
       }
+      // Several workers: the worker that holds the DTU's socket and polls this device.
+      const worker = (state.attributes || {}).worker;
+      let via = document.getElementById("device-worker");
+      if (worker && !via) {
+        via = el("span", { id: "device-worker", class: "badge" });
+        badge.after(" ", via);
+      }
+      if (via && worker) via.textContent = t("connected_to_worker", { worker });
+      else if (via) via.remove();
       return;
     }
     let dd = values.get(state.entity_id);

@@ -118,3 +118,47 @@ async def test_arc_alarm_behind_a_gsm_dtu(tmp_path: Path) -> None:
         if writer is not None:
             writer.close()
         await hub.async_stop()
+
+
+async def test_a_dtu_another_worker_owns_is_not_polled_here(tmp_path: Path) -> None:
+    """What `tests/fleet/test_dtu_owner.py` shows for arcm, for arc_fault: the owner (as a
+    shared-database refresh would have read it) polls; this hub skips, raises nothing, shows
+    the device connected to that worker and refuses control naming it."""
+    import time
+
+    from voltwatch_arc_fault import runtime_for
+
+    from hub.core.services import ServiceError
+
+    hub = _hub(tmp_path, ["gsm", "arc_fault"], [
+        {"id": "afd-remote", "platform": "arc_fault", "poll_interval": 0.05,
+         "link": {"transport": "gsm", "imei": IMEI, "unit": 1}},
+    ], gsm={"port": 0, "heartbeat_timeout": 0.2})
+    server = voltwatch_gsm.get_server(hub)
+    server.ownership.remote[IMEI] = ("worker-z", time.monotonic() + 3600)
+    conditions: list[dict[str, Any]] = []
+    hub.bus.listen("device_condition", callback(lambda event: conditions.append(event.data)))
+    await hub.async_start()
+    try:
+        runtime = runtime_for(hub)
+        assert runtime is not None
+        device = runtime.devices["afd-remote"]
+        polled = asyncio.Event()
+        device.add_poll_listener(lambda d: polled.set() if d.polls > 10 else None)
+        await asyncio.wait_for(polled.wait(), WAIT)  # past 3 failed polls and the 0.2 s silence
+        assert device.failures == 0
+        assert not [c for c in conditions if c["type"] == "communication_lost"]
+        online = hub.states.get(device.online_entity)
+        assert online is not None and online.state == "on"
+        assert online.attributes["worker"] == "worker-z"
+        with_owner = server.listing([IMEI])[0]
+        assert (with_owner["owner"], with_owner["owned_here"]) == ("worker-z", False)
+        try:
+            await hub.services.async_call("arc_fault", "trip", {"device_id": "afd-remote"},
+                                          return_response=True)
+        except ServiceError as err:
+            assert "worker-z" in str(err) and getattr(err, "status", None) == 409
+        else:
+            raise AssertionError("a trip through another worker's DTU answered")
+    finally:
+        await hub.async_stop()

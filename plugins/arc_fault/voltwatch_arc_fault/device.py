@@ -28,6 +28,7 @@ from typing import Any
 from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.core.context import Context
 from hub.core.links import (
+    LinkElsewhere,
     LinkError,
     LinkExceptionResponse,
     LinkProtocolError,
@@ -86,6 +87,12 @@ class DeviceUnreachable(ServiceError):
     """No answer (timeout, link down): the outcome of the request is unknown."""
 
     status = 504
+
+
+class DeviceElsewhere(ServiceError):
+    """Another worker holds the link (e.g. the DTU's socket): call the service there."""
+
+    status = 409
 
 
 class DeviceRejected(ServiceError):
@@ -249,6 +256,7 @@ class ArcFaultDevice:
         self.failures = 0
         self.good_polls += 1
         self.last_error = None
+        self.online_attrs.pop("worker", None)
         self._set_online(True, now)
         for type_ in ("communication_lost", "device_fault"):
             if (type_, SOURCE) in self.active and type_ not in self._bit_faults(words[16]):
@@ -320,6 +328,9 @@ class ArcFaultDevice:
 
     def _failed(self, err: LinkError) -> None:
         now = time.time()
+        if isinstance(err, LinkElsewhere):
+            self._elsewhere(err, now)
+            return
         self.failures += 1
         self.last_error = str(err)
         if isinstance(err, LinkExceptionResponse | LinkProtocolError) and \
@@ -340,7 +351,25 @@ class ArcFaultDevice:
                 self.hub.states.async_set(entity_id, STATE_UNAVAILABLE, attrs, timestamp=now)
 
     # -- remote control -------------------------------------------------------------------
+    def _elsewhere(self, err: LinkElsewhere, now: float) -> None:
+        """Another worker drives the link: it polls and raises; this one only shows it.
+
+        Not a failed poll (no `communication_lost` here, ever: the owner raises it when the
+        unit is silent). Shown as online, connected to that worker (`worker` attribute).
+        """
+        self.failures = 0
+        self.last_error = str(err)
+        if self.online_attrs.get("worker") != err.owner:
+            self.online_attrs["worker"] = err.owner
+        self._set_online(True, now)
+        if ("communication_lost", SOURCE) in self.active:
+            self._set("communication_lost", False, now)
+
     def _link_failure(self, err: LinkError, what: str) -> ServiceError:
+        if isinstance(err, LinkElsewhere):
+            return DeviceElsewhere(
+                f"{self.id}: {what} not sent: {err}; call it on worker {err.owner} "
+                "(forwarding between workers is not implemented yet)")
         if isinstance(err, LinkExceptionResponse):
             return DeviceRejected(f"{self.id}: device refused {what}: exception code {err.code}")
         if isinstance(err, LinkProtocolError):

@@ -31,6 +31,7 @@ from typing import Any
 from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.core.context import Context
 from hub.core.links import (
+    LinkElsewhere,
     LinkError,
     LinkExceptionResponse,
     LinkProtocolError,
@@ -108,6 +109,12 @@ class DeviceUnreachable(ServiceError):
     """The request got no answer (timeout, link down): the result is unknown."""
 
     status = 504
+
+
+class DeviceElsewhere(ServiceError):
+    """Another worker holds the link (e.g. the DTU's socket): call the service there."""
+
+    status = 409
 
 
 class DeviceRejected(ServiceError):
@@ -610,6 +617,8 @@ class ArcmDevice:
         self.failures = 0
         self.good_polls += 1
         self.last_error = None
+        if self._online_attrs.pop("worker", None) is not None:
+            self._online_state = None  # polled here again: the attribute must go
         self._set_online(True, now)
         active = self.active
         if active:
@@ -704,6 +713,9 @@ class ArcmDevice:
 
     def _failed(self, err: LinkError) -> None:
         now = time.time()
+        if isinstance(err, LinkElsewhere):
+            self._elsewhere(err, now)
+            return
         self.failures += 1
         self.last_error = str(err)
         if isinstance(err, LinkExceptionResponse):
@@ -749,7 +761,27 @@ class ArcmDevice:
         self.hub.bus.async_fire(EVENT_DEVICE_CONDITION, data, context=context)
 
     # -- remote control -------------------------------------------------------------------
+    def _elsewhere(self, err: LinkElsewhere, now: float) -> None:
+        """Another worker drives the link: it polls and raises; this one only shows it.
+
+        Not a failed poll (no `communication_lost` here, ever: the owner raises it when the
+        unit is silent). Shown as online, connected to that worker (`worker` attribute).
+        """
+        self.failures = 0
+        self.last_error = str(err)
+        if self._online_attrs.get("worker") != err.owner:
+            self._online_attrs["worker"] = err.owner
+            self._online_state = None
+        self._set_online(True, now)
+        if "communication_lost" in self.active:
+            self._fire(Condition.create(self.id, "communication_lost", False,
+                                        entity_id=self.online_entity, timestamp=now))
+
     def _link_failure(self, err: LinkError, what: str) -> ServiceError:
+        if isinstance(err, LinkElsewhere):
+            return DeviceElsewhere(
+                f"{self.id}: {what} not sent: {err}; call it on worker {err.owner} "
+                "(forwarding between workers is not implemented yet)")
         if isinstance(err, LinkExceptionResponse):
             _zh, en = _EXCEPTION_WORDS.get(err.code, ("异常应答", "exception response"))
             return DeviceRejected(f"{self.id}: device refused {what}: exception code {err.code}"

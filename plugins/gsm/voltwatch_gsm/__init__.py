@@ -118,7 +118,8 @@ def voltwatch_http_routes(hub: Hub) -> list[Any]:
         communication_lost, peer, connected_at, last_seen, units, devices and counters
         (frames, heartbeats, bytes_up, bytes_down, crc_errors, garbage, requests, timeouts,
         exception_replies, connects, reconnects, impostors, refused, throttled), `auth`
-        (key | open) and `weak` (no key: anyone who reads the label can claim it).
+        (key | open) and `weak` (no key: anyone who reads the label can claim it), `owner`
+        (the worker holding the DTU's socket; null when none does) and `owned_here`.
         `?status=pending` filters. `refusals`: the latest refused connections (peer, claimed
         id, reason), newest last; `policy`: the registration policy (gsm.auth).
         """

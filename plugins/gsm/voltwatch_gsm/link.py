@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hub.core.links import LinkError, LinkProtocolError, PollSchedule
+from hub.core.links import LinkElsewhere, LinkError, LinkProtocolError, PollSchedule
 
 from . import rtu
 
@@ -32,7 +32,16 @@ class GsmLink:
 
     @property
     def dtu(self) -> Dtu:
+        """The DTU, for a request: refused at once when another worker holds its socket."""
+        owner = self.server.ownership.owner_elsewhere(self.imei)
+        if owner is not None:
+            raise LinkElsewhere(f"DTU {self.imei} is connected to worker {owner}", owner)
         return self.server.dtu(self.imei)
+
+    @property
+    def owner(self) -> str | None:
+        """Another worker that holds the DTU's socket, or None (this worker or nobody)."""
+        return self.server.ownership.owner_elsewhere(self.imei)
 
     @property
     def available(self) -> bool:

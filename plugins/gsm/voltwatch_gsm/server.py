@@ -40,6 +40,7 @@ from hub.core.ratelimit import KeyedLimiter, LogThrottle, TokenBucket
 from hub.core.states import STATE_OFF, STATE_ON, iso, slugify
 
 from . import access, rtu
+from .ownership import DtuOwnership
 from .settings import ID_ICCID, REGISTRATION_DATA, GsmSettings
 from .traffic import TrafficManager
 
@@ -463,9 +464,18 @@ class Dtu:
             self._last_seen_mono = time.monotonic()
             self._arm(self.heartbeat_timeout)
 
+    def seen_elsewhere(self) -> None:
+        """Another worker's live lease proves the DTU alive (it talks to that worker)."""
+        self._last_seen_mono = time.monotonic()
+        if self.communication_lost:
+            self.server.set_alive(self, True)
+
     def _check_silence(self) -> None:
         self._deadline = None
         timeout = self.heartbeat_timeout
+        if not self.connected and self.server.ownership.owner_elsewhere(self.id) is not None:
+            # Driven by another worker: it watches the DTU. Ours counts from when nobody does.
+            self._last_seen_mono = time.monotonic()
         silent = time.monotonic() - self._last_seen_mono
         if silent < timeout:
             self._arm(timeout - silent)
@@ -557,6 +567,10 @@ class Dtu:
             "auth": "key" if self.server.settings.key_of(self.id) else "open",
             "weak": self.server.settings.key_of(self.id) is None,
             "verified": conn is not None and conn.verified,
+            # Several workers: the one holding the DTU's socket (this one's id when it is here),
+            # None when no worker does.
+            "owner": self.server.ownership.owner_of(self.id),
+            "owned_here": self.connected,
             "traffic": self.server.traffic.report(self.id),
         }
 
@@ -608,6 +622,7 @@ class GsmServer:
         self.started = False
         self._waiters: list[asyncio.Future[None]] = []
         self.traffic = TrafficManager(self, settings.traffic)
+        self.ownership = DtuOwnership(self)
 
     # -- change notification --------------------------------------------------------------
     def notify(self) -> None:
@@ -649,6 +664,8 @@ class GsmServer:
             self.dtu(dtu_id).start_watch()
         self.traffic.settle()
         self._spawn(self.traffic.run(), "gsm traffic")
+        if self.ownership.shared:
+            self._spawn(self.ownership.run(), "gsm ownership")
         _LOGGER.info("GSM: DTU server listening on %s:%d", self.settings.host, self.port)
 
     @property
@@ -668,6 +685,7 @@ class GsmServer:
             self._server.close()
         for dtu in self.dtus.values():
             dtu.stop_watch()
+        await self.ownership.release_all()
         for conn in list(self.connections):
             conn.close()
         for task in list(self._tasks):
@@ -785,6 +803,7 @@ class GsmServer:
         self._spawn(self._ensure_registry(dtu), f"gsm adopt {dtu_id}")
         if dtu.connected:
             self.set_alive(dtu, True)
+            self.ownership.attached(dtu)
         else:
             dtu.start_watch()
 
@@ -898,6 +917,8 @@ class GsmServer:
         _LOGGER.info("GSM: DTU %s connected from %s", dtu.id, conn.peer)
         dtu.touch()
         conn.activate(dtu)
+        self.ownership.attached(dtu)
+        self._write_state(dtu)
         self.notify()
 
     async def _probe_then_decide(self, dtu: Dtu, newcomer: DtuConnection) -> None:
@@ -942,7 +963,13 @@ class GsmServer:
     def connection_dropped(self, dtu: Dtu) -> None:
         """The socket closed: offline now; `communication_lost` waits for the silence timeout."""
         dtu.online = False
+        self.ownership.dropped(dtu)
         self._write_state(dtu)
+
+    def ownership_changed(self, dtu: Dtu) -> None:
+        """Another worker took the DTU, gave it up, or this one claimed it: show it."""
+        self._write_state(dtu)
+        self.notify()
 
     def _forget_excess_pending(self) -> None:
         pending = [d for d in self.dtus.values() if not d.known and not d.connected]
@@ -995,10 +1022,16 @@ class GsmServer:
     def _write_state(self, dtu: Dtu) -> None:
         if not dtu.entity_ready or not dtu.known or self.stopping:
             return
+        elsewhere = None if dtu.connected else self.ownership.owner_elsewhere(dtu.id)
+        attributes: dict[str, Any] = {}
+        if self.ownership.shared:
+            # Several workers: who holds the socket ("connected to worker b"); None: nobody.
+            attributes["worker"] = self.ownership.worker_id if dtu.connected else elsewhere
         self.hub.states.async_set(
             dtu.entity_id,
-            STATE_ON if dtu.online else STATE_OFF,
+            STATE_ON if dtu.online or elsewhere else STATE_OFF,
             {
+                **attributes,
                 "friendly_name": f"DTU {dtu.id}",
                 "device_class": "connectivity",
                 "imei": dtu.id,
@@ -1042,6 +1075,7 @@ class GsmServer:
         totals["gsm_throttled_total"] = self.throttled
         totals["gsm_throttled_bytes_total"] = self.dropped_bytes
         totals.update(self.refusals.stats())
+        totals.update(self.ownership.stats())
         self.traffic.settle()
         totals.update(self.traffic.stats())
         return totals

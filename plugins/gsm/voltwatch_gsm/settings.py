@@ -200,6 +200,9 @@ GSM_SCHEMA = vol.Schema(
         vol.Optional("byte_rate", default="16384/s"): rate,
         # Per DTU: budget, heartbeat_interval, heartbeat_timeout, status/measure_interval.
         vol.Optional("dtus", default={}): _dtu_map,
+        # Several workers on one PostgreSQL (docs/plugins/gsm.md, "Several workers"): how long
+        # a worker's ownership of a DTU lasts without renewal (renewed every third of it).
+        vol.Optional("owner_lease", default=30.0): vol.All(duration, vol.Range(min=0.1, max=3600)),
     }
 )
 
@@ -251,6 +254,7 @@ class GsmSettings:
     connection_rate: Rate = field(default_factory=lambda: rate("1200/min"))
     packet_rate: Rate = field(default_factory=lambda: rate("50/s"))
     byte_rate: Rate = field(default_factory=lambda: rate("16384/s"))
+    owner_lease: float = 30.0
 
     def key_of(self, dtu_id: str) -> bytes | None:
         """The DTU's registration key as bytes, or None when it has none."""
@@ -296,4 +300,5 @@ class GsmSettings:
             connection_rate=conf["connection_rate"],
             packet_rate=conf["packet_rate"],
             byte_rate=conf["byte_rate"],
+            owner_lease=conf["owner_lease"],
         )
