@@ -7,27 +7,25 @@ consecutive windows (`9,14,0` : a quiet-ish second, an arcing one, then calm), s
 boundary can be shown on purpose.
 
 Two ways onto the wire, as the arcm simulator: Modbus TCP through pymodbus's server, and Modbus
-RTU (CRC-16) on a pty, a serial port or any byte stream (a DTU) through a small responder.
-(The RTU framing duplicates the arcm simulator's on purpose: plugins never import each other;
-a shared helper in the core is a follow-up.)
+RTU (CRC-16) on a pty, a serial port or any byte stream (a DTU) through a small responder; both
+come from `hub.simkit.SimulatedBus`, shared with the arcm simulator.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import os
 import random
 import time
-import tty
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from pymodbus.constants import ExcCodes
-from pymodbus.framer import FramerRTU
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
+
+# Re-exported: tests and the RTU tools take them from here.
+from hub.simkit import RtuResponder, SimulatedBus, crc16, open_pty, parse_units
+
+__all__ = ["ArcFaultSimulator", "RtuResponder", "crc16", "open_pty", "parse_arcs",
+           "parse_units"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -39,21 +37,6 @@ THRESHOLD_RANGE = (1, 100)
 DEFAULT_THRESHOLD = 14
 SELF_TEST_SECONDS = 3.0
 
-
-def parse_units(text: str) -> list[int]:
-    """`1-4` or `1,3,10-12` -> unit ids (1..247)."""
-    units: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if "-" in part:
-            low, high = (int(x) for x in part.split("-", 1))
-            units.extend(range(low, high + 1))
-        else:
-            units.append(int(part))
-    if any(not 1 <= u <= 247 for u in units):
-        raise ValueError(f"unit ids must be 1..247: {units}")
-    return sorted(set(units))
 
 
 def parse_arcs(text: str) -> list[int]:
@@ -146,22 +129,27 @@ class ArcFaultUnit:
         _LOGGER.info("arc_fault unit %d: command %d", self.unit, code)
 
 
-class ArcFaultSimulator:
+class ArcFaultSimulator(SimulatedBus):
     """A bus of simulated arc-fault detectors, servable over TCP, a pty or a serial port."""
+
+    name = "arc_fault"
+    register_count = REG_COUNT
+    default_port = 5021
+    # As it always did: pymodbus's exception 04 for a unit id not on the bus over TCP.
+    silent_unknown_over_tcp = False
 
     def __init__(self, units: Iterable[int], wander: bool = True, seed: int | None = None,
                  arcs: list[int] | None = None, arcs_every: float | None = None) -> None:
+        super().__init__()
         self.rng = random.Random(seed)
         self.units = {u: ArcFaultUnit(u, random.Random(self.rng.random()), wander)
                       for u in units}
-        self.silent_units: set[int] = set()
         self.arcs = list(arcs or [])
         self.arcs_every = arcs_every
         self._next_arcs = time.time() + (arcs_every or 0) / 2
         if self.arcs and not arcs_every:
             for model in self.units.values():
                 model.scenario = list(self.arcs)
-        self.requests = 0
 
     def tick(self, now: float) -> None:
         """Scenario clock: every `arcs_every` seconds one unit plays the `arcs` counts."""
@@ -184,159 +172,6 @@ class ArcFaultSimulator:
     def write(self, unit: int, address: int, values: list[int]) -> ExcCodes | None:
         self.requests += 1
         return self.units[unit].write(address, values)
-
-    # -- Modbus TCP via pymodbus ----------------------------------------------------------
-    def sim_devices(self) -> list[SimDevice]:
-        devices = []
-        for unit in self.units:
-            async def action(fc: int, start: int, address: int, count: int, regs: list[int],
-                             values: Any, unit: int = unit) -> ExcCodes | None:
-                if values is None and fc not in (3, 4):
-                    return None  # pymodbus reading back what was just written, for the echo
-                if values is None:
-                    result = self.read(unit, address, count)
-                    if isinstance(result, ExcCodes):
-                        return result
-                    regs[address - start:address - start + count] = result
-                    return None
-                return self.write(unit, address, [int(v) for v in values])
-
-            devices.append(SimDevice(
-                id=unit, simdata=SimData(0, count=REG_COUNT, values=0,
-                                         datatype=DataType.REGISTERS), action=action))
-        return devices
-
-    async def start_tcp(self, host: str = "127.0.0.1", port: int = 5021) -> ModbusTcpServer:
-        """Start listening and return the server (stop it with `await server.shutdown()`)."""
-        server = ModbusTcpServer(self.sim_devices(), address=(host, port),
-                                 ignore_missing_devices=True)
-        await server.serve_forever(background=True)
-        _LOGGER.info("arc_fault simulator: Modbus TCP on %s:%d", host, port)
-        return server
-
-    async def serve_tcp(self, host: str = "127.0.0.1", port: int = 5021) -> None:
-        server = await self.start_tcp(host, port)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.shutdown()
-
-    # -- Modbus RTU -----------------------------------------------------------------------
-    def responder(self) -> RtuResponder:
-        return RtuResponder(self)
-
-    async def serve_fd(self, fd: int, responder: RtuResponder | None = None) -> None:
-        """Answer RTU requests on a file descriptor (the master side of a pty)."""
-        responder = responder or self.responder()
-        loop = asyncio.get_running_loop()
-        closed = asyncio.Event()
-
-        def readable() -> None:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                loop.remove_reader(fd)
-                closed.set()
-                return
-            for frame in responder.feed(data):
-                os.write(fd, frame)
-
-        loop.add_reader(fd, readable)
-        try:
-            await closed.wait()
-        finally:
-            loop.remove_reader(fd)
-
-    async def serve_serial(self, port: str, baudrate: int = 9600) -> None:
-        import serial_asyncio
-
-        reader, writer = await serial_asyncio.open_serial_connection(url=port, baudrate=baudrate)
-        responder = self.responder()
-        try:
-            while data := await reader.read(4096):
-                for frame in responder.feed(data):
-                    writer.write(frame)
-                await writer.drain()
-        finally:
-            writer.close()
-
-
-def crc16(frame: bytes) -> bytes:
-    return FramerRTU.compute_CRC(frame).to_bytes(2, "big")
-
-
-class RtuResponder:
-    """Frames RTU requests out of a byte stream and answers them (fc 03, 06, 16)."""
-
-    def __init__(self, simulator: ArcFaultSimulator) -> None:
-        self.simulator = simulator
-        self.buffer = b""
-        self.crc_errors = 0
-        self.mangle: Callable[[int, bytes], bytes | None] | None = None
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self.buffer += data
-        out: list[bytes] = []
-        while len(self.buffer) >= 4:
-            buf = self.buffer
-            function = buf[1]
-            if function in (3, 6):
-                size = 8
-            elif function == 16:
-                if len(buf) < 7:
-                    break
-                size = 9 + buf[6]
-            else:
-                size = 4
-            if len(buf) < size:
-                break
-            frame, rest = buf[:size], buf[size:]
-            if crc16(frame[:-2]) != frame[-2:]:
-                self.crc_errors += 1
-                self.buffer = buf[1:]  # hunt for the next frame start
-                continue
-            self.buffer = rest
-            response = self._answer(frame)
-            if response is not None and self.mangle is not None:
-                response = self.mangle(frame[0], response)
-            if response:
-                out.append(response)
-        return out
-
-    def _answer(self, frame: bytes) -> bytes | None:
-        unit, function = frame[0], frame[1]
-        sim = self.simulator
-        if unit not in sim.units or unit in sim.silent_units:
-            return None  # not ours: a slave on a shared line says nothing
-        address = int.from_bytes(frame[2:4], "big")
-        if function == 3:
-            count = int.from_bytes(frame[4:6], "big")
-            result = sim.read(unit, address, count) if 1 <= count <= 125 else \
-                ExcCodes.ILLEGAL_VALUE
-            body = bytes([function | 0x80, int(result)]) if isinstance(result, ExcCodes) else \
-                bytes([3, 2 * count]) + b"".join(v.to_bytes(2, "big") for v in result)
-        elif function in (6, 16):
-            if function == 6:
-                values = [int.from_bytes(frame[4:6], "big")]
-            else:
-                count = int.from_bytes(frame[4:6], "big")
-                values = [int.from_bytes(frame[7 + 2 * i:9 + 2 * i], "big") for i in range(count)]
-            error = sim.write(unit, address, values)
-            body = bytes([function | 0x80, int(error)]) if error else frame[1:6]
-        else:
-            body = bytes([function | 0x80, int(ExcCodes.ILLEGAL_FUNCTION)])
-        reply = bytes([unit]) + body
-        return reply + crc16(reply)
-
-
-def open_pty() -> tuple[int, int, str]:
-    """A raw pty pair: (master fd, slave fd, slave name); keep the slave fd open while in use."""
-    master, slave = os.openpty()
-    tty.setraw(master)
-    tty.setraw(slave)
-    return master, slave, os.ttyname(slave)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,36 +6,29 @@ above its setpoint) so the demo shows an alarm that sets after the configured de
 bit, setpoints are range-checked (exception 03 when out of range, as devices do) and persist to
 a JSON file with `--state FILE`.
 
-Two ways onto the wire:
-* Modbus TCP through pymodbus's own server (`SimDevice` with an action callback that keeps the
-  registers in step with the model), one server for a whole bus of unit ids;
-* Modbus RTU (CRC-16) on a serial port or a pty, through a small responder of our own, because
-  tests need what pymodbus's server will not do: stay silent for unknown units like a real
-  RS485 slave, and put CRC garbage or short frames on the line on purpose.
+Modbus TCP through pymodbus's own server and Modbus RTU (CRC-16) on a serial port or a pty:
+both come from `hub.simkit.SimulatedBus`, shared with the arc_fault simulator.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import math
 import os
 import random
 import time
-import tty
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import NoSuchIdException
-from pymodbus.framer import FramerRTU
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
-from pymodbus.simulator.simcore import SimCore
+
+# Re-exported: tests and the RTU tools take them from here.
+from hub.simkit import RtuResponder, SimulatedBus, crc16, open_pty, parse_units
+
+__all__ = ["ArcmSimulator", "RtuResponder", "SimOptions", "crc16", "open_pty", "parse_units"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,23 +57,6 @@ ADDRESSES: dict[str, int] = {
     **{f"current_{p}": 8 + i for i, p in enumerate("abc")},
 }
 
-
-def parse_units(text: str) -> list[int]:
-    """`1-8` or `1,3,10-12` -> unit ids (1..247)."""
-    units: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            low, high = (int(x) for x in part.split("-", 1))
-            units.extend(range(low, high + 1))
-        else:
-            units.append(int(part))
-    bad = [u for u in units if not 1 <= u <= 247]
-    if bad:
-        raise ValueError(f"unit ids must be 1..247: {bad}")
-    return sorted(set(units))
 
 
 @dataclass
@@ -294,11 +270,16 @@ def _s16(raw: int) -> int:
     return raw - 0x10000 if raw & 0x8000 else raw
 
 
-class ArcmSimulator:
+class ArcmSimulator(SimulatedBus):
     """A bus of simulated detectors, servable over TCP, a pty or a serial port."""
+
+    name = "arcm"
+    register_count = REG_COUNT
+    default_port = 5020
 
     def __init__(self, units: Iterable[int], options: SimOptions | None = None,
                  state_file: str | Path | None = None) -> None:
+        super().__init__()
         self.options = options or SimOptions()
         self.rng = random.Random(self.options.seed)
         self.state_file = Path(state_file) if state_file else None
@@ -313,9 +294,7 @@ class ArcmSimulator:
                                 saved.get(str(unit)), self.save)
             for unit in units
         }
-        self.silent_units: set[int] = set()
         self._next_leak = time.time() + (self.options.leak_every or 0) / 3
-        self.requests = 0
 
     def save(self) -> None:
         if self.state_file is None:
@@ -348,211 +327,6 @@ class ArcmSimulator:
     def write(self, unit: int, address: int, values: list[int]) -> ExcCodes | None:
         self.requests += 1
         return self.units[unit].write(address, values)
-
-    # -- Modbus TCP via pymodbus ----------------------------------------------------------
-    async def _action(self, unit: int, function_code: int, start_address: int, address: int,
-                      count: int, registers: list[int], set_values: Any) -> ExcCodes | None:
-        if set_values is None and function_code not in (3, 4):
-            return None  # pymodbus reading back what was just written, for the echo
-        if set_values is None:
-            result = self.read(unit, address, count)
-            if isinstance(result, ExcCodes):
-                return result
-            registers[address - start_address:address - start_address + count] = result
-            return None
-        # The echo of a write is what was written (fc 06 / 16 per spec); the next read copies
-        # the model's registers again, so a command register reads back 0 as the device's does.
-        return self.write(unit, address, [int(v) for v in set_values])
-
-    def sim_devices(self) -> list[SimDevice]:
-        devices = []
-        for unit in self.units:
-            async def action(fc: int, start: int, address: int, count: int, regs: list[int],
-                             values: Any, unit: int = unit) -> ExcCodes | None:
-                return await self._action(unit, fc, start, address, count, regs, values)
-
-            devices.append(SimDevice(
-                id=unit,
-                simdata=SimData(0, count=REG_COUNT, values=0, datatype=DataType.REGISTERS),
-                action=action,
-            ))
-        return devices
-
-    async def start_tcp(self, host: str = "127.0.0.1", port: int = 5020) -> ModbusTcpServer:
-        """Start listening and return the server (stop it with `await server.shutdown()`)."""
-        server = ModbusTcpServer(self.sim_devices(), address=(host, port),
-                                 ignore_missing_devices=True)
-        server.context = _SilentCore(self, server.context)
-        await server.serve_forever(background=True)
-        _LOGGER.info("arcm simulator: Modbus TCP on %s:%d, units %s", host, port,
-                     _units_text(self.units))
-        return server
-
-    async def serve_tcp(self, host: str = "127.0.0.1", port: int = 5020) -> None:
-        server = await self.start_tcp(host, port)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.shutdown()
-
-    # -- Modbus RTU on a pty or serial port -----------------------------------------------
-    def responder(self) -> RtuResponder:
-        return RtuResponder(self)
-
-    async def serve_fd(self, fd: int, responder: RtuResponder | None = None) -> None:
-        """Answer RTU requests on a file descriptor (the master side of a pty)."""
-        responder = responder or self.responder()
-        loop = asyncio.get_running_loop()
-        closed = asyncio.Event()
-
-        def readable() -> None:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                loop.remove_reader(fd)
-                closed.set()
-                return
-            for frame in responder.feed(data):
-                os.write(fd, frame)
-
-        loop.add_reader(fd, readable)
-        try:
-            await closed.wait()
-        finally:
-            loop.remove_reader(fd)
-
-    async def serve_serial(self, port: str, baudrate: int = 9600) -> None:
-        import serial_asyncio
-
-        reader, writer = await serial_asyncio.open_serial_connection(url=port, baudrate=baudrate)
-        responder = self.responder()
-        _LOGGER.info("arcm simulator: Modbus RTU on %s, units %s", port, _units_text(self.units))
-        try:
-            while True:
-                data = await reader.read(4096)
-                if not data:
-                    return
-                for frame in responder.feed(data):
-                    writer.write(frame)
-                await writer.drain()
-        finally:
-            writer.close()
-
-
-class _SilentCore(SimCore):
-    """pymodbus answers unknown unit ids with exception 04; a real RS485 unit stays silent."""
-
-    def __init__(self, simulator: ArcmSimulator, inner: SimCore) -> None:
-        self.simulator = simulator
-        self.devices = inner.devices
-        self._inner = inner
-
-    def _check(self, device_id: int) -> None:
-        if device_id not in self.devices or device_id in self.simulator.silent_units:
-            raise NoSuchIdException(f"unit {device_id} is not on this bus")
-
-    async def async_getValues(self, device_id: int, func_code: int, address: int,
-                              count: int = 1) -> Any:
-        self._check(device_id)
-        return await self._inner.async_getValues(device_id, func_code, address, count)
-
-    async def async_setValues(self, device_id: int, func_code: int, address: int,
-                              values: Any) -> Any:
-        self._check(device_id)
-        return await self._inner.async_setValues(device_id, func_code, address, values)
-
-
-def crc16(frame: bytes) -> bytes:
-    return FramerRTU.compute_CRC(frame).to_bytes(2, "big")
-
-
-class RtuResponder:
-    """Frames RTU requests out of a byte stream and answers them (fc 03, 06, 16).
-
-    `mangle` lets a test replace an outgoing frame (CRC garbage, a short frame, silence).
-    """
-
-    def __init__(self, simulator: ArcmSimulator) -> None:
-        self.simulator = simulator
-        self.buffer = b""
-        self.crc_errors = 0
-        self.mangle: Callable[[int, bytes], bytes | None] | None = None
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self.buffer += data
-        out: list[bytes] = []
-        while len(self.buffer) >= 4:
-            buf = self.buffer
-            function = buf[1]
-            if function in (3, 6):
-                size = 8
-            elif function == 16:
-                if len(buf) < 7:
-                    break
-                size = 9 + buf[6]
-            else:
-                size = 4
-            if len(buf) < size:
-                break
-            frame, rest = buf[:size], buf[size:]
-            if crc16(frame[:-2]) != frame[-2:]:
-                self.crc_errors += 1
-                self.buffer = buf[1:]  # hunt for the next frame start
-                continue
-            self.buffer = rest
-            response = self._answer(frame)
-            if response is not None and self.mangle is not None:
-                response = self.mangle(frame[0], response)
-            if response:
-                out.append(response)
-        return out
-
-    def _answer(self, frame: bytes) -> bytes | None:
-        unit, function = frame[0], frame[1]
-        sim = self.simulator
-        if unit not in sim.units or unit in sim.silent_units:
-            return None  # not ours: a slave on a shared line says nothing
-        body: bytes
-        if function == 3:
-            address = int.from_bytes(frame[2:4], "big")
-            count = int.from_bytes(frame[4:6], "big")
-            result = sim.read(unit, address, count) if 1 <= count <= 125 else \
-                ExcCodes.ILLEGAL_VALUE
-            if isinstance(result, ExcCodes):
-                body = bytes([function | 0x80, int(result)])
-            else:
-                body = bytes([3, 2 * count]) + b"".join(v.to_bytes(2, "big") for v in result)
-        elif function == 6:
-            address = int.from_bytes(frame[2:4], "big")
-            value = int.from_bytes(frame[4:6], "big")
-            result = sim.write(unit, address, [value])
-            body = bytes([function | 0x80, int(result)]) if result else frame[1:6]
-        elif function == 16:
-            address = int.from_bytes(frame[2:4], "big")
-            count = int.from_bytes(frame[4:6], "big")
-            values = [int.from_bytes(frame[7 + 2 * i:9 + 2 * i], "big") for i in range(count)]
-            result = sim.write(unit, address, values)
-            body = bytes([function | 0x80, int(result)]) if result else frame[1:6]
-        else:
-            body = bytes([function | 0x80, int(ExcCodes.ILLEGAL_FUNCTION)])
-        reply = bytes([unit]) + body
-        return reply + crc16(reply)
-
-
-def open_pty() -> tuple[int, int, str]:
-    """A raw pty pair: (master fd, slave fd, slave name); keep the slave fd open while in use."""
-    master, slave = os.openpty()
-    tty.setraw(master)
-    tty.setraw(slave)
-    return master, slave, os.ttyname(slave)
-
-
-def _units_text(units: Iterable[int]) -> str:
-    ids = sorted(units)
-    return f"{ids[0]}-{ids[-1]}" if ids and ids == list(range(ids[0], ids[-1] + 1)) else \
-        ",".join(map(str, ids))
 
 
 # -- command line -------------------------------------------------------------------------
