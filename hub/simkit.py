@@ -1,4 +1,5 @@
-"""What every simulated Modbus bus shares: unit lists, TCP through pymodbus, RTU on a pty.
+"""What device simulators share: a Modbus bus (TCP through pymodbus, RTU on a pty) and an
+MQTT device's connection life.
 
 Device plugins ship simulators (`voltwatch simulate arcm`, `… arc_fault`) that the demo, the
 tests and the benchmarks talk to over real bytes. The register models differ per detector;
@@ -11,6 +12,10 @@ the wire does not. A plugin's simulator subclasses `SimulatedBus`, keeps its uni
   because tests need what pymodbus's server will not do: stay silent for unknown units like a
   real RS485 slave, and put CRC garbage or short frames on the line on purpose (`mangle`).
 
+MQTT device simulators (the mqtt plugin's generic device, the smoke detector) share
+`MqttSimulatedDevice`: the connection's life through a real broker, with a will, reconnects and
+a clean `offline` on stop.
+
 Plugins never import each other; this lives in the hub package so both detector plugins can
 use it (it imports no plugin and nothing of the running hub).
 """
@@ -18,18 +23,23 @@ use it (it imports no plugin and nothing of the running hub).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import re
 import tty
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+import aiomqtt
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerRTU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
+
+from hub.core.tasks import cancel_and_wait, cancel_requested
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -284,3 +294,96 @@ class RtuResponder:
             body = bytes([function | 0x80, int(ExcCodes.ILLEGAL_FUNCTION)])
         reply = bytes([unit]) + body
         return reply + crc16(reply)
+
+
+# -- MQTT devices -------------------------------------------------------------------------
+def device_ids(first: str, count: int) -> list[str]:
+    """`smoke-1` x 3 -> smoke-1, smoke-2, smoke-3; `kitchen` x 2 -> kitchen-1, kitchen-2."""
+    if count <= 1:
+        return [first]
+    match = re.match(r"^(.*?)(\d+)$", first)
+    if match:
+        stem, start = match.group(1), int(match.group(2))
+        return [f"{stem}{start + n}" for n in range(count)]
+    return [f"{first}-{n + 1}" for n in range(count)]
+
+
+class MqttSimulatedDevice:
+    """The connection life of a simulated MQTT device: connect with a will, subscribe to its
+    command topic, say `online` (retained), publish on a timer, answer commands, reconnect
+    after a broker outage, and say `offline` itself on a clean stop.
+
+    A subclass sets `device_id`, `options` (with `host`, `port`, `interval`,
+    `publish_on_connect`, `reconnect_interval`), `topics["status"]`, `command_topic`,
+    `stats.connects`, a `connected` asyncio.Event and `client` (None), and implements
+    `tick()` (one reading) and `answer(payload)` (one command). `identifier()` and
+    `credentials()` say how it logs in.
+    """
+
+    device_id: str
+    options: Any
+    topics: dict[str, str]
+    command_topic: str
+    stats: Any
+    connected: asyncio.Event
+    client: Any
+
+    def identifier(self) -> str:
+        return f"sim-{self.device_id}"
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        return None, None
+
+    async def tick(self) -> None:
+        raise NotImplementedError
+
+    async def answer(self, payload: Any) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        opts = self.options
+        status = self.topics["status"]
+        username, password = self.credentials()
+        client = aiomqtt.Client(
+            opts.host, opts.port, identifier=self.identifier(), clean_session=True,
+            will=aiomqtt.Will(status, b"offline", qos=1, retain=True), keepalive=30,
+            username=username, password=password,
+        )
+        while True:
+            try:
+                async with client:
+                    self.client = client
+                    self.stats.connects += 1
+                    await client.subscribe(self.command_topic, qos=1)
+                    await client.publish(status, b"online", qos=1, retain=True)
+                    self.connected.set()
+                    ticker = asyncio.create_task(self._ticks())
+                    try:
+                        async for message in client.messages:
+                            await self.answer(message.payload)
+                            if cancel_requested():  # a cancel lost in aiomqtt's wait_for
+                                raise asyncio.CancelledError
+                    finally:
+                        await cancel_and_wait(ticker)  # our own cancel still propagates
+                        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                            # A clean stop: say offline ourselves (a clean DISCONNECT has no will).
+                            with contextlib.suppress(aiomqtt.MqttError):
+                                await client.publish(status, b"offline", qos=1, retain=True,
+                                                     timeout=2)
+            except aiomqtt.MqttError as err:
+                # Stopping inside `async with client`: aiomqtt's disconnect may raise MqttError
+                # in place of our CancelledError; without this the loop reconnects forever.
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise asyncio.CancelledError from err
+                _LOGGER.info("simulator %s: %s; reconnecting", self.device_id, err)
+            finally:
+                self.client = None
+                self.connected.clear()
+            await asyncio.sleep(opts.reconnect_interval)
+
+    async def _ticks(self) -> None:
+        if self.options.publish_on_connect:
+            await self.tick()
+        while not cancel_requested():  # a cancel lost in aiomqtt's wait_for ends it too
+            await asyncio.sleep(self.options.interval)
+            await self.tick()

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Any
 
 import aiomqtt
 
-from hub.core.tasks import cancel_and_wait, cancel_requested
+from hub.simkit import MqttSimulatedDevice, device_ids
 
 from .credentials import device_password, read_secret
 
@@ -65,7 +63,7 @@ class SimStats:
     commands: list[dict[str, Any]] = field(default_factory=list)
 
 
-class SimulatedDevice:
+class SimulatedDevice(MqttSimulatedDevice):
     """One push detector. `run()` serves until cancelled; tests may also drive it by hand."""
 
     def __init__(self, device_id: str, options: SimOptions) -> None:
@@ -123,7 +121,7 @@ class SimulatedDevice:
         data = payload if isinstance(payload, bytes | str) else json.dumps(payload)
         await self.client.publish(topic, data, qos=self.options.qos, retain=retain)
 
-    async def _tick(self) -> None:
+    async def tick(self) -> None:
         """One interval: telemetry, and the smoke alarm / low battery transitions."""
         now = time.monotonic()
         if self._alarm_at is not None and now >= self._alarm_at and not self.smoke_alarm:
@@ -141,7 +139,7 @@ class SimulatedDevice:
             await self.publish_event("low_battery", "active")
 
     # -- commands -------------------------------------------------------------------------
-    async def _answer(self, payload: bytes) -> None:
+    async def answer(self, payload: bytes) -> None:
         try:
             command = json.loads(payload)
             command_id = command["id"]
@@ -173,64 +171,6 @@ class SimulatedDevice:
             return self.device_id, opts.password
         return None, None
 
-    async def run(self) -> None:
-        opts = self.options
-        status = self.topics["status"]
-        username, password = self.credentials()
-        client = aiomqtt.Client(
-            opts.host, opts.port, identifier=f"sim-{self.device_id}", clean_session=True,
-            will=aiomqtt.Will(status, b"offline", qos=1, retain=True), keepalive=30,
-            username=username, password=password,
-        )
-        while True:
-            try:
-                async with client:
-                    self.client = client
-                    self.stats.connects += 1
-                    await client.subscribe(self.command_topic, qos=1)
-                    await client.publish(status, b"online", qos=1, retain=True)
-                    self.connected.set()
-                    ticker = asyncio.create_task(self._ticks())
-                    try:
-                        async for message in client.messages:
-                            await self._answer(message.payload)
-                            if cancel_requested():  # a cancel lost in aiomqtt's wait_for
-                                raise asyncio.CancelledError
-                    finally:
-                        await cancel_and_wait(ticker)  # our own cancel still propagates
-                        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                            # A clean stop: say offline ourselves (a clean DISCONNECT has no will).
-                            with contextlib.suppress(aiomqtt.MqttError):
-                                await client.publish(status, b"offline", qos=1, retain=True,
-                                                     timeout=2)
-            except aiomqtt.MqttError as err:
-                # Stopping inside `async with client`: aiomqtt's disconnect may raise MqttError
-                # in place of our CancelledError; without this the loop reconnects forever.
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise asyncio.CancelledError from err
-                _LOGGER.info("simulator %s: %s; reconnecting", self.device_id, err)
-            finally:
-                self.client = None
-                self.connected.clear()
-            await asyncio.sleep(opts.reconnect_interval)
-
-    async def _ticks(self) -> None:
-        if self.options.publish_on_connect:
-            await self._tick()
-        while not cancel_requested():  # a cancel lost in aiomqtt's wait_for ends it too
-            await asyncio.sleep(self.options.interval)
-            await self._tick()
-
-
-def device_ids(first: str, count: int) -> list[str]:
-    """`smoke-1` x 3 -> smoke-1, smoke-2, smoke-3; `kitchen` x 2 -> kitchen-1, kitchen-2."""
-    if count <= 1:
-        return [first]
-    match = re.match(r"^(.*?)(\d+)$", first)
-    if match:
-        stem, start = match.group(1), int(match.group(2))
-        return [f"{stem}{start + n}" for n in range(count)]
-    return [f"{first}-{n + 1}" for n in range(count)]
 
 
 async def run_devices(ids: list[str], options: SimOptions, stagger: float = 0.005) -> None:

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
 
-from hub.core.tasks import cancel_and_wait, cancel_requested, run_together
+from hub.core.tasks import run_together
+from hub.simkit import MqttSimulatedDevice, device_ids
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ class SmokeSimStats:
     commands: list[dict[str, Any]] = field(default_factory=list)
 
 
-class SimulatedSmokeDetector:
+class SimulatedSmokeDetector(MqttSimulatedDevice):
     """One detector. `run()` serves until cancelled."""
 
     def __init__(self, device_id: str, options: SmokeSimOptions) -> None:
@@ -181,63 +180,10 @@ class SimulatedSmokeDetector:
         elif name == "reset" and self.alarm:
             await self.end_alarm()
 
-    # -- connection -----------------------------------------------------------------------
-    async def run(self) -> None:
-        opts = self.options
-        status = self.topics["status"]
-        client = aiomqtt.Client(
-            opts.host, opts.port, identifier=f"sim-smoke-{self.device_id}", clean_session=True,
-            will=aiomqtt.Will(status, b"offline", qos=1, retain=True), keepalive=30,
-        )
-        while True:
-            try:
-                async with client:
-                    self.client = client
-                    self.stats.connects += 1
-                    await client.subscribe(self.command_topic, qos=1)
-                    await client.publish(status, b"online", qos=1, retain=True)
-                    self.connected.set()
-                    ticker = asyncio.create_task(self._ticks())
-                    try:
-                        async for message in client.messages:
-                            await self.answer(message.payload)
-                            if cancel_requested():  # a cancel lost in aiomqtt's wait_for
-                                raise asyncio.CancelledError
-                    finally:
-                        await cancel_and_wait(ticker)  # our own cancel still propagates
-                        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                            # A clean DISCONNECT sends no will: say offline ourselves.
-                            with contextlib.suppress(aiomqtt.MqttError):
-                                await client.publish(status, b"offline", qos=1, retain=True,
-                                                     timeout=2)
-            except aiomqtt.MqttError as err:
-                # Stopping inside `async with client`: aiomqtt's disconnect may raise MqttError
-                # in place of our CancelledError; without this the loop reconnects forever.
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise asyncio.CancelledError from err
-                _LOGGER.info("smoke simulator %s: %s; reconnecting", self.device_id, err)
-            finally:
-                self.client = None
-                self.connected.clear()
-            await asyncio.sleep(opts.reconnect_interval)
+    # -- connection (hub.simkit.MqttSimulatedDevice.run) ----------------------------------
+    def identifier(self) -> str:
+        return f"sim-smoke-{self.device_id}"
 
-    async def _ticks(self) -> None:
-        if self.options.publish_on_connect:
-            await self.tick()
-        while not cancel_requested():  # a cancel lost in aiomqtt's wait_for ends it too
-            await asyncio.sleep(self.options.interval)
-            await self.tick()
-
-
-def device_ids(first: str, count: int) -> list[str]:
-    """`smoke-1` x 3 -> smoke-1, smoke-2, smoke-3."""
-    if count <= 1:
-        return [first]
-    match = re.match(r"^(.*?)(\d+)$", first)
-    if match:
-        stem, start = match.group(1), int(match.group(2))
-        return [f"{stem}{start + n}" for n in range(count)]
-    return [f"{first}-{n + 1}" for n in range(count)]
 
 
 async def run_detectors(ids: list[str], options: SmokeSimOptions) -> None:
