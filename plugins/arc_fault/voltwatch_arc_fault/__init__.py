@@ -18,14 +18,12 @@ from typing import Any
 import voluptuous as vol
 
 from hub import hookimpl
-from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.core.config import duration
-from hub.core.events import EVENT_DEVICE_REGISTRY_UPDATED, Event, callback
-from hub.core.links import LinkError
+from hub.core.platform import DevicePlatform
 from hub.core.services import ServiceCall
 
 from . import simulator
-from .device import COMMANDS, PLATFORM, ArcFaultDevice, DeviceNotFound
+from .device import COMMANDS, PLATFORM, ArcFaultDevice
 
 __all__ = ["DEVICE_SCHEMA", "ArcFaultDevice", "ArcFaultRuntime", "runtime_for"]
 
@@ -45,98 +43,22 @@ SET_PARAMETER_SCHEMA = vol.Schema({
 })
 
 
-class ArcFaultRuntime:
-    """The plugin's state inside one hub: its detectors and the services that reach them."""
+class ArcFaultRuntime(DevicePlatform[ArcFaultDevice]):
+    """The plugin's state inside one hub: its detectors and the services that reach them
+    (device life and failures: hub.core.platform.DevicePlatform)."""
 
-    def __init__(self, hub: Any) -> None:
-        self.hub = hub
-        self.devices: dict[str, ArcFaultDevice] = {}
-        self.failed: dict[str, str] = {}
-        self._unsub: Any = None
+    platform = PLATFORM
+    fault_source = PLATFORM
 
-    async def async_setup(self, config: dict[str, Any]) -> None:
-        self._register_services()
-        seen: set[str] = set()
-        for device in config.get("devices", []) or []:
-            if device.get("platform") == PLATFORM:
-                seen.add(device["id"])
-                await self.add_device(device)
-        registry = getattr(self.hub, "devices", None)
-        for entry in list(registry or []):
-            if entry.platform == PLATFORM and entry.id not in seen:
-                await self.add_device(self._from_entry(entry))
-        if registry is not None:
-            self._unsub = self.hub.bus.listen(EVENT_DEVICE_REGISTRY_UPDATED,
-                                              self._registry_updated)
-
-    @staticmethod
-    def _from_entry(entry: Any) -> dict[str, Any]:
-        """A device created through the API keeps plugin settings in `options`."""
-        return {**entry.options, "id": entry.id, "name": entry.name, "platform": entry.platform,
-                "project": entry.project, "area": entry.area, "location": entry.location,
-                "link": entry.link}
-
-    @callback
-    def _registry_updated(self, event: Event) -> None:
-        device_id = event.data.get("device_id")
-        action = event.data.get("action")
-        entry = self.hub.devices.get(device_id) if device_id else None
-        known = device_id in self.devices or device_id in self.failed
-        if action == "remove" and known:
-            self.hub.create_task(self.remove_device(device_id),
-                                 name=f"arc_fault remove {device_id}")
-        elif entry is not None and entry.platform == PLATFORM and (
-                action == "create" or (action == "update" and known)):
-            self.hub.create_task(self.add_device(self._from_entry(entry)),
-                                 name=f"arc_fault add {device_id}")
-
-    async def add_device(self, raw: dict[str, Any]) -> ArcFaultDevice | None:
-        """(Re)start one detector; a bad device is reported as a fault, the rest go on."""
-        device_id = raw["id"]
-        if device_id in self.devices:
-            await self.remove_device(device_id)
-        try:
-            config = _DEVICE(dict(raw))
-            link = self.hub.links.acquire(config.get("link") or {})
-        except (vol.Invalid, LinkError) as err:
-            reason = str(err)
-            _LOGGER.error("arc_fault device %s cannot start: %s", device_id, reason)
-            self.failed[device_id] = reason
-            condition = Condition.create(device_id, "device_fault", True,
-                                         detail=f"配置错误 {reason}",
-                                         detail_en=f"configuration error: {reason}",
-                                         source=PLATFORM)
-            self.hub.bus.async_fire(EVENT_DEVICE_CONDITION, condition.as_dict())
-            return None
-        self.failed.pop(device_id, None)
-        device = ArcFaultDevice(self.hub, config, link)
-        await device.async_register_entities()
-        self.devices[device_id] = device
-        device.start()
-        return device
-
-    async def remove_device(self, device_id: str) -> None:
-        device = self.devices.pop(device_id, None)
-        self.failed.pop(device_id, None)
-        if device is not None:
-            await device.stop()
+    def build(self, raw: dict[str, Any]) -> ArcFaultDevice:
+        config = _DEVICE(dict(raw))
+        link = self.hub.links.acquire(config.get("link") or {})
+        return ArcFaultDevice(self.hub, config, link)
 
     async def async_shutdown(self) -> None:
-        if self._unsub is not None:
-            self._unsub()
-            self._unsub = None
-        for device_id in list(self.devices):
-            await self.remove_device(device_id)
+        await super().async_shutdown()
         for name in (*COMMANDS, "set_parameter"):
             self.hub.services.remove(PLATFORM, name)
-
-    def device(self, device_id: str) -> ArcFaultDevice:
-        device = self.devices.get(device_id)
-        if device is None:
-            reason = self.failed.get(device_id)
-            raise DeviceNotFound(f"No arc_fault device {device_id!r}" +
-                                 (f" is running ({reason})" if reason else ""))
-        return device
 
     def _register_services(self) -> None:
         services = self.hub.services

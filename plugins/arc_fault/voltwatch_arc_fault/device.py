@@ -37,6 +37,12 @@ from hub.core.links import (
     MeteredLink,
     PollSchedule,
 )
+from hub.core.platform import (
+    CommandNotConfirmed,
+    DeviceElsewhere,
+    DeviceRejected,
+    DeviceUnreachable,
+)
 from hub.core.polling import PollJob
 from hub.core.services import ServiceError, ServiceValidationError
 from hub.core.states import STATE_OFF, STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN, slugify
@@ -77,32 +83,6 @@ _SENSORS: dict[str, tuple[str | None, str | None]] = {
     "arc_count": (ARC_UNIT, None), "arc_total": (None, None),
     "current": ("A", "current"), "temperature": ("°C", "temperature"),
 }
-
-
-class DeviceNotFound(ServiceError):
-    status = 404
-
-
-class DeviceUnreachable(ServiceError):
-    """No answer (timeout, link down): the outcome of the request is unknown."""
-
-    status = 504
-
-
-class DeviceElsewhere(ServiceError):
-    """Another worker holds the link (e.g. the DTU's socket): call the service there."""
-
-    status = 409
-
-
-class DeviceRejected(ServiceError):
-    """The device answered but refused (exception code) or kept another value."""
-
-    status = 502
-
-
-class CommandNotConfirmed(ServiceError):
-    status = 504
 
 
 def _s16(raw: int) -> int:

@@ -257,7 +257,7 @@ async def test_set_parameter_validated_and_read_back(site: Any) -> None:
 
 async def test_unreachable_device_gives_a_clear_failure(site: Any) -> None:
     hub, _runtime, _sim = site
-    from voltwatch_arcm.device import DeviceNotFound, DeviceUnreachable
+    from hub.core.platform import DeviceNotFound, DeviceUnreachable
 
     with pytest.raises(DeviceUnreachable) as info:
         await hub.services.async_call("arcm", "trip", {"device_id": "arcm-9"})

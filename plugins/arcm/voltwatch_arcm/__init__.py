@@ -19,13 +19,12 @@ from typing import Any
 import voluptuous as vol
 
 from hub import hookimpl
-from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
-from hub.core.events import EVENT_DEVICE_REGISTRY_UPDATED, Event, callback
 from hub.core.links import LinkError
+from hub.core.platform import DevicePlatform
 from hub.core.services import ServiceCall
 
 from . import simulator
-from .device import PLATFORM, ArcmDevice, DeviceNotFound
+from .device import PLATFORM, ArcmDevice
 from .profile import PROFILE_DIRS, ProfileError, find_profile
 
 _LOGGER = logging.getLogger(__name__)
@@ -102,112 +101,32 @@ SET_PARAMETER_SCHEMA = vol.Schema({
 })
 
 
-class ArcmRuntime:
-    """The plugin's state inside one hub: its devices and the services that reach them."""
+class ArcmRuntime(DevicePlatform[ArcmDevice]):
+    """The plugin's state inside one hub: its devices and the services that reach them
+    (device life and failures: hub.core.platform.DevicePlatform)."""
+
+    platform = PLATFORM
+    config_errors = (vol.Invalid, ProfileError, LinkError)
 
     def __init__(self, hub: Any) -> None:
-        self.hub = hub
-        self.devices: dict[str, ArcmDevice] = {}
-        self.failed: dict[str, str] = {}
-        self._unsub: Any = None
+        super().__init__(hub)
         config_dir = getattr(hub, "config_dir", None)
         self.profile_dirs: tuple[Path, ...] = (Path(config_dir) / "profiles",) if config_dir \
             else ()
 
-    async def async_setup(self, config: dict[str, Any]) -> None:
-        self._register_services()
-        seen: set[str] = set()
-        for device in config.get("devices", []) or []:
-            if device.get("platform") == PLATFORM:
-                seen.add(device["id"])
-                await self.add_device(device)
-        registry = getattr(self.hub, "devices", None)
-        for entry in list(registry or []):
-            if entry.platform == PLATFORM and entry.id not in seen:
-                await self.add_device(self._from_entry(entry))
-        if registry is not None:
-            self._unsub = self.hub.bus.listen(EVENT_DEVICE_REGISTRY_UPDATED,
-                                              self._registry_updated)
+    def _from_entry(self, entry: Any) -> dict[str, Any]:
+        return {**super()._from_entry(entry),
+                "profile": entry.profile or entry.options.get("profile") or "arcm-ref"}
 
-    @staticmethod
-    def _from_entry(entry: Any) -> dict[str, Any]:
-        """A device created through the API keeps plugin settings in `options`."""
-        return {**entry.options, "id": entry.id, "name": entry.name, "platform": entry.platform,
-                "profile": entry.profile or entry.options.get("profile") or "arcm-ref",
-                "project": entry.project, "area": entry.area, "location": entry.location,
-                "link": entry.link}
-
-    @callback
-    def _registry_updated(self, event: Event) -> None:
-        device_id = event.data.get("device_id")
-        action = event.data.get("action")
-        entry = self.hub.devices.get(device_id) if device_id else None
-        known = device_id in self.devices or device_id in self.failed
-        if action == "remove" and known:
-            self.hub.create_task(self.remove_device(device_id), name=f"arcm remove {device_id}")
-        elif entry is not None and entry.platform == PLATFORM and (
-                action == "create" or (action == "update" and known)):
-            self.hub.create_task(self.add_device(self._from_entry(entry), registered=True),
-                                 name=f"arcm add {device_id}")
-
-    async def add_device(self, raw: dict[str, Any], registered: bool = False) -> ArcmDevice | None:
-        """(Re)start one detector; a bad device is reported as a fault, the rest go on.
-
-        `registered`: started for a registry entry (an API add or edit). Registering the
-        entities yields to the loop, and the entry may be deleted meanwhile; such a device must
-        not start polling, nor leave its entities behind.
-        """
-        device_id = raw["id"]
-        if device_id in self.devices:
-            await self.remove_device(device_id)
+    def build(self, raw: dict[str, Any]) -> ArcmDevice:
         token = PROFILE_DIRS.set(self.profile_dirs)
         try:
             config = DEVICE_SCHEMA(dict(raw))
             profile = find_profile(config["profile"], self.profile_dirs)
             link = self.hub.links.acquire(config.get("link") or {})
-        except (vol.Invalid, ProfileError, LinkError) as err:
-            reason = str(err)
-            _LOGGER.error("arcm device %s cannot start: %s", device_id, reason)
-            self.failed[device_id] = reason
-            condition = Condition.create(device_id, "device_fault", True,
-                                         detail=f"配置错误 {reason}",
-                                         detail_en=f"configuration error: {reason}")
-            self.hub.bus.async_fire(EVENT_DEVICE_CONDITION, condition.as_dict())
-            return None
         finally:
             PROFILE_DIRS.reset(token)
-        self.failed.pop(device_id, None)
-        device = ArcmDevice(self.hub, config, profile, link)
-        await device.async_register_entities()
-        if registered and self.hub.devices.get(device_id) is None:
-            for entity in self.hub.entities.for_device(device_id):
-                await self.hub.entities.async_remove(entity.entity_id)
-                self.hub.states.async_remove(entity.entity_id)
-            return None
-        self.devices[device_id] = device
-        device.start()
-        return device
-
-    async def remove_device(self, device_id: str) -> None:
-        device = self.devices.pop(device_id, None)
-        self.failed.pop(device_id, None)
-        if device is not None:
-            await device.stop()
-
-    async def async_shutdown(self) -> None:
-        if self._unsub is not None:
-            self._unsub()
-            self._unsub = None
-        for device_id in list(self.devices):
-            await self.remove_device(device_id)
-
-    def device(self, device_id: str) -> ArcmDevice:
-        device = self.devices.get(device_id)
-        if device is None:
-            reason = self.failed.get(device_id)
-            raise DeviceNotFound(f"No arcm device {device_id!r}" +
-                                 (f" is running ({reason})" if reason else ""))
-        return device
+        return ArcmDevice(self.hub, config, profile, link)
 
     # -- services -------------------------------------------------------------------------
     def _register_services(self) -> None:

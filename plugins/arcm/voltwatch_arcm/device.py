@@ -40,6 +40,12 @@ from hub.core.links import (
     MeteredLink,
     PollSchedule,
 )
+from hub.core.platform import (
+    CommandNotConfirmed,
+    DeviceElsewhere,
+    DeviceRejected,
+    DeviceUnreachable,
+)
 from hub.core.polling import PollJob
 from hub.core.services import ServiceError, ServiceValidationError
 from hub.core.states import (
@@ -98,35 +104,6 @@ _EXCEPTION_WORDS: dict[int, tuple[str, str]] = {
 def label(name: str, language: str) -> str:
     zh, en = _LABELS.get(name, (name, name.replace("_", " ").capitalize()))
     return en if language.lower().startswith("en") else zh
-
-
-# -- service failures ---------------------------------------------------------------------
-class DeviceNotFound(ServiceError):
-    status = 404
-
-
-class DeviceUnreachable(ServiceError):
-    """The request got no answer (timeout, link down): the result is unknown."""
-
-    status = 504
-
-
-class DeviceElsewhere(ServiceError):
-    """Another worker holds the link (e.g. the DTU's socket): call the service there."""
-
-    status = 409
-
-
-class DeviceRejected(ServiceError):
-    """The device answered but refused (exception code) or kept another value."""
-
-    status = 502
-
-
-class CommandNotConfirmed(ServiceError):
-    """The command was accepted but the read-back never showed its result."""
-
-    status = 504
 
 
 class ArcmDevice:

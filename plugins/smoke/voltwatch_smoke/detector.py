@@ -31,6 +31,7 @@ from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.core.config import duration
 from hub.core.context import Context
 from hub.core.events import EVENT_DEVICE_REGISTRY_UPDATED, Event, callback
+from hub.core.platform import DeviceNotFound
 from hub.core.push import CommandError, PushMessage
 from hub.core.registries import DeviceEntry
 from hub.core.services import ServiceCall, ServiceError, ServiceValidationError
@@ -89,10 +90,6 @@ class SmokeServiceError(ServiceError):
     """The device did not confirm a command (refused, no ack, offline, broker down)."""
 
     status = 504
-
-
-class DeviceNotFound(ServiceError):
-    status = 404
 
 
 class SmokeDetector:
