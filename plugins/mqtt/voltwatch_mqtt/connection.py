@@ -37,6 +37,7 @@ from hub.core.states import STATE_OFF, STATE_ON, slugify
 from hub.core.tasks import cancel_requested
 
 from .brokerlog import LOG_SUBSCRIPTION, LOG_TOPIC_PREFIX, BrokerLog
+from .mirror import StateMirror
 from .settings import MqttSettings
 
 if TYPE_CHECKING:
@@ -108,6 +109,9 @@ class MqttConnection:
         self._throttle = LogThrottle(_LOGGER, _LOG_PER_WINDOW, _LOG_WINDOW)
         self.link = MqttLink(self)
         self.broker_log = BrokerLog()
+        # The state relay between workers (mirror.py); None when `mirror_states` is off.
+        self.mirror: StateMirror | None = StateMirror(self) if settings.mirror_states else None
+        self._mirror_prefix = self.mirror.topic_prefix if self.mirror is not None else None
         # Counters: plain ints and one dict each, bumped on the hot path.
         self.messages = 0
         self.kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
@@ -145,6 +149,8 @@ class MqttConnection:
                   f"{prefix}/dev/+/ack"]
         if self.settings.broker_log:
             topics.append(LOG_SUBSCRIPTION)  # the broker's refusals (brokerlog.py)
+        if self.mirror is not None:
+            topics.append(self.mirror.subscription)  # the other workers' states, not shared
         return topics
 
     def command_topic(self, device_id: str) -> str:
@@ -155,12 +161,16 @@ class MqttConnection:
         if self.started:
             return
         self.started = True
+        if self.mirror is not None:
+            self.mirror.start()
         self._task = self.hub.create_task(self._run(), name="mqtt connection")
 
     async def stop(self) -> None:
         """Disconnect cleanly (the broker keeps our session) and fail waiting commands."""
         task, self._task = self._task, None
         self.started = False
+        if self.mirror is not None:
+            self.mirror.stop()
         if task is not None:
             task.cancel()
             # Bounded: a library that swallows the cancellation must not hang the hub's stop.
@@ -214,6 +224,8 @@ class MqttConnection:
                                                       for topic in self.subscriptions()])
                     self._check_granted(granted)
                     self._ready.set()
+                    if self.mirror is not None:
+                        self.mirror.resume()
                     await self._consume(client)
             except aiomqtt.MqttError as err:
                 # Cancelled inside `async with client`: aiomqtt's disconnect on the way out can
@@ -276,6 +288,8 @@ class MqttConnection:
             # Only the broker publishes under $SYS; it is its log, not a device's message.
             self.broker_log.feed(payload)
             return None
+        if self._mirror_prefix is not None and topic.startswith(self._mirror_prefix):
+            return self.mirror.handle(topic, payload)  # type: ignore[union-attr]
         self.messages += 1
         if len(payload) > self._max_payload:
             return self._bad("too_large", topic,
@@ -562,6 +576,7 @@ class MqttConnection:
             "devices_online": online,
             "devices_offline": offline,
             **self.broker_log.stats(),
+            **(self.mirror.stats() if self.mirror is not None else {}),
         }
         return out
 
@@ -572,6 +587,7 @@ class MqttConnection:
             "client_id": s.client_id,
             "topic_prefix": s.topic_prefix,
             "shared_group": s.shared_group,
+            "mirror_states": s.mirror_states,
             "connected": self.connected,
             "subscribed": self.ready,
             "last_error": self.last_error,

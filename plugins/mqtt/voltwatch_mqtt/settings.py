@@ -101,6 +101,13 @@ MQTT_SCHEMA = vol.Schema(
         vol.Optional("broker_pid_file"): vol.All(str, vol.Length(min=1)),
         # Subscribe to $SYS/broker/log/# to see the broker's refusals (brokerlog.py).
         vol.Optional("broker_log", default=True): bool,
+        # Relay this worker's device states to the other workers on the broker and show
+        # theirs (mirror.py). Default: on when `shared_group` splits the telemetry.
+        vol.Optional("mirror_states"): vol.Any(None, bool),
+        # How long local state changes are gathered into one relay batch (latest per entity).
+        vol.Optional("mirror_interval", default=0.05): vol.All(
+            duration, vol.Range(min=0.001, max=10)
+        ),
         # TLS for the hub's own connection (docs/plugins/mqtt.md, "Security").
         vol.Optional("tls", default={}): TLS_SCHEMA,
     }
@@ -135,6 +142,8 @@ class MqttSettings:
     broker_files: str | None = None
     broker_pid_file: str | None = None
     broker_log: bool = True
+    mirror_states: bool = False
+    mirror_interval: float = 0.05
 
     @classmethod
     def from_config(
@@ -162,6 +171,9 @@ class MqttSettings:
             broker_pid_file=(str(Path(config_dir or ".") / conf["broker_pid_file"])
                              if conf.get("broker_pid_file") else None),
             broker_log=conf["broker_log"],
+            mirror_states=(bool(conf.get("shared_group")) if conf.get("mirror_states") is None
+                           else conf["mirror_states"]),
+            mirror_interval=conf["mirror_interval"],
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:
