@@ -7,6 +7,9 @@ Both are measured in states/s against the same run's baseline: `StateMachine.asy
 same changing readings, i.e. what the reading cost the worker that received it. No broker:
 the broker's share is in bench_fleet.py (`FLEET_BENCH_MIRROR=1`).
 
+The sender's figure includes making each state's context id (a ULID; ids are made lazily),
+which a real hub's recorder pays for every state anyway; the baseline does not.
+
 `MIRROR_BENCH_ENTITIES` (default 2000) entities, `MIRROR_BENCH_ROUNDS` (default 20) rounds of
 one changed value each, batches of BATCH_STATES as the relay sends them.
 """
@@ -83,7 +86,7 @@ async def _sender(ids: list[str]) -> tuple[float, list[bytes]]:
             set_state(entity_id, r, ATTRS, timestamp=1000.0 + r)
         states = list(relay._pending.values())
         relay._pending = {}
-        payloads += [mirror_module.encode(states[i:i + batch]).encode()
+        payloads += [mirror_module.encode(states[i:i + batch], relay._attr_cache).encode()
                      for i in range(0, len(states), batch)]
     rate = ENTITIES * ROUNDS / (time.perf_counter() - start)
     relay.stop()

@@ -18,9 +18,11 @@ import pytest
 import voltwatch_mqtt
 import voluptuous as vol
 from mqtt_testkit import DEVICE, make_hub, wait_until
+from voltwatch_mqtt.mirror import decode, encode
 from voltwatch_mqtt.settings import MqttSettings
 from voltwatch_mqtt.testing import MosquittoBroker
 
+from hub.core.context import Context
 from hub.core.events import EventBus, callback
 from hub.core.states import MIRROR_CHANGED, MIRROR_REPORTED, MIRROR_STALE, StateMachine
 from hub.hub import Hub
@@ -159,3 +161,19 @@ async def test_stale_and_malformed_relays_are_counted_and_dropped(
     assert metrics["mqtt_mirror_stale_total"] == 1
     # The hub keeps going: a good relay after the bad ones still applies.
     assert voltwatch_mqtt.get_connection(hub_b).connected
+
+
+def test_a_batch_round_trips_and_changed_attributes_are_not_served_from_the_cache() -> None:
+    machine = StateMachine(EventBus())
+    cache: dict[int, tuple[Any, str]] = {}
+    first = machine.async_set(ENTITY, "1.5", {"unit": "mA", "名": "剩余电流"}, timestamp=10.0,
+                              context=Context(id="ctx/with \"quotes\""))
+    second = machine.async_set("sensor.b", 'say "hi"', None, timestamp=11)
+    assert decode(encode([first, second], cache).encode()) == [
+        (ENTITY, "1.5", {"unit": "mA", "名": "剩余电流"}, 10.0, 10.0, 'ctx/with "quotes"'),
+        ("sensor.b", 'say "hi"', None, 11.0, 11.0, second.context.id)]
+    same = machine.async_set(ENTITY, "2", {"unit": "mA", "名": "剩余电流"}, timestamp=12.0)
+    changed = machine.async_set(ENTITY, "2", {"unit": "A"}, timestamp=13.0)
+    assert same.attributes is first.attributes  # kept by the state machine: a cache hit
+    assert [entry[2] for entry in decode(encode([same, changed], cache).encode())] == [
+        {"unit": "mA", "名": "剩余电流"}, {"unit": "A"}]

@@ -95,10 +95,39 @@ def decode(payload: bytes | bytearray) -> list[tuple[str, str, dict[str, Any] | 
     return out
 
 
-def encode(states: list[State]) -> str:
-    return _encode({"v": _VERSION, "states": [
-        [s.entity_id, s.state, dict(s.attributes) if s.attributes else None, s.last_changed,
-         s.last_updated, s.context.id] for s in states]})
+_ATTR_CACHE_MAX = 20_000
+
+
+def encode(states: list[State], attr_cache: dict[int, tuple[Any, str]] | None = None) -> str:
+    """One relay batch as JSON text.
+
+    Built by hand: the state machine keeps an entity's attributes mapping while they do not
+    change, so with `attr_cache` (id of the mapping -> the mapping, its JSON) a detector's
+    attributes are encoded once, not at every reading. The cache holds the mapping itself, so
+    an id is never reused while cached; it is emptied when it grows past _ATTR_CACHE_MAX.
+    """
+    cache = attr_cache if attr_cache is not None else {}
+    if len(cache) > _ATTR_CACHE_MAX:
+        cache.clear()
+    parts = []
+    for s in states:
+        attributes = s.attributes
+        if not attributes:
+            attrs = "null"
+        else:
+            hit = cache.get(id(attributes))
+            if hit is not None and hit[0] is attributes:
+                attrs = hit[1]
+            else:
+                attrs = _encode(dict(attributes))
+                cache[id(attributes)] = (attributes, attrs)
+        context_id = s.context.id
+        # Entity ids are [a-z0-9_.] (validated) and context ids ULIDs: nothing to escape.
+        parts.append(f'["{s.entity_id}",{_encode(s.state)},{attrs},'
+                     f"{float(s.last_changed)!r},{float(s.last_updated)!r},"
+                     + (f'"{context_id}"]' if context_id.isalnum() else
+                        f"{_encode(context_id)}]"))
+    return f'{{"v":{_VERSION},"states":[{",".join(parts)}]}}'
 
 
 class StateMirror:
@@ -116,6 +145,7 @@ class StateMirror:
         self._handle: asyncio.TimerHandle | None = None
         self._unsub: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._attr_cache: dict[int, tuple[Any, str]] = {}
         self._throttle = LogThrottle(_LOGGER, 20, 60.0)
         # Counters (docs/plugins/mqtt.md): states and batches sent; states applied, reported
         # (same value, newer), stale (not newer than held); malformed batches; failed publishes.
@@ -175,7 +205,7 @@ class StateMirror:
             return  # kept (latest per entity) until `resume` after the reconnect
         states = list(self._pending.values())
         self._pending = {}
-        payloads = [encode(states[i:i + BATCH_STATES])
+        payloads = [encode(states[i:i + BATCH_STATES], self._attr_cache)
                     for i in range(0, len(states), BATCH_STATES)]
         task = asyncio.get_running_loop().create_task(
             self._publish(client, payloads, len(states)), name="mqtt state relay")
