@@ -20,7 +20,9 @@ single-node figure (100k devices, 1,111 msg/s, 4 vCPU, about 20 % CPU) sits besi
 docs/benchmarks.md.
 
 `FLEET_BENCH_DEVICES` (default 10000, comma-separated for several runs, e.g. 10000,100000),
-`FLEET_BENCH_INTERVAL` (30), `FLEET_BENCH_WINDOW` (30).
+`FLEET_BENCH_INTERVAL` (30), `FLEET_BENCH_WINDOW` (30). `FLEET_BENCH_MIRROR=1` turns on the
+hub's state relay to other workers (`mqtt.mirror_states`; docs/operations.md): compare a run
+with and without it for the sender's cost (the receiver's is in bench_mirror.py).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ DEVICES = [int(n) for n in os.environ.get("FLEET_BENCH_DEVICES", "10000").split(
 INTERVAL = float(os.environ.get("FLEET_BENCH_INTERVAL", "30"))
 WINDOW = float(os.environ.get("FLEET_BENCH_WINDOW", "30"))
 PYTHON = sys.executable
+MIRROR = os.environ.get("FLEET_BENCH_MIRROR", "0") not in ("", "0", "false", "no")
 #: The hub runs on PostgreSQL (a fresh database on this server), as a fleet this size would.
 PG_ADMIN = os.environ.get("VOLTWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -117,7 +120,8 @@ def start_hub(broker: MosquittoBroker, work: Path, devices_file: Path,
         hub: {{name: fleet bench, language: en}}
         http: {{host: 127.0.0.1, port: {port}}}
         database: {{url: "{database_url}"}}
-        mqtt: {{host: {broker.host}, port: {broker.port}, client_id: bench-hub}}
+        mqtt: {{host: {broker.host}, port: {broker.port}, client_id: bench-hub,
+               mirror_states: {"true" if MIRROR else "false"}}}
         projects: [{{id: fleet, name: Fleet}}]
         devices: !include {devices_file.name}
     """))
@@ -210,7 +214,8 @@ def _bench_one(devices: int, database_url: str) -> list[Result]:
             broker.stop()
     offered = devices / INTERVAL
     (raw_rate, raw_cpu, raw_rss), (hub_rate, hub_cpu, hub_rss) = rows["raw"], rows["hub"]
-    label = f"{devices // 1000}k devices @{INTERVAL:g}s ({offered:,.0f} msg/s)"
+    label = f"{devices // 1000}k devices @{INTERVAL:g}s ({offered:,.0f} msg/s)" + (
+        ", state relay on" if MIRROR else "")
     return [
         Result(f"fleet {label}: hub msg/s handled", hub_rate, "msg/s", raw_rate,
                "raw aiomqtt", f"= offered {offered:,.0f}", hub_rate >= 0.95 * offered),

@@ -61,7 +61,13 @@ from .conditions import (
     format_message,
 )
 from .context import Context
-from .events import EVENT_DEVICE_REGISTRY_UPDATED, EVENT_STATE_CHANGED, Event, callback
+from .events import (
+    EVENT_DEVICE_REGISTRY_UPDATED,
+    EVENT_STATE_CHANGED,
+    ORIGIN_REMOTE,
+    Event,
+    callback,
+)
 from .states import STATE_ON, iso, slugify
 
 _LOGGER = logging.getLogger(__name__)
@@ -606,7 +612,7 @@ class AlarmEngine:
         # the same as a filter would cost (bench/bench_alarms.py).
         data = event.data
         entity = self._watches.get(data["entity_id"])
-        if entity is None:
+        if entity is None or event.origin == ORIGIN_REMOTE:  # the owning worker decides
             return
         new = data["new_state"]
         if entity.calm:

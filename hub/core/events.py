@@ -27,6 +27,12 @@ _LOGGER = logging.getLogger(__name__)
 
 MATCH_ALL = "*"
 
+# `Event.origin`: fired by this hub, or applied from another hub worker's relay (a mirrored
+# state, `StateMachine.async_mirror`). Listeners that act on readings (record, trigger, alarm,
+# relay) skip remote events: the owning worker did that already.
+ORIGIN_LOCAL = "local"
+ORIGIN_REMOTE = "remote"
+
 # Event types fired by the core. Plugins may fire their own (document them in their docs page).
 EVENT_HUB_START = "hub_start"
 EVENT_HUB_STARTED = "hub_started"

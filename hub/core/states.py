@@ -19,12 +19,17 @@ from types import MappingProxyType
 from typing import Any
 
 from .context import Context
-from .events import EVENT_STATE_CHANGED, EVENT_STATE_REPORTED, EventBus
+from .events import EVENT_STATE_CHANGED, EVENT_STATE_REPORTED, ORIGIN_REMOTE, EventBus
 
 STATE_UNAVAILABLE = "unavailable"
 STATE_UNKNOWN = "unknown"
 STATE_ON = "on"
 STATE_OFF = "off"
+
+# What `StateMachine.async_mirror` did with another worker's state.
+MIRROR_CHANGED = "changed"    # a new State, `state_changed` fired with origin "remote"
+MIRROR_REPORTED = "reported"  # same value and attributes, newer: only last_reported moved
+MIRROR_STALE = "stale"        # not newer than the State held: ignored
 
 _ENTITY_ID = re.compile(r"^(?!_)[a-z0-9_]+(?<!_)\.(?!_)[a-z0-9_]+(?<!_)$")
 _SLUG_DROP = re.compile(r"[^a-z0-9_]+")
@@ -253,6 +258,65 @@ class StateMachine:
             time_fired=now,
         )
         return state
+
+    def async_mirror(
+        self,
+        entity_id: str,
+        new_state: str,
+        attributes: Mapping[str, Any] | None,
+        last_changed: float,
+        last_updated: float,
+        context: Context | None = None,
+    ) -> str:
+        """Apply a state that another hub worker owns (issue 12: workers sharing one broker).
+
+        The sender's `last_changed` / `last_updated` are kept, and `state_changed` is fired
+        with `origin="remote"`: listeners that act on a reading (the recorder, state-trigger
+        automations, threshold alarms, the relay itself) skip remote events, because the
+        owning worker already did that work; the API, the websocket and live pages show them.
+        A state not newer than the one held (`last_updated`) is stale and ignored, so a late
+        or re-delivered batch never moves an entity back in time. Returns MIRROR_CHANGED,
+        MIRROR_REPORTED (same value and attributes: only `last_reported` moves, no event) or
+        MIRROR_STALE. Raises InvalidEntityId for a new entity with an invalid id.
+        """
+        old = self._states.get(entity_id)
+        if old is not None:
+            if last_updated <= old.last_updated:
+                return MIRROR_STALE
+            old_attributes = old.attributes
+            same_attributes = attributes is None or old_attributes == attributes
+            if old.state == new_state and same_attributes:
+                old.last_reported = max(old.last_reported, last_updated)
+                return MIRROR_REPORTED
+            state = State._successor(
+                old, new_state,
+                old_attributes if same_attributes else MappingProxyType(dict(attributes or {})),
+                last_changed, last_updated, context)
+            old._machine = None
+            self._domain_index[old.domain][entity_id] = state
+        else:
+            if not valid_entity_id(entity_id):
+                raise InvalidEntityId(
+                    f"Invalid entity id {entity_id!r}: expected domain.object_id in lower-case "
+                    "letters, digits and single underscores"
+                )
+            state = State(entity_id, new_state, attributes, last_changed=last_changed,
+                          last_updated=last_updated, last_reported=last_updated,
+                          context=context, validate_entity_id=False)
+            domain_states = self._domain_index.get(state.domain)
+            if domain_states is None:
+                domain_states = self._domain_index[state.domain] = {}
+            domain_states[entity_id] = state
+        state._machine = self
+        self._states[entity_id] = state
+        self._bus.async_fire(
+            EVENT_STATE_CHANGED,
+            {"entity_id": entity_id, "old_state": old, "new_state": state},
+            origin=ORIGIN_REMOTE,
+            context=state.context,
+            time_fired=last_updated,
+        )
+        return MIRROR_CHANGED
 
     def async_report(self, states: Iterable[State], timestamp: float | None = None,
                      context: Context | None = None) -> list[State]:

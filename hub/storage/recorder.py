@@ -57,6 +57,7 @@ from ..core.events import (
     EVENT_STATE_CHANGED,
     EVENT_STATE_REPORTED,
     MATCH_ALL,
+    ORIGIN_REMOTE,
     Event,
     callback,
 )
@@ -363,7 +364,8 @@ class Recorder:
     # -- hot path -------------------------------------------------------------------------
     @callback
     def _on_event(self, event: Event) -> None:
-        if event.event_type in self.exclude_event_types:
+        if event.event_type in self.exclude_event_types or event.origin == ORIGIN_REMOTE:
+            # A remote event (another worker's mirrored state) is that worker's to record.
             return
         if self._overflowing:
             self._overflow_add(event)

@@ -4,6 +4,7 @@ delay-on and hysteresis, and one active record per (device, type) under concurre
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +335,22 @@ def test_threshold_settings_are_validated_with_the_key() -> None:
     assert "devices[0].thresholds.residual_current.alarm" in text
     assert "alarms.thresholds.temperature.hysteresis" in text
     assert "alarms.severity.smoke" in text
+
+
+async def test_a_mirrored_reading_raises_no_threshold_alarm_here(tmp_path: Path) -> None:
+    """Another worker's state (origin remote, issue 12): that worker checked its thresholds."""
+    config = hub_config(alarms={"thresholds": {"residual_current": {"delay": 0}}})
+    hub = await start_hub(tmp_path, config)
+    recorder = Recorder(hub, "alarm_raised")
+    try:
+        now = time.time()
+        hub.states.async_mirror("sensor.arcm_1_residual_current", "550",
+                                {"unit_of_measurement": "mA"}, now, now)
+        await settle(hub)
+        assert recorder.of("alarm_raised") == []
+        hub.states.async_set("sensor.arcm_1_residual_current", 560)  # a local reading does
+        raised = await recorder.wait_for("alarm_raised")
+        assert raised[0]["message"] == "剩余电流过大 560mA"
+    finally:
+        recorder.close()
+        await hub.async_stop()

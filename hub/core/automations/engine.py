@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from ..context import Context
-from ..events import EVENT_STATE_CHANGED, Event, callback
+from ..events import EVENT_STATE_CHANGED, ORIGIN_REMOTE, Event, callback
 from .actions import Run
 from .templates import DEFAULT_TIME_LIMIT, TemplateError, async_render, truthy
 from .timers import Timers, TimerStore, for_key, wait_key
@@ -340,7 +340,8 @@ class AutomationEngine:
     # -- state triggers -----------------------------------------------------------------------------
     @callback
     def _filter(self, event: Event) -> bool:
-        return event.data["entity_id"] in self._state_index
+        # A remote (mirrored) state already triggered the owning worker's automations.
+        return event.data["entity_id"] in self._state_index and event.origin != ORIGIN_REMOTE
 
     @callback
     def _on_state_changed(self, event: Event) -> None:

@@ -61,7 +61,8 @@ def stats(hub: Hub) -> dict[str, Any]:
     return connection.stats() if connection is not None else {}
 
 
-_GAUGES = frozenset({"connected", "commands_pending", "devices_online", "devices_offline"})
+_GAUGES = frozenset({"connected", "commands_pending", "devices_online", "devices_offline",
+                     "mirror_pending"})
 
 
 @hookimpl
@@ -136,12 +137,15 @@ def voltwatch_http_routes(hub: Hub) -> list[Any]:
         """The MQTT connection: broker, client id, subscriptions, counters and devices seen.
 
         Returns `{"enabled": false}` when no `mqtt:` section and no MQTT device is configured;
-        otherwise broker, client_id, topic_prefix, shared_group, connected, subscribed,
+        otherwise broker, client_id, topic_prefix, shared_group, mirror_states, connected,
+        subscribed,
         last_error, subscriptions, stats (messages, messages_<kind>, malformed,
         malformed_<reason>, unknown_device, unhandled, handler_errors, connects, reconnects,
         commands_sent / acked / failed / refused / timed_out, acks_unmatched, devices_online,
         devices_offline, refused, refused_not_authorised, refused_publish_denied,
-        refused_subscribe_denied, broker_log_lines, broker_log_file_lines, broker_reloads),
+        refused_subscribe_denied, broker_log_lines, broker_log_file_lines, broker_reloads and,
+        with mirror_states, mirror_relayed / batches / received / applied / reported / stale /
+        malformed / publish_failed / pending),
         devices (device_id, entity_id, online, status_at, last_seen, messages), refusals: the
         latest logins, publishes and subscriptions the broker refused, read from its log (at,
         peer, claimed, reason, message, broker_line; username and topic for the ACL ones),

@@ -37,6 +37,7 @@ from hub.core.states import STATE_OFF, STATE_ON, slugify
 from hub.core.tasks import cancel_requested
 
 from .brokerlog import LOG_SUBSCRIPTION, LOG_TOPIC_PREFIX, BrokerLog, BrokerLogTail
+from .mirror import StateMirror
 from .settings import MqttSettings
 
 if TYPE_CHECKING:
@@ -116,6 +117,9 @@ class MqttConnection:
         self.broker_log_tail = (BrokerLogTail(settings.broker_log_file, self.broker_log)
                                 if settings.broker_log_file else None)
         self._tail_task: asyncio.Task[None] | None = None
+        # The state relay between workers (mirror.py); None when `mirror_states` is off.
+        self.mirror: StateMirror | None = StateMirror(self) if settings.mirror_states else None
+        self._mirror_prefix = self.mirror.topic_prefix if self.mirror is not None else None
         # Counters: plain ints and one dict each, bumped on the hot path.
         self.messages = 0
         self.kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
@@ -153,6 +157,8 @@ class MqttConnection:
                   f"{prefix}/dev/+/ack"]
         if self.settings.broker_log:
             topics.append(LOG_SUBSCRIPTION)  # the broker's refusals (brokerlog.py)
+        if self.mirror is not None:
+            topics.append(self.mirror.subscription)  # the other workers' states, not shared
         return topics
 
     def command_topic(self, device_id: str) -> str:
@@ -163,6 +169,8 @@ class MqttConnection:
         if self.started:
             return
         self.started = True
+        if self.mirror is not None:
+            self.mirror.start()
         self._task = self.hub.create_task(self._run(), name="mqtt connection")
         if self.broker_log_tail is not None:
             self._tail_task = self.hub.create_task(self.broker_log_tail.run(),
@@ -176,6 +184,8 @@ class MqttConnection:
         if tail is not None:
             tail.cancel()
             await asyncio.gather(tail, return_exceptions=True)
+        if self.mirror is not None:
+            self.mirror.stop()
         if task is not None:
             task.cancel()
             # Bounded: a library that swallows the cancellation must not hang the hub's stop.
@@ -229,6 +239,8 @@ class MqttConnection:
                                                       for topic in self.subscriptions()])
                     self._check_granted(granted)
                     self._ready.set()
+                    if self.mirror is not None:
+                        self.mirror.resume()
                     await self._consume(client)
             except aiomqtt.MqttError as err:
                 # Cancelled inside `async with client`: aiomqtt's disconnect on the way out can
@@ -291,6 +303,8 @@ class MqttConnection:
             # Only the broker publishes under $SYS; it is its log, not a device's message.
             self.broker_log.feed(payload, topic)
             return None
+        if self._mirror_prefix is not None and topic.startswith(self._mirror_prefix):
+            return self.mirror.handle(topic, payload)  # type: ignore[union-attr]
         self.messages += 1
         if len(payload) > self._max_payload:
             return self._bad("too_large", topic,
@@ -605,6 +619,7 @@ class MqttConnection:
             "devices_online": online,
             "devices_offline": offline,
             **self.broker_log.stats(),
+            **(self.mirror.stats() if self.mirror is not None else {}),
         }
         return out
 
@@ -615,6 +630,7 @@ class MqttConnection:
             "client_id": s.client_id,
             "topic_prefix": s.topic_prefix,
             "shared_group": s.shared_group,
+            "mirror_states": s.mirror_states,
             "connected": self.connected,
             "subscribed": self.ready,
             "last_error": self.last_error,

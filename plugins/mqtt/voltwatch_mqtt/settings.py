@@ -104,6 +104,13 @@ MQTT_SCHEMA = vol.Schema(
         # The broker's log file (relative to the config dir), tailed for its ACL denials,
         # which Mosquitto logs at debug level only, never on $SYS (brokerlog.py).
         vol.Optional("broker_log_file"): vol.All(str, vol.Length(min=1)),
+        # Relay this worker's device states to the other workers on the broker and show
+        # theirs (mirror.py). Default: on when `shared_group` splits the telemetry.
+        vol.Optional("mirror_states"): vol.Any(None, bool),
+        # How long local state changes are gathered into one relay batch (latest per entity).
+        vol.Optional("mirror_interval", default=0.05): vol.All(
+            duration, vol.Range(min=0.001, max=10)
+        ),
         # TLS for the hub's own connection (docs/plugins/mqtt.md, "Security").
         vol.Optional("tls", default={}): TLS_SCHEMA,
     }
@@ -139,6 +146,8 @@ class MqttSettings:
     broker_pid_file: str | None = None
     broker_log: bool = True
     broker_log_file: str | None = None
+    mirror_states: bool = False
+    mirror_interval: float = 0.05
 
     @classmethod
     def from_config(
@@ -168,6 +177,9 @@ class MqttSettings:
             broker_log=conf["broker_log"],
             broker_log_file=(str(Path(config_dir or ".") / conf["broker_log_file"])
                              if conf.get("broker_log_file") else None),
+            mirror_states=(bool(conf.get("shared_group")) if conf.get("mirror_states") is None
+                           else conf["mirror_states"]),
+            mirror_interval=conf["mirror_interval"],
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:
