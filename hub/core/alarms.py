@@ -242,7 +242,8 @@ class AlarmRecord:
     origin: Context | None = None
     #: a hub-generated key, shown as `ref`: a record announced before its row was written
     #: (a stalled database) is known by it until `alarm_updated` brings its `id`
-    ref: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: (None for a record loaded from the database: its id names it)
+    ref: str | None = None
     #: alarm_raised was fired before the row was written (see `store_timeout`)
     announced: bool = False
     announce_handle: asyncio.TimerHandle | None = None
@@ -1117,6 +1118,8 @@ class AlarmEngine:
 
     def _enqueue_insert(self, record: AlarmRecord) -> None:
         """Queue a new record's row; announce it anyway if the row takes `store_timeout`."""
+        if record.ref is None:
+            record.ref = uuid.uuid4().hex
         self._enqueue(("insert", record, EVENT_ALARM_RAISED))
         if self.store is not None and self._running:
             record.announce_handle = asyncio.get_running_loop().call_later(
@@ -1155,7 +1158,7 @@ class AlarmEngine:
                           "memory until the database answers", self.spool_path, err,
                           record.device_id, record.type)
 
-    def _spool_remove(self, ref: str) -> None:
+    def _spool_remove(self, ref: str | None) -> None:
         if self._spooled.pop(ref, None) is None or self.spool_path is None:
             return
         try:

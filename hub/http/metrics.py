@@ -155,6 +155,16 @@ def render_metrics(hub: Any, server: Any = None) -> str:
             "Clears and updates another worker had already made moot (several workers)",
             getattr(alarms, "cleared_elsewhere", 0),
         )
+        out.family(
+            "voltwatch_alarms_provisional_total", "counter",
+            "Alarm records announced before the database stored them (a stall)",
+            getattr(alarms, "provisional_total", 0),
+        )
+        out.family(
+            "voltwatch_alarms_spool_replayed_total", "counter",
+            "Spooled alarm records written at start (left by a hub stopped during a stall)",
+            getattr(alarms, "spool_replayed", 0),
+        )
 
     recorder = getattr(hub, "recorder", None)
     stats_fn = getattr(recorder, "stats", None)
