@@ -567,9 +567,10 @@ class AlarmEngine:
             await asyncio.wait_for(self.async_flush(), STOP_TIMEOUT)
         except TimeoutError:
             _LOGGER.error("Alarm engine: %d writes not done at stop", len(self._ops))
-            # Records whose row is still not written survive in the spool (next start).
+            # Records whose row is still not written survive in the spool (next start), as
+            # they are now (a later line of the same ref replaces an earlier one).
             for op in self._ops:
-                if op[0] == "insert" and op[1].id is None and op[1].ref not in self._spooled:
+                if op[0] == "insert" and op[1].id is None:
                     self._spool_add(op[1])
         for op in self._ops:
             if op[0] == "insert" and op[1].announce_handle is not None:
@@ -1161,6 +1162,11 @@ class AlarmEngine:
     def _spool_remove(self, ref: str | None) -> None:
         if self._spooled.pop(ref, None) is None or self.spool_path is None:
             return
+        self._spool_rewrite()
+
+    def _spool_rewrite(self) -> None:
+        if self.spool_path is None:
+            return
         try:
             if not self._spooled:
                 os.unlink(self.spool_path)
@@ -1183,33 +1189,30 @@ class AlarmEngine:
             return
         with open(self.spool_path, encoding="utf-8") as spool:  # noqa: ASYNC230 - at start, small
             lines = spool.read().splitlines()
-        seen: set[str] = set()
+        latest: dict[str, dict[str, Any]] = {}  # the last line of a ref is its latest state
         for number, line in enumerate(lines, 1):
             try:
                 entry = json.loads(line)
                 row = dict(entry["row"])
-                ref = str(entry["ref"])
+                row["started_at"] = float(row["started_at"])
+                if not (row["device_id"] and row["type"]):
+                    raise ValueError("no device_id or type")
+                latest[str(entry["ref"])] = row
             except (ValueError, KeyError, TypeError) as err:
                 _LOGGER.error("Alarm spool %s line %d unreadable (%s), skipped: %.200s",
                               self.spool_path, number, err, line)
-                continue
-            if ref in seen:
-                continue
-            seen.add(ref)
-            found = await self.store.find(row["device_id"], row["type"], row["started_at"])
-            if found is not None:
-                continue  # written before the hub stopped (its spool line outlived it)
-            row.pop("id", None)
+        kept: dict[str, dict[str, Any]] = {}
+        for ref, row in latest.items():
             try:
-                row["id"] = await self.store.insert(row)
-            except DuplicateActiveAlarm:
-                merged = await self.store.merge_active(row["device_id"], row["type"],
-                                                       row.get("sources") or (),
-                                                       row["last_seen_at"])
-                if merged is None:
-                    row["id"] = await self.store.insert(row)
-                else:
-                    row = merged
+                row = await self._write_spooled(row)
+            except Exception as err:  # noqa: BLE001 - one bad line must not stop the hub
+                _LOGGER.error("Alarm spool %s: %s %s not written (%s: %s); kept for the next "
+                              "start", self.spool_path, row.get("device_id"), row.get("type"),
+                              type(err).__name__, err)
+                kept[ref] = {"ref": ref, "announced": True, "row": row}
+                continue
+            if row is None:
+                continue  # written before the hub stopped (its spool line outlived it)
             self.spool_replayed += 1
             record = AlarmRecord.from_row(row)
             record.ref = ref
@@ -1217,6 +1220,27 @@ class AlarmEngine:
             _LOGGER.warning("Alarm %s %s from the spool written as record %s", record.device_id,
                             record.type, record.id)
         os.unlink(self.spool_path)
+        for entry in kept.values():
+            self._spooled[entry["ref"]] = entry
+        if kept:
+            self._spool_rewrite()
+
+    async def _write_spooled(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """Write one spooled row (None when it is already there); the row as stored."""
+        assert self.store is not None
+        if await self.store.find(row["device_id"], row["type"], row["started_at"]) is not None:
+            return None
+        row = {**row, "id": None}
+        try:
+            row["id"] = await self.store.insert(row)
+            return row
+        except DuplicateActiveAlarm:
+            merged = await self.store.merge_active(row["device_id"], row["type"],
+                                                   row.get("sources") or (), row["last_seen_at"])
+            if merged is None:
+                row["id"] = await self.store.insert(row)
+                return row
+            return merged
 
     @callback
     def _announce_replayed(self, event: Event) -> None:

@@ -216,13 +216,19 @@ async def test_spool_left_by_a_stopped_hub_is_written_once_and_announced_again(
     stored = (await first.alarms.store.get_many([written["id"]]))[0]
     await first.async_stop()
     # What the dead hub left: the written alarm's line (its row made it, the removal did not),
-    # a record whose row never made it, and a torn last line.
+    # a record whose row never made it (twice: the later line is its latest state), one the
+    # database refuses (kept for the next start), and a torn last line.
     lost = alarms_mod.AlarmRecord(
         device_id="arcm-2", type="smoke", kind="alarm", severity="critical",
         message="烟雾报警", message_en="Smoke alarm", started_at=1_790_000_000.25,
         last_seen_at=1_790_000_000.25, sources={"device"}, ref="b" * 32)
+    earlier = {**lost.row(), "count": 1}
+    lost.count = 3
+    refused = {**lost.row(), "device_id": "arcm-3", "kind": None}
     lines = [json.dumps({"ref": "a" * 32, "announced": True, "row": {**stored, "id": None}}),
-             json.dumps({"ref": lost.ref, "announced": True, "row": lost.row()}),
+             json.dumps({"ref": lost.ref, "announced": True, "row": earlier}),
+             json.dumps({"ref": "c" * 32, "announced": True, "row": refused}),
+             json.dumps({"ref": lost.ref, "announced": False, "row": lost.row()}),
              '{"ref": "torn']
     (tmp_path / alarms_mod.SPOOL_NAME).write_text("\n".join(lines) + "\n")
 
@@ -232,8 +238,9 @@ async def test_spool_left_by_a_stopped_hub_is_written_once_and_announced_again(
     try:
         (again,) = await after.wait_for("alarm_raised")
         assert again["ref"] == lost.ref and again["id"] is not None
-        assert again["type"] == "smoke" and not again["provisional"]
-        assert not (tmp_path / alarms_mod.SPOOL_NAME).exists()
+        assert again["type"] == "smoke" and not again["provisional"] and again["count"] == 3
+        (kept,) = (tmp_path / alarms_mod.SPOOL_NAME).read_text().splitlines()
+        assert json.loads(kept)["ref"] == "c" * 32
         assert second.alarms.spool_replayed == 1
         rows = await _active_rows(second)
         assert sorted((r["device_id"], r["type"]) for r in rows) == [

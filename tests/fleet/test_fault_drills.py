@@ -236,9 +236,14 @@ async def test_stalled_alarm_tables_do_not_hold_the_alarm_or_its_sms(
             "channels": [], "quiet_start": None, "quiet_end": None, "language": None,
             "enabled": True, "created_at": 0.0, "created_by": "test"})
         spool = tmp_path / "alarm_spool.jsonl"
+        directory = hub.notify.directory
+        await bounded(directory.users())  # read once (with the new user) before the stall
+        directory.max_age = 0.0  # every alarm reads them again: the stall must not hold that
 
         await lock.start()
-        await holder.execute("LOCK TABLE alarms, notify_deliveries IN ACCESS EXCLUSIVE MODE")
+        # the alarm's row, its delivery records, and who is to be told
+        await holder.execute("LOCK TABLE alarms, notify_deliveries, users, notify_subscriptions "
+                             "IN ACCESS EXCLUSIVE MODE")
         locked = True
         for type_, value, unit in (("residual_current_high", 550, "mA"),
                                    ("over_voltage", 270, "V")):
@@ -258,6 +263,7 @@ async def test_stalled_alarm_tables_do_not_hold_the_alarm_or_its_sms(
         assert await waiting_on(holder, "alarms") >= 1
         assert len(spool.read_text().splitlines()) == 2
         assert hub.alarms.provisional_total == 2 and hub.notify.deferred_writes >= 2
+        assert directory.stale_reads >= 1
 
         await lock.rollback()
         locked = False

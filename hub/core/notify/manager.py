@@ -115,8 +115,11 @@ class NotifyManager:
         #: the latest failed attempt per channel: (when, reason)
         self.last_failure: dict[str, tuple[float, str]] = {}
         self.store_timeout = float(self.settings.get("store_timeout", DEFAULT_STORE_TIMEOUT))
+        self.directory.stale_timeout = self.store_timeout
         #: delivery-record writes that outlasted `store_timeout` (went on in the background)
         self.deferred_writes = 0
+        #: failed delivery-record writes (each is retried while the manager runs)
+        self.write_failures = 0
         #: delivery-record writes not finished yet (a delivery report waits for them)
         self.writes_in_flight: set[asyncio.Task[Any]] = set()
         self._next_provisional = 0
@@ -154,6 +157,12 @@ class NotifyManager:
         from .router import Router
 
         self.router = Router(self)
+        if self.store is not None:
+            # read once now: during a later database stall routing can use these lists
+            try:
+                await self.directory.users()
+            except Exception:
+                _LOGGER.exception("Notification recipients could not be read at start")
         self.escalation = Escalation(self, self.settings.get("escalation") or {})
         if self.store is not None:
             for row in await self.store.open_deliveries():
@@ -275,7 +284,22 @@ class NotifyManager:
                     await asyncio.shield(previous)
                 except Exception:  # noqa: BLE001, S110 - logged by its own callback
                     pass
-            return await write()
+            backoff = 0.05
+            while True:
+                try:
+                    return await write()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:
+                    # the database may come back: a record is not given up while running
+                    self.write_failures += 1
+                    if not self._running:
+                        raise
+                    if self.write_failures % 10 == 1:
+                        _LOGGER.error("Delivery record %s: write failed (%s: %s); retrying",
+                                      row["id"], type(err).__name__, err)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
 
         task = asyncio.get_running_loop().create_task(run(), name=f"notify write {row['id']}")
         row["_write"] = task
@@ -698,7 +722,8 @@ class NotifyManager:
                 "notify_failed_total": float(self.failed_total),
                 "notify_delivered_total": float(self.delivered_total),
                 "notify_pending": float(len(self._pending)),
-                "notify_deferred_writes_total": float(self.deferred_writes)}
+                "notify_deferred_writes_total": float(self.deferred_writes),
+                "notify_write_failures_total": float(self.write_failures)}
 
     def queue_depth(self, name: str) -> int:
         """Records of this channel waiting to go out: queued (also between retries) or
