@@ -180,6 +180,14 @@ def render_metrics(hub: Any, server: Any = None) -> str:
                 kind = "counter" if name.endswith("_total") else "gauge"
                 out.family(name, kind, f"Recorder statistic {key}", float(value))
 
+    notify_metrics = getattr(getattr(hub, "notify", None), "metrics", None)
+    if callable(notify_metrics):
+        # sent/failed/delivered, pending, and the delivery-record writes a stall deferred
+        for key, value in sorted(notify_metrics().items()):
+            name = f"voltwatch_{metric_name(str(key))}"
+            kind = "counter" if name.endswith("_total") else "gauge"
+            out.family(name, kind, f"Notifications: {key}", float(value))
+
     for plugin, numbers in plugins.call_each("voltwatch_metrics", hub=hub):
         for key, value in sorted(numbers.items()):
             if isinstance(value, bool) or not isinstance(value, int | float):
