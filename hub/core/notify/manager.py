@@ -29,6 +29,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -125,6 +126,8 @@ class NotifyManager:
         self._next_provisional = 0
         #: provisional id -> real id, for ids still in a queue or a retry timer
         self._alias: dict[int, int] = {}
+        #: provisional id -> its insert, still waiting for the database
+        self._inserting: dict[int, asyncio.Task[Any]] = {}
         #: a provisional alarm's `ref` -> its delivery rows, until alarm_updated brings the id
         self._alarm_rows: dict[str, list[dict[str, Any]]] = {}
         #: refs being routed now, and ids that arrived while they were
@@ -332,6 +335,14 @@ class NotifyManager:
         values = {k: v for k, v in row.items() if k != "id" and not k.startswith("_")}
 
         async def write() -> int:
+            parent = values.get("fallback_of")
+            if parent is not None and parent < 0:
+                # failover from a record not written yet: point at its real id
+                writing = self._inserting.get(parent)
+                if writing is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(writing)
+                values["fallback_of"] = self._alias.get(parent)
             new_id = await self.store.insert_delivery(values)
             old = row.get("id")
             row["id"] = new_id
@@ -349,7 +360,9 @@ class NotifyManager:
         task = self._chain(row, write)
         if not await self._bounded(task, row) and row["id"] is None:  # not written meanwhile
             self._next_provisional -= 1
-            row["id"] = self._next_provisional
+            row["id"] = provisional = self._next_provisional
+            self._inserting[provisional] = task
+            task.add_done_callback(lambda _t: self._inserting.pop(provisional, None))
 
     async def _save(self, row: dict[str, Any], changes: dict[str, Any]) -> None:
         """Update the record's columns; bounded like the insert, in order after it."""
@@ -465,13 +478,16 @@ class NotifyManager:
             return
         _LOGGER.warning("Notification %s: %s failed (%s); trying %s", row["id"], row["channel"],
                         reason, nxt)
-        await self.async_send(row["recipient"], row["message"], channel=nxt, kind=row["kind"],
-                              alarm_id=row.get("alarm_id"), project=row.get("project"),
-                              user_name=row.get("user_name"), language=row.get("language"),
-                              severity=row.get("severity"), title=row.get("title"),
-                              fallback_of=row["id"])
+        following = await self.async_send(
+            row["recipient"], row["message"], channel=nxt, kind=row["kind"],
+            alarm_id=row.get("alarm_id"), project=row.get("project"),
+            user_name=row.get("user_name"), language=row.get("language"),
+            severity=row.get("severity"), title=row.get("title"), fallback_of=row["id"])
+        following["_tried"] = tried  # the next failover needs no read (a stalled database)
 
     async def _tried_channels(self, row: dict[str, Any]) -> set[str]:
+        if "_tried" in row:
+            return {*row["_tried"], row["channel"]}
         tried = {row["channel"]}
         parent = row.get("fallback_of")
         while parent is not None and len(tried) < 64:
