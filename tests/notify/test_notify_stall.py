@@ -72,3 +72,55 @@ async def test_send_failure_and_failover_go_on_while_records_wait(tmp_path: Path
     finally:
         stall.gate.set()
         await hub.async_stop()
+
+
+async def test_records_of_an_alarm_announced_before_it_was_stored_get_its_id(
+        tmp_path: Path, db_url: str) -> None:
+    """The alarm's row waits (its insert held): its SMS goes out, fails over, and both
+    records are given the alarm's id once it has one; escalation then begins."""
+    from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
+
+    from .helpers import user
+
+    hub, pager, _ = await start(tmp_path, db_url, TWO)
+    backup = hub.notify.notifiers["backup"]
+    engine = hub.alarms
+    real_insert = engine.store.insert
+    gate = asyncio.Event()
+
+    async def stalled_insert(row: dict[str, Any]) -> int:
+        await gate.wait()
+        return await real_insert(row)
+
+    engine.store.insert = stalled_insert
+    engine.store_timeout = 0.1
+    try:
+        await user(hub, "duty", "user", ["school-1"], PHONE)
+        raised = Records(hub, "alarm_raised")
+        updated = Records(hub, "alarm_updated")
+        pager.failures.append(DeliveryError("invalid number", retryable=False))
+        hub.bus.async_fire(EVENT_DEVICE_CONDITION, Condition.create(
+            "arcm-1", "residual_current_high", True, value=550, unit="mA").as_dict())
+        announced = await raised.wait(lambda a: a["type"] == "residual_current_high")
+        assert announced["id"] is None
+        (message,) = await backup.wait(1)
+        assert "剩余电流" in message.text
+
+        gate.set()
+        stored = await updated.wait(lambda u: u["ref"] == announced["ref"])
+        alarm_id = stored["id"]
+        assert alarm_id is not None
+
+        await hub.bus.async_drain()
+        linking = [t for t in asyncio.all_tasks()
+                   if t.get_name() == f"notify alarm {alarm_id} stored"]
+        await asyncio.wait_for(asyncio.gather(*linking), 10)
+        await asyncio.wait_for(asyncio.gather(*list(hub.notify.writes_in_flight)), 10)
+        rows = await hub.notify.store.list_deliveries(
+            projects=None, status=None, alarm_id=alarm_id, recipient=None, limit=10, offset=0)
+        assert sorted((r["channel"], r["status"]) for r in rows) == [("backup", "sent"),
+                                                                     ("pager", "failed")]
+    finally:
+        gate.set()
+        del engine.store.insert
+        await hub.async_stop()

@@ -484,6 +484,16 @@ class NotifyManager:
             user_name=row.get("user_name"), language=row.get("language"),
             severity=row.get("severity"), title=row.get("title"), fallback_of=row["id"])
         following["_tried"] = tried  # the next failover needs no read (a stalled database)
+        ref = row.get("_alarm_ref")
+        if ref is not None and following.get("alarm_id") is None:
+            # the failed record belongs to an alarm announced before it was stored
+            following["_alarm_ref"] = ref
+            waiting = self._alarm_rows.get(ref)
+            if waiting is not None:
+                waiting.append(following)
+            elif row.get("alarm_id") is not None:  # it got its id meanwhile
+                following["alarm_id"] = row["alarm_id"]
+                await self._save(following, {"alarm_id": row["alarm_id"]})
 
     async def _tried_channels(self, row: dict[str, Any]) -> set[str]:
         if "_tried" in row:
@@ -589,16 +599,20 @@ class NotifyManager:
                 return
             # Announced before its row was written (a stalled database): send now, give the
             # records the alarm's id when alarm_updated brings it (then escalation begins).
+            # Records made meanwhile (a failover) join the list (see `fail`).
+            self._alarm_rows[ref] = waiting = []
             self._routing.add(ref)
             try:
                 rows = await self.router.async_route(alarm)
             finally:
                 self._routing.discard(ref)
+            for row in rows:
+                row["_alarm_ref"] = ref
+            waiting.extend(rows)
             stored = self._alarm_ids.pop(ref, None)
-            if stored is None:
-                self._alarm_rows[ref] = rows
-            else:
-                await self._alarm_stored(stored, rows)
+            if stored is not None:
+                self._alarm_rows.pop(ref, None)
+                self._link(stored, waiting)
         except Exception:
             _LOGGER.exception("Notifications for alarm %s failed", alarm.get("id") or ref)
 
@@ -607,21 +621,26 @@ class NotifyManager:
         ref = event.data.get("ref")
         if not ref or not self._running or event.data.get("id") is None:
             return
-        rows = self._alarm_rows.pop(ref, None)
-        if rows is None:
-            if ref in self._routing:
-                self._alarm_ids[ref] = dict(event.data)
+        if ref in self._routing:  # linked when routing is done
+            self._alarm_ids[ref] = dict(event.data)
             return
-        asyncio.get_running_loop().create_task(self._alarm_stored(dict(event.data), rows),
-                                               name=f"notify alarm {event.data['id']} stored")
+        rows = self._alarm_rows.pop(ref, None)
+        if rows is not None:
+            self._link(dict(event.data), rows)
+
+    def _link(self, alarm: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """A provisional alarm got its row: its delivery records get its id (at once in
+        memory, so a failover made from now on carries it; in the database when it can)."""
+        alarm_id = int(alarm["id"])
+        for row in rows:
+            row["alarm_id"] = alarm_id
+        asyncio.get_running_loop().create_task(self._alarm_stored(alarm, rows),
+                                               name=f"notify alarm {alarm_id} stored")
 
     async def _alarm_stored(self, alarm: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        """A provisional alarm got its row: its delivery records get its id."""
         try:
-            alarm_id = int(alarm["id"])
             for row in rows:
-                row["alarm_id"] = alarm_id
-                await self._save(row, {"alarm_id": alarm_id})
+                await self._save(row, {"alarm_id": row["alarm_id"]})
             await self.escalation.async_begin(alarm)
         except Exception:
             _LOGGER.exception("Delivery records of alarm %s not linked", alarm.get("id"))
