@@ -35,6 +35,14 @@ Why it is built this way:
 Bus events fired (data = the record as JSON, see `AlarmRecord.as_dict`): `alarm_raised`,
 `alarm_updated` (throttled to `update_interval`), `alarm_acknowledged`, `alarm_handled`,
 `alarm_cleared`. See docs/alarms.md.
+
+A stalled database does not silence an alarm: a record whose row is not written within
+`store_timeout` seconds (default 2) is announced anyway (`alarm_raised` with `id` None and
+`provisional` true, its `ref` a hub-generated key) and kept in a JSON-lines spool in the
+config dir (`alarm_spool.jsonl`) until its row is written; then `alarm_updated` carries the
+same `ref` with the row's `id`. A spool left by a hub that died is written at the next start
+(a row already there, same device, type and start time, is not written twice) and its records
+are announced again once the notifiers listen (at-least-once, like the notifiers' own resume).
 """
 
 from __future__ import annotations
@@ -42,9 +50,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import heapq
+import json
 import logging
 import math
+import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -63,6 +74,7 @@ from .conditions import (
 from .context import Context
 from .events import (
     EVENT_DEVICE_REGISTRY_UPDATED,
+    EVENT_HUB_START,
     EVENT_STATE_CHANGED,
     ORIGIN_REMOTE,
     Event,
@@ -95,6 +107,9 @@ SEVERITY_INFO = "info"
 CRITICAL_TYPES = frozenset({"smoke", "arc_fault", "short_circuit"})
 DEFAULT_LATCHING: tuple[str, ...] = ("arc_fault", "short_circuit")
 DEFAULT_UPDATE_INTERVAL = 10.0
+#: Seconds a new record waits for its row before it is announced anyway (a stalled database).
+DEFAULT_STORE_TIMEOUT = 2.0
+SPOOL_NAME = "alarm_spool.jsonl"
 STOP_TIMEOUT = 10.0
 
 #: Words of the event log's first column (the seed's 报警 / 故障 / 事件).
@@ -180,6 +195,8 @@ class AlarmStore(Protocol):
 
     async def load_pending(self) -> list[dict[str, Any]]: ...
 
+    async def find(self, device_id: str, type_: str, started_at: float) -> int | None: ...
+
 
 @dataclass(eq=False)
 class AlarmRecord:
@@ -224,6 +241,13 @@ class AlarmRecord:
     flush_handle: asyncio.TimerHandle | None = None
     #: the cause (the condition's Context): alarm_raised is fired in a child of it
     origin: Context | None = None
+    #: a hub-generated key, shown as `ref`: a record announced before its row was written
+    #: (a stalled database) is known by it until `alarm_updated` brings its `id`
+    #: (None for a record loaded from the database: its id names it)
+    ref: str | None = None
+    #: alarm_raised was fired before the row was written (see `store_timeout`)
+    announced: bool = False
+    announce_handle: asyncio.TimerHandle | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -288,6 +312,8 @@ class AlarmRecord:
             "platform": self.platform,
             "address": self.address,
             "unit_address": self.unit_address,
+            "ref": self.ref,
+            "provisional": self.id is None,
         }
 
 
@@ -449,6 +475,18 @@ class AlarmEngine:
         self.latching = frozenset(config.get("latching", DEFAULT_LATCHING))
         self.severity_overrides: dict[str, str] = dict(config.get("severity", {}))
         self.update_interval = float(config.get("update_interval", DEFAULT_UPDATE_INTERVAL))
+        self.store_timeout = float(config.get("store_timeout", DEFAULT_STORE_TIMEOUT))
+        if not self.store_timeout > 0:
+            raise ValueError(f"alarms.store_timeout must be > 0 s, got {self.store_timeout!r}")
+        #: Records announced before their row was written (the database did not answer).
+        self.provisional_total = 0
+        #: Spooled records written at start (left by a hub that stopped during a stall).
+        self.spool_replayed = 0
+        config_dir = getattr(hub, "config_dir", None)
+        self.spool_path = (os.path.join(str(config_dir), SPOOL_NAME)
+                           if config_dir is not None and store is not None else None)
+        self._spooled: dict[str, dict[str, Any]] = {}
+        self._replayed: list[AlarmRecord] = []
         self.default_thresholds: dict[str, Any] = dict(config.get("thresholds", {}))
         self.raised_total = 0
         #: Clears and updates another worker's write had already made moot (multi-worker).
@@ -478,6 +516,7 @@ class AlarmEngine:
         """Load active records and pending delays, index thresholds, then start listening."""
         bus = self.hub.bus
         if self.store is not None:
+            await self._replay_spool()
             for row in await self.store.load_active():
                 record = AlarmRecord.from_row(row)
                 record.unconfirmed = set(record.sources) - {SOURCE_HUB}
@@ -496,6 +535,8 @@ class AlarmEngine:
             bus.listen(EVENT_STATE_CHANGED, self._on_state_changed),
             bus.listen(EVENT_DEVICE_REGISTRY_UPDATED, self._on_registry_updated),
         ]
+        if self._replayed:
+            self._unsubs.append(bus.listen(EVENT_HUB_START, self._announce_replayed))
         self._register_services()
         _LOGGER.info("Alarm engine started: %d active records, %d watched entities",
                      len(self._active), len(self._watches))
@@ -527,6 +568,15 @@ class AlarmEngine:
             await asyncio.wait_for(self.async_flush(), STOP_TIMEOUT)
         except TimeoutError:
             _LOGGER.error("Alarm engine: %d writes not done at stop", len(self._ops))
+            # Records whose row is still not written survive in the spool (next start), as
+            # they are now (a later line of the same ref replaces an earlier one).
+            for op in self._ops:
+                if op[0] == "insert" and op[1].id is None:
+                    self._spool_add(op[1])
+        for op in self._ops:
+            if op[0] == "insert" and op[1].announce_handle is not None:
+                op[1].announce_handle.cancel()
+                op[1].announce_handle = None
         if self._writer is not None:
             self._writer.cancel()
             try:
@@ -752,7 +802,7 @@ class AlarmEngine:
         )
         self._snapshot_device(record)
         self._active[key] = record
-        self._enqueue(("insert", record, EVENT_ALARM_RAISED))
+        self._enqueue_insert(record)
 
     def _deactivate(self, device_id: str, type_: str, source: str, when: float) -> None:
         record = self._active.get((device_id, type_))
@@ -794,7 +844,7 @@ class AlarmEngine:
             unit=data.get("unit"), sources={source}, context_id=context.id, origin=context,
         )
         self._snapshot_device(record)
-        self._enqueue(("insert", record, EVENT_ALARM_RAISED))
+        self._enqueue_insert(record)
 
     def _device_reset(self, device_id: str, when: float, by: str) -> None:
         for record in [r for r in self._active.values() if r.device_id == device_id]:
@@ -1068,6 +1118,139 @@ class AlarmEngine:
         return {"device_id": watch.device_id, "type": watch.type, "entity_id": watch.entity_id,
                 "since": watch.since, "noted_at": noted_at}
 
+    def _enqueue_insert(self, record: AlarmRecord) -> None:
+        """Queue a new record's row; announce it anyway if the row takes `store_timeout`."""
+        if record.ref is None:
+            record.ref = uuid.uuid4().hex
+        self._enqueue(("insert", record, EVENT_ALARM_RAISED))
+        if self.store is not None and self._running:
+            record.announce_handle = asyncio.get_running_loop().call_later(
+                self.store_timeout, self._announce_provisional, record)
+
+    @callback
+    def _announce_provisional(self, record: AlarmRecord) -> None:
+        """The database did not answer in time: announce (and spool) before the row exists."""
+        record.announce_handle = None
+        if record.id is not None or record.announced or not self._running:
+            return
+        record.announced = True
+        self.provisional_total += 1
+        self._spool_add(record)
+        _LOGGER.warning("Alarm %s %s: the database did not store it within %g s; announced "
+                        "now, stored when the database answers (ref %s)", record.device_id,
+                        record.type, self.store_timeout, record.ref)
+        self.raised_total += 1
+        origin, record.origin = record.origin, None
+        self.hub.bus.async_fire(EVENT_ALARM_RAISED, record.as_dict(),
+                                context=origin.child() if origin is not None else None)
+
+    # -- the spool: announced records whose row is not written yet ---------------------------
+    def _spool_add(self, record: AlarmRecord) -> None:
+        if self.spool_path is None:
+            return
+        entry = {"ref": record.ref, "announced": record.announced, "row": record.row()}
+        self._spooled[record.ref] = entry
+        try:
+            with open(self.spool_path, "a", encoding="utf-8") as spool:
+                spool.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                spool.flush()
+                os.fsync(spool.fileno())
+        except OSError as err:
+            _LOGGER.error("Alarm spool %s not written (%s): alarm %s %s survives only in "
+                          "memory until the database answers", self.spool_path, err,
+                          record.device_id, record.type)
+
+    def _spool_remove(self, ref: str | None) -> None:
+        if self._spooled.pop(ref, None) is None or self.spool_path is None:
+            return
+        self._spool_rewrite()
+
+    def _spool_rewrite(self) -> None:
+        if self.spool_path is None:
+            return
+        try:
+            if not self._spooled:
+                os.unlink(self.spool_path)
+                return
+            tmp = self.spool_path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as spool:
+                spool.writelines(json.dumps(entry, ensure_ascii=False) + "\n"
+                                 for entry in self._spooled.values())
+                spool.flush()
+                os.fsync(spool.fileno())
+            os.replace(tmp, self.spool_path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            _LOGGER.error("Alarm spool %s not rewritten (%s)", self.spool_path, err)
+
+    async def _replay_spool(self) -> None:
+        """Write the rows a previous run announced but could not store (before loading)."""
+        if self.spool_path is None or self.store is None or not os.path.exists(self.spool_path):
+            return
+        with open(self.spool_path, encoding="utf-8") as spool:  # noqa: ASYNC230 - at start, small
+            lines = spool.read().splitlines()
+        latest: dict[str, dict[str, Any]] = {}  # the last line of a ref is its latest state
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+                row = dict(entry["row"])
+                row["started_at"] = float(row["started_at"])
+                if not (row["device_id"] and row["type"]):
+                    raise ValueError("no device_id or type")
+                latest[str(entry["ref"])] = row
+            except (ValueError, KeyError, TypeError) as err:
+                _LOGGER.error("Alarm spool %s line %d unreadable (%s), skipped: %.200s",
+                              self.spool_path, number, err, line)
+        kept: dict[str, dict[str, Any]] = {}
+        for ref, row in latest.items():
+            try:
+                row = await self._write_spooled(row)
+            except Exception as err:  # noqa: BLE001 - one bad line must not stop the hub
+                _LOGGER.error("Alarm spool %s: %s %s not written (%s: %s); kept for the next "
+                              "start", self.spool_path, row.get("device_id"), row.get("type"),
+                              type(err).__name__, err)
+                kept[ref] = {"ref": ref, "announced": True, "row": row}
+                continue
+            if row is None:
+                continue  # written before the hub stopped (its spool line outlived it)
+            self.spool_replayed += 1
+            record = AlarmRecord.from_row(row)
+            record.ref = ref
+            self._replayed.append(record)
+            _LOGGER.warning("Alarm %s %s from the spool written as record %s", record.device_id,
+                            record.type, record.id)
+        os.unlink(self.spool_path)
+        for entry in kept.values():
+            self._spooled[entry["ref"]] = entry
+        if kept:
+            self._spool_rewrite()
+
+    async def _write_spooled(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """Write one spooled row (None when it is already there); the row as stored."""
+        assert self.store is not None
+        if await self.store.find(row["device_id"], row["type"], row["started_at"]) is not None:
+            return None
+        row = {**row, "id": None}
+        try:
+            row["id"] = await self.store.insert(row)
+            return row
+        except DuplicateActiveAlarm:
+            merged = await self.store.merge_active(row["device_id"], row["type"],
+                                                   row.get("sources") or (), row["last_seen_at"])
+            if merged is None:
+                row["id"] = await self.store.insert(row)
+                return row
+            return merged
+
+    @callback
+    def _announce_replayed(self, event: Event) -> None:
+        """Spooled records are announced again once the notifiers listen (at-least-once)."""
+        replayed, self._replayed = self._replayed, []
+        for record in replayed:
+            self.raised_total += 1
+            self.hub.bus.async_fire(EVENT_ALARM_RAISED, record.as_dict())
+
     def _enqueue(self, op: tuple[Any, ...]) -> None:
         self._ops.append(op)
         self._idle.clear()
@@ -1103,6 +1286,15 @@ class AlarmEngine:
             record, event_type = op[1], op[2]
             if record.id is None:
                 event_type = await self._insert(record, event_type)
+            if record.announce_handle is not None:
+                record.announce_handle.cancel()
+                record.announce_handle = None
+            if record.announced:
+                # Announced while the database stalled: now it has its row (or was folded
+                # into another worker's): the same `ref`, with the id.
+                self._spool_remove(record.ref)
+                bus.async_fire(EVENT_ALARM_UPDATED, record.as_dict())
+                return
             if event_type == EVENT_ALARM_RAISED:
                 self.raised_total += 1
             origin, record.origin = record.origin, None

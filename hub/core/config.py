@@ -235,6 +235,8 @@ ALARMS_SCHEMA = vol.Schema(
         vol.Optional("latching"): [str],
         vol.Optional("severity"): {str: vol.In(SEVERITIES)},
         vol.Optional("update_interval"): vol.All(duration, vol.Range(min=0, max=3600)),
+        # seconds a new alarm waits for its row before it is announced anyway (stalled DB)
+        vol.Optional("store_timeout"): vol.All(duration, vol.Range(min=0.1, max=60)),
         vol.Optional("thresholds"): THRESHOLDS_SCHEMA,
     }
 )

@@ -155,6 +155,16 @@ def render_metrics(hub: Any, server: Any = None) -> str:
             "Clears and updates another worker had already made moot (several workers)",
             getattr(alarms, "cleared_elsewhere", 0),
         )
+        out.family(
+            "voltwatch_alarms_provisional_total", "counter",
+            "Alarm records announced before the database stored them (a stall)",
+            getattr(alarms, "provisional_total", 0),
+        )
+        out.family(
+            "voltwatch_alarms_spool_replayed_total", "counter",
+            "Spooled alarm records written at start (left by a hub stopped during a stall)",
+            getattr(alarms, "spool_replayed", 0),
+        )
 
     recorder = getattr(hub, "recorder", None)
     stats_fn = getattr(recorder, "stats", None)
@@ -169,6 +179,14 @@ def render_metrics(hub: Any, server: Any = None) -> str:
                     name += "_total"
                 kind = "counter" if name.endswith("_total") else "gauge"
                 out.family(name, kind, f"Recorder statistic {key}", float(value))
+
+    notify_metrics = getattr(getattr(hub, "notify", None), "metrics", None)
+    if callable(notify_metrics):
+        # sent/failed/delivered, pending, and the delivery-record writes a stall deferred
+        for key, value in sorted(notify_metrics().items()):
+            name = f"voltwatch_{metric_name(str(key))}"
+            kind = "counter" if name.endswith("_total") else "gauge"
+            out.family(name, kind, f"Notifications: {key}", float(value))
 
     for plugin, numbers in plugins.call_each("voltwatch_metrics", hub=hub):
         for key, value in sorted(numbers.items()):

@@ -133,6 +133,17 @@ class SqlAlarmStore:
             )
             return row
 
+    async def find(self, device_id: str, type_: str, started_at: float) -> int | None:
+        """The id of the record of this device and type that started at `started_at` (the
+        identity of a spooled record: was its row written before the hub stopped?)."""
+        async with self._db.engine.connect() as conn:
+            found = await conn.execute(
+                select(alarms.c.id).where(alarms.c.device_id == device_id,
+                                          alarms.c.type == type_,
+                                          alarms.c.started_at == started_at).limit(1))
+            value = found.scalar()
+            return int(value) if value is not None else None
+
     async def load_active(self) -> list[dict[str, Any]]:
         async with self._db.engine.connect() as conn:
             result = await conn.execute(

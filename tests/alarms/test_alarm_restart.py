@@ -194,3 +194,60 @@ async def test_a_threshold_alarm_active_before_the_restart_is_not_raised_again(
     finally:
         recorder.close()
         await second.async_stop()
+
+
+async def test_spool_left_by_a_stopped_hub_is_written_once_and_announced_again(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A hub that died during a database stall leaves `alarm_spool.jsonl`: the next start
+    writes what is not in the database yet (once), skips what is, and announces it again."""
+    import json
+
+    from hub.hub import Hub
+
+    from .conftest import make_plugins
+
+    config = hub_config(db_url)
+    first = await start_hub(tmp_path, config)
+    seen = Recorder(first, "alarm_raised")
+    fire(first, "arcm-1", "residual_current_high", value=550, unit="mA")
+    (written,) = await seen.wait_for("alarm_raised")
+    seen.close()
+    stored = (await first.alarms.store.get_many([written["id"]]))[0]
+    await first.async_stop()
+    # What the dead hub left: the written alarm's line (its row made it, the removal did not),
+    # a record whose row never made it (twice: the later line is its latest state), one the
+    # database refuses (kept for the next start), and a torn last line.
+    lost = alarms_mod.AlarmRecord(
+        device_id="arcm-2", type="smoke", kind="alarm", severity="critical",
+        message="烟雾报警", message_en="Smoke alarm", started_at=1_790_000_000.25,
+        last_seen_at=1_790_000_000.25, sources={"device"}, ref="b" * 32)
+    earlier = {**lost.row(), "count": 1}
+    lost.count = 3
+    refused = {**lost.row(), "device_id": "arcm-3", "kind": None}
+    lines = [json.dumps({"ref": "a" * 32, "announced": True, "row": {**stored, "id": None}}),
+             json.dumps({"ref": lost.ref, "announced": True, "row": earlier}),
+             json.dumps({"ref": "c" * 32, "announced": True, "row": refused}),
+             json.dumps({"ref": lost.ref, "announced": False, "row": lost.row()}),
+             '{"ref": "torn']
+    (tmp_path / alarms_mod.SPOOL_NAME).write_text("\n".join(lines) + "\n")
+
+    second = Hub(config_dir=tmp_path, config=config, plugin_manager=make_plugins())
+    after = Recorder(second, "alarm_raised")
+    await second.async_start()
+    try:
+        (again,) = await after.wait_for("alarm_raised")
+        assert again["ref"] == lost.ref and again["id"] is not None
+        assert again["type"] == "smoke" and not again["provisional"] and again["count"] == 3
+        (kept,) = (tmp_path / alarms_mod.SPOOL_NAME).read_text().splitlines()
+        assert json.loads(kept)["ref"] == "c" * 32
+        assert second.alarms.spool_replayed == 1
+        rows = await _active_rows(second)
+        assert sorted((r["device_id"], r["type"]) for r in rows) == [
+            ("arcm-1", "residual_current_high"), ("arcm-2", "smoke")]
+        assert {r.id for r in second.alarms.active()} == {r["id"] for r in rows}
+        await settle(second)
+        assert len(after.of("alarm_raised")) == 1
+    finally:
+        after.close()
+        await second.async_stop()

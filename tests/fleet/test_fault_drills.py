@@ -185,6 +185,118 @@ async def test_stalled_database_spools_readings_while_alarms_and_sms_go_out(
         sim.close()
 
 
+async def wait_rows(pg_url: str, sql: str, done: Any) -> list[Any]:
+    """Poll a query until `done(rows)`; the poll interval only paces it, WAIT bounds it."""
+    conn = await asyncpg.connect(plain_dsn(pg_url))
+    try:
+        async with asyncio.timeout(WAIT):
+            while True:
+                rows = await conn.fetch(sql)
+                if done(rows):
+                    return rows
+                await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
+async def test_stalled_alarm_tables_do_not_hold_the_alarm_or_its_sms(
+        tmp_path: Path, pg_url: str) -> None:
+    """`alarms` and `notify_deliveries` locked: two alarms are still announced and sent
+    (provisional, no id); once released each has exactly one row, its delivery record (with
+    the alarm's id, so "reply 1" works) and the spool is gone."""
+    sim = ModemSimulator()
+    port = sim.open()
+    config = {
+        "hub": {"name": "alarm stall drill", "language": "zh-CN", "time_zone": "Asia/Shanghai"},
+        "http": {"enabled": False}, "database": {"url": pg_url},
+        "projects": [{"id": "school-1", "name": "第一中学"}],
+        "devices": [{"id": "arcm-1", "name": "配电箱1", "platform": "meter",
+                     "project": "school-1", "location": "配电室"}],
+        "alarms": {"store_timeout": 0.3},
+        "notify": [{"platform": "sms", "name": "sms", "modem": {"port": port},
+                    "retries": 1, "retry_backoff": 0.01, "command_timeout": 1.0,
+                    "send_timeout": 1.0, "health_interval": 30.0}],
+        "notifications": {"store_timeout": 0.3},  # escalation on: it must begin once stored
+    }
+    hub = Hub(tmp_path, config=config, plugin_manager=meter_plugins())
+    raised = EventCollector(hub, "alarm_raised", WAIT)
+    updated = EventCollector(hub, "alarm_updated", WAIT)
+    deliveries = EventCollector(hub, "notification_delivery", WAIT)
+    await hub.async_start()
+    holder = await asyncpg.connect(plain_dsn(pg_url))
+    lock = holder.transaction()
+    locked = False
+    try:
+        assert hub.plugins.failures == []
+        await bounded(hub.notify.notifiers["sms"].modem.connected_event.wait())
+        user = await hub.auth.users.create("duty", "user", None, projects=["school-1"],
+                                           phone=PHONE)
+        await hub.notify.store.insert_subscription({
+            "user_id": user.id, "projects": [], "kinds": [], "min_severity": "info",
+            "channels": [], "quiet_start": None, "quiet_end": None, "language": None,
+            "enabled": True, "created_at": 0.0, "created_by": "test"})
+        spool = tmp_path / "alarm_spool.jsonl"
+        directory = hub.notify.directory
+        await bounded(directory.users())  # read once (with the new user) before the stall
+        directory.max_age = 0.0  # every alarm reads them again: the stall must not hold that
+
+        await lock.start()
+        # the alarm's row, its delivery records, and who is to be told
+        await holder.execute("LOCK TABLE alarms, notify_deliveries, users, notify_subscriptions "
+                             "IN ACCESS EXCLUSIVE MODE")
+        locked = True
+        for type_, value, unit in (("residual_current_high", 550, "mA"),
+                                   ("over_voltage", 270, "V")):
+            hub.bus.async_fire(EVENT_DEVICE_CONDITION, Condition.create(
+                "arcm-1", type_, True, value=value, unit=unit).as_dict())
+        first = await raised.wait(lambda r: r["type"] == "residual_current_high")
+        second = await raised.wait(lambda r: r["type"] == "over_voltage")
+        for record in (first, second):
+            assert record["id"] is None and record["provisional"] and record["ref"]
+        messages = await sim.wait_sent(2, timeout=WAIT)
+        assert {m.number for m in messages} == {PHONE}
+        assert sorted("剩余电流" in m.text for m in messages) == [False, True]
+        sent = await deliveries.wait(lambda d: d["status"] == "sent")
+        assert sent["alarm_id"] is None and sent["id"] < 0  # its record is not written yet
+        await wait_until(lambda: sum(e["status"] == "sent" for e in deliveries.events) == 2)
+        # still stalled: the engine's INSERT waits for the lock; both records are spooled
+        assert await waiting_on(holder, "alarms") >= 1
+        assert len(spool.read_text().splitlines()) == 2
+        assert hub.alarms.provisional_total == 2 and hub.notify.deferred_writes >= 2
+        assert directory.stale_reads >= 1
+
+        await lock.rollback()
+        locked = False
+        stored = {}
+        for record in (first, second):
+            done = await updated.wait(lambda u, ref=record["ref"]: u["ref"] == ref)
+            assert done["id"] is not None and not done["provisional"]
+            stored[record["type"]] = done["id"]
+        await bounded(hub.alarms.async_flush())
+        assert not spool.exists()
+        rows = await wait_rows(
+            pg_url, "SELECT type, id FROM alarms WHERE device_id = 'arcm-1'",
+            lambda rows: len(rows) >= 2)
+        assert sorted((r["type"], r["id"]) for r in rows) == sorted(stored.items())
+        ids = sorted(stored.values())
+        records = await wait_rows(
+            pg_url, "SELECT alarm_id, status, recipient, kind FROM notify_deliveries",
+            lambda rows: sorted(r["alarm_id"] or 0 for r in rows) == ids
+            and all(r["status"] in ("sent", "delivered") for r in rows))
+        assert len(records) == 2 and {r["recipient"] for r in records} == {PHONE}
+        await wait_until(lambda: set(hub.notify.escalation._chains) == set(ids))
+        # "reply 1" acknowledges the alarm last sent: it has its id now
+        answer = await bounded(hub.notify.async_reply(PHONE, "1", channel="sms"))
+        assert answer["action"] == "acknowledged" and answer["alarm_id"] in ids
+        assert len(sim.sent) == 2 and len(raised.events) == 2  # nothing sent or raised twice
+    finally:
+        if locked:
+            await lock.rollback()
+        await holder.close()
+        await hub.async_stop()
+        sim.close()
+
+
 # -- 3. flapping DTU ---------------------------------------------------------------------------
 IMEI = "860000000000001"
 UNITS = (1, 2)

@@ -311,6 +311,8 @@ async def test_metrics_are_prometheus_text(
     assert 'voltwatch_info{version="0.1.0",name="Test hub"}' in samples
     assert "voltwatch_recorder_rows_written_total" in samples  # the real recorder's stats()
     assert samples["voltwatch_recorder_overflowing"] == "0"
+    assert samples["voltwatch_alarms_provisional_total"] == "0"  # a stall's counters
+    assert samples["voltwatch_notify_deferred_writes_total"] == "0"
 
 
 async def test_bad_plugin_routes_are_reported_and_left_out(

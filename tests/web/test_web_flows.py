@@ -74,6 +74,43 @@ async def test_reminders_of_my_projects_reach_the_home_page(site: Site, page: An
     assert await page.locator("#live-alarms li.reminder").count() == 1
 
 
+async def test_an_alarm_the_database_has_not_stored_yet_is_shown_then_acknowledged(
+        site: Site, page: Any) -> None:
+    """A stalled database (docs/alarms.md): the alarm is on the page at once, without an id;
+    its acknowledge button works once `alarm_updated` brings the id."""
+    import asyncio
+
+    engine = site.hub.alarms
+    real_insert = engine.store.insert
+    gate = asyncio.Event()
+
+    async def stalled_insert(row: dict[str, Any]) -> int:
+        await gate.wait()
+        return await real_insert(row)
+
+    engine.store.insert = stalled_insert
+    engine.store_timeout = 0.2
+    try:
+        await login(page, site, "user", "/")
+        await page.locator("#count-unacked", has_text="0").wait_for()
+        await raise_leak(site)
+        await page.locator("#banner-text", has_text="剩余电流过大 550mA").wait_for()
+        row = page.locator("#unacked tr", has_text="剩余电流过大 550mA")
+        await row.wait_for()
+        assert await row.locator("button").is_disabled()  # no id to acknowledge yet
+        assert engine.provisional_total == 1
+        gate.set()
+        await row.locator("button:enabled").wait_for()
+        assert await row.count() == 1  # the provisional row was replaced, not doubled
+        await row.locator("button").click()
+        await row.wait_for(state="detached")
+        rows = [r for r in await _alarms(site) if r["type"] == "residual_current_high"]
+        assert len(rows) == 1 and rows[0]["acked_by"] == "张老师", rows
+    finally:
+        gate.set()
+        del engine.store.insert
+
+
 async def _alarms(site: Site) -> list[dict[str, Any]]:
     import aiohttp
 

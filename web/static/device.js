@@ -75,13 +75,21 @@
 
   // -- alarms ---------------------------------------------------------------------------------
   function alarmRow(record) {
-    const old = alarms.get(record.id);
+    // A record announced before the database stored it has no id yet, only its `ref`; the
+    // alarm_updated that brings the id carries the same ref (docs/alarms.md).
+    const pending = "ref:" + record.ref;
+    if (record.id != null && record.ref && alarms.has(pending)) {
+      alarms.set(record.id, alarms.get(pending));
+      alarms.delete(pending);
+    }
+    const key = record.id != null ? record.id : pending;
+    const old = alarms.get(key);
     if (record.status !== "active") {
-      if (old) { old.remove(); alarms.delete(record.id); }
+      if (old) { old.remove(); alarms.delete(key); }
       document.getElementById("device-alarms-empty").hidden = alarms.size > 0;
       return;
     }
-    const button = record.acknowledged ? null : el("button", { type: "button", class: "small" }, t("acknowledge"));
+    const button = record.acknowledged ? null : el("button", { type: "button", class: "small", disabled: record.id == null }, t("acknowledge"));
     if (button) {
       button.addEventListener("click", async () => {
         button.disabled = true;
@@ -95,7 +103,7 @@
       el("td", {}, record.acknowledged ? t("acknowledged") + " · " + (record.acked_by || "") : t("unacknowledged")),
       el("td", {}, button));
     if (old) old.replaceWith(row); else document.getElementById("device-alarms").prepend(row);
-    alarms.set(record.id, row);
+    alarms.set(key, row);
     document.getElementById("device-alarms-empty").hidden = true;
   }
 

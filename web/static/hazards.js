@@ -23,7 +23,7 @@
   }
 
   function selected() {
-    return [...rows.values()].filter((r) => r.row.querySelector("input").checked).map((r) => r.record.id);
+    return [...rows.values()].filter((r) => r.record.id != null && r.row.querySelector("input").checked).map((r) => r.record.id);
   }
 
   function updateSelected() {
@@ -43,9 +43,17 @@
   }
 
   function render(record, first) {
-    const old = rows.get(record.id);
+    // announced before the database stored it: no id yet (docs/alarms.md), keyed by its ref
+    // until the alarm_updated that brings the id
+    const pending = "ref:" + record.ref;
+    if (record.id != null && record.ref && rows.has(pending)) {
+      rows.set(record.id, rows.get(pending));
+      rows.delete(pending);
+    }
+    const key = record.id != null ? record.id : pending;
+    const old = rows.get(key);
     const checked = old ? old.row.querySelector("input").checked : false;
-    const box = el("input", { type: "checkbox", "aria-label": t("select") + " " + record.id, checked });
+    const box = el("input", { type: "checkbox", "aria-label": t("select") + " " + record.id, checked, disabled: record.id == null });
     box.addEventListener("change", updateSelected);
     const row = el("tr", { class: record.kind + (record.status === "active" ? " active" : ""), dataset: { alarmId: record.id } },
       el("td", {}, box),
@@ -61,7 +69,7 @@
     if (old) old.row.replaceWith(row);
     else if (first) body.prepend(row);
     else body.append(row);
-    rows.set(record.id, { row, record });
+    rows.set(key, { row, record });
   }
 
   async function loadEvents() {
@@ -270,7 +278,7 @@
     for (const type of ["alarm_raised", "alarm_updated", "alarm_acknowledged", "alarm_handled", "alarm_cleared"]) {
       VW.subscribeEvents(type, (event) => {
         const record = event.data;
-        if (rows.has(record.id) || (type === "alarm_raised" && matches(record))) render(record, type === "alarm_raised");
+        if (rows.has(record.id) || rows.has("ref:" + record.ref) || (type === "alarm_raised" && matches(record))) render(record, type === "alarm_raised");
       });
     }
     VW.whenConnected(loadEvents);

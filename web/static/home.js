@@ -28,9 +28,11 @@
   }
 
   function addUnacked(record, first) {
-    if (unacked.has(record.id) || record.acknowledged || record.status !== "active") return;
+    // announced before the database stored it: no id yet (docs/alarms.md), keyed by its ref
+    const key = record.id != null ? record.id : "ref:" + record.ref;
+    if (unacked.has(key) || record.acknowledged || record.status !== "active") return;
     if (record.kind !== "alarm" && record.kind !== "fault") return;
-    const button = el("button", { type: "button", class: "small" }, t("acknowledge"));
+    const button = el("button", { type: "button", class: "small", disabled: record.id == null }, t("acknowledge"));
     button.addEventListener("click", () => acknowledge(record, button));
     const row = el("tr", { class: record.kind, dataset: { alarmId: record.id } },
       el("td", {}, fmtDateTime(record.started_at)),
@@ -40,7 +42,7 @@
       el("td", {}, button));
     const body = document.getElementById("unacked");
     if (first) body.prepend(row); else body.append(row);
-    unacked.set(record.id, row);
+    unacked.set(key, row);
     refreshUnackedCount();
   }
 
@@ -180,6 +182,12 @@
     VW.subscribeEvents("alarm_raised", (event) => {
       liveMessage(event, event.data);
       addUnacked(event.data, true);
+    });
+    VW.subscribeEvents("alarm_updated", (event) => {  // a provisional record got its id
+      const record = event.data;
+      if (record.id == null || !record.ref || !unacked.has("ref:" + record.ref)) return;
+      dropUnacked("ref:" + record.ref);
+      addUnacked(record, true);
     });
     VW.subscribeEvents("alarm_acknowledged", (event) => {
       liveMessage(event, event.data);

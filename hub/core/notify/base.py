@@ -168,6 +168,10 @@ NOTIFICATIONS_SCHEMA = vol.Schema(
                 vol.In(("user", "project_admin", "platform_admin", "super_admin"))],
             vol.Optional("kinds", default=["alarm"]): [vol.In(("alarm", "fault", "event"))],
         }),
+        # seconds a delivery record's write may take before the message goes out anyway
+        # (a stalled database); the record is written, in order, when the database answers
+        vol.Optional("store_timeout", default=2.0): vol.All(duration, vol.Range(min=0.1,
+                                                                                max=60)),
         # reply words that acknowledge the alarm a recipient was last sent
         vol.Optional("ack_words", default=["1", "确认", "ok", "OK"]): [str],
     }

@@ -17,11 +17,15 @@ scope is rebuilt with the users.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from hub.auth.scope import Scope
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class Directory:
@@ -38,6 +42,10 @@ class Directory:
         self._by_id: dict[str, Any] = {}
         self._subscriptions: list[dict[str, Any]] = []
         self._scopes: dict[Any, Any] = {}
+        #: seconds a re-read may take before the lists read last are used (a stalled database)
+        self.stale_timeout = 2.0
+        self.stale_reads = 0
+        self._reading: asyncio.Task[None] | None = None
 
     def _current_key(self) -> tuple[int, int]:
         users = getattr(getattr(self.hub, "auth", None), "users", None)
@@ -51,6 +59,25 @@ class Directory:
         key = self._current_key()
         if key == self._key and self.clock() - self._loaded_at < self.max_age:
             return
+        if self._key is None:  # never read: nothing else to go on
+            await self._load(key)
+            return
+        # Read again, but a database that does not answer (a stall) must not hold an alarm's
+        # SMS: after `stale_timeout` route with the lists read last; the read goes on and
+        # updates them when it answers.
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.get_running_loop().create_task(
+                self._load(key), name="notify directory read")
+        done, _ = await asyncio.wait({self._reading}, timeout=self.stale_timeout)
+        if self._reading in done and self._reading.exception() is None:
+            return
+        self.stale_reads += 1
+        _LOGGER.warning("Notification recipients: the database did not answer (%s); using "
+                        "the users and subscriptions read %.0f s ago",
+                        "a read error" if self._reading in done else
+                        f"{self.stale_timeout:g} s", self.clock() - self._loaded_at)
+
+    async def _load(self, key: tuple[int, int]) -> None:
         auth = getattr(self.hub, "auth", None)
         users = await auth.users.list() if auth is not None else []
         subscriptions = await self.store.subscriptions()

@@ -14,6 +14,13 @@ Why it is built this way:
 * **Restart-safe.** Queued and sending records are resumed at start (at-least-once: an SMS
   the modem took just before a crash may go twice, which beats losing it). Held messages
   (quiet hours, rate limit) are rows too, summarised when due; escalation chains are rows.
+* **A stalled database does not hold a message.** Writing a delivery record (insert and every
+  update) is awaited at most `store_timeout` seconds (default 2); then the message goes on
+  with a provisional negative id and the writes complete, in order, when the database answers
+  (the record then takes its real id, announced by a `notification_delivery` event). An alarm
+  announced before its own row exists (`provisional`, hub/core/alarms.py) is sent with
+  `alarm_id` None; when `alarm_updated` brings its id (same `ref`) the records are given it
+  (so "reply 1" finds it) and escalation begins.
 * **Time is injectable.** Summaries and escalations run off `clock` and `run_due()`, so tests
   move a fake clock instead of sleeping; retries use the loop's timer with the configured
   backoff (a small one in tests).
@@ -22,6 +29,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -58,6 +66,7 @@ _LOGGER = logging.getLogger(__name__)
 
 #: The manager's default time source; tests pass their own `clock`.
 CLOCK: Callable[[], float] = time.time
+DEFAULT_STORE_TIMEOUT = 2.0
 
 
 def delivery_dict(row: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +115,24 @@ class NotifyManager:
         self.reports = DeliveryReports(self)
         #: the latest failed attempt per channel: (when, reason)
         self.last_failure: dict[str, tuple[float, str]] = {}
+        self.store_timeout = float(self.settings.get("store_timeout", DEFAULT_STORE_TIMEOUT))
+        self.directory.stale_timeout = self.store_timeout
+        #: delivery-record writes that outlasted `store_timeout` (went on in the background)
+        self.deferred_writes = 0
+        #: failed delivery-record writes (each is retried while the manager runs)
+        self.write_failures = 0
+        #: delivery-record writes not finished yet (a delivery report waits for them)
+        self.writes_in_flight: set[asyncio.Task[Any]] = set()
+        self._next_provisional = 0
+        #: provisional id -> real id, for ids still in a queue or a retry timer
+        self._alias: dict[int, int] = {}
+        #: provisional id -> its insert, still waiting for the database
+        self._inserting: dict[int, asyncio.Task[Any]] = {}
+        #: a provisional alarm's `ref` -> its delivery rows, until alarm_updated brings the id
+        self._alarm_rows: dict[str, list[dict[str, Any]]] = {}
+        #: refs being routed now, and ids that arrived while they were
+        self._routing: set[str] = set()
+        self._alarm_ids: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     async def async_start(self) -> None:
@@ -133,6 +160,12 @@ class NotifyManager:
         from .router import Router
 
         self.router = Router(self)
+        if self.store is not None:
+            # read once now: during a later database stall routing can use these lists
+            try:
+                await self.directory.users()
+            except Exception:
+                _LOGGER.exception("Notification recipients could not be read at start")
         self.escalation = Escalation(self, self.settings.get("escalation") or {})
         if self.store is not None:
             for row in await self.store.open_deliveries():
@@ -146,6 +179,7 @@ class NotifyManager:
         bus = self.hub.bus
         self._unsubs = [
             bus.listen("alarm_raised", self._on_alarm_raised),
+            bus.listen("alarm_updated", self._on_alarm_updated),
             bus.listen("alarm_acknowledged", self._on_alarm_done),
             bus.listen("alarm_cleared", self._on_alarm_done),
         ]
@@ -223,7 +257,7 @@ class NotifyManager:
             "language": language or self.hub.language, "severity": severity,
             "next_attempt_at": hold_until, "fallback_of": fallback_of, "reference": None,
         }
-        row["id"] = await self.store.insert_delivery(row)
+        await self._insert(row)
         self.fire(row)
         if hold_until is not None:
             self.schedule(hold_until, "summary", recipient)
@@ -241,6 +275,100 @@ class NotifyManager:
             return
         queue.put_nowait(int(row["id"]))
 
+    # -- delivery-record writes: in order per record, bounded by `store_timeout` -------------
+    def _chain(self, row: dict[str, Any], write: Callable[[], Any]) -> asyncio.Task[Any]:
+        """Run `write()` after the record's previous write (so a late insert still precedes
+        its updates, and updates land in the order they were made)."""
+        previous = row.get("_write")
+
+        async def run() -> Any:
+            if previous is not None and not previous.done():
+                try:
+                    await asyncio.shield(previous)
+                except Exception:  # noqa: BLE001, S110 - logged by its own callback
+                    pass
+            backoff = 0.05
+            while True:
+                try:
+                    return await write()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:
+                    # the database may come back: a record is not given up while running
+                    self.write_failures += 1
+                    if not self._running:
+                        raise
+                    if self.write_failures % 10 == 1:
+                        _LOGGER.error("Delivery record %s: write failed (%s: %s); retrying",
+                                      row["id"], type(err).__name__, err)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"notify write {row['id']}")
+        row["_write"] = task
+        self.writes_in_flight.add(task)
+        task.add_done_callback(self._write_done)
+        return task
+
+    def _write_done(self, task: asyncio.Task[Any]) -> None:
+        self.writes_in_flight.discard(task)
+        if task.cancelled():
+            return
+        err = task.exception()
+        if err is not None:
+            _LOGGER.error("Delivery record write failed (%s: %s)", type(err).__name__, err)
+
+    async def _bounded(self, task: asyncio.Task[Any], row: dict[str, Any]) -> bool:
+        """Wait for a write at most `store_timeout`; True when it is done (errors raised)."""
+        done, _ = await asyncio.wait({task}, timeout=self.store_timeout)
+        if task in done:
+            task.result()
+            return True
+        self.deferred_writes += 1
+        if self.deferred_writes % 20 == 1:
+            _LOGGER.warning("Delivery record %s to %s: the database did not answer within "
+                            "%g s; the message goes on, the record is written when it does",
+                            row["id"], row["recipient"], self.store_timeout)
+        return False
+
+    async def _insert(self, row: dict[str, Any]) -> None:
+        values = {k: v for k, v in row.items() if k != "id" and not k.startswith("_")}
+
+        async def write() -> int:
+            parent = values.get("fallback_of")
+            if parent is not None and parent < 0:
+                # failover from a record not written yet: point at its real id
+                writing = self._inserting.get(parent)
+                if writing is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(writing)
+                values["fallback_of"] = self._alias.get(parent)
+            new_id = await self.store.insert_delivery(values)
+            old = row.get("id")
+            row["id"] = new_id
+            if old is not None and old != new_id:  # it went on with a provisional id
+                self._alias[old] = new_id
+                if old in self._pending:
+                    self._pending[new_id] = self._pending.pop(old)
+                handle = self._retry_handles.pop(old, None)
+                if handle is not None:
+                    self._retry_handles[new_id] = handle
+                self.fire(row)
+            return new_id
+
+        row["id"] = None
+        task = self._chain(row, write)
+        if not await self._bounded(task, row) and row["id"] is None:  # not written meanwhile
+            self._next_provisional -= 1
+            row["id"] = provisional = self._next_provisional
+            self._inserting[provisional] = task
+            task.add_done_callback(lambda _t: self._inserting.pop(provisional, None))
+
+    async def _save(self, row: dict[str, Any], changes: dict[str, Any]) -> None:
+        """Update the record's columns; bounded like the insert, in order after it."""
+        await self._bounded(self._chain(row, lambda: self.store.update_delivery(row["id"],
+                                                                                changes)), row)
+
     async def _orphan(self, row: dict[str, Any]) -> None:
         await self.fail(row, f"notifier {row['channel']} is not configured", failover=True)
 
@@ -248,6 +376,7 @@ class NotifyManager:
         queue = self._queues[name]
         while True:
             delivery_id = await queue.get()
+            delivery_id = self._alias.get(delivery_id, delivery_id)
             row = self._pending.get(delivery_id)
             if row is None or row["status"] != STATUS_QUEUED:
                 continue
@@ -273,9 +402,8 @@ class NotifyManager:
         row["status"] = STATUS_SENDING
         row["attempts"] += 1
         row["updated_at"] = self.clock()
-        await self.store.update_delivery(row["id"], {"status": STATUS_SENDING,
-                                                     "attempts": row["attempts"],
-                                                     "updated_at": row["updated_at"]})
+        await self._save(row, {"status": STATUS_SENDING, "attempts": row["attempts"],
+                               "updated_at": row["updated_at"]})
         message = OutgoingMessage(recipient=row["recipient"], text=row["message"],
                                   title=row.get("title"), delivery_id=row["id"],
                                   alarm_id=row.get("alarm_id"),
@@ -297,7 +425,7 @@ class NotifyManager:
             now = self.clock()
             row.update(status=STATUS_DELIVERED if result.delivered else STATUS_SENT,
                        sent_at=now, updated_at=now, reference=result.reference, reason=None)
-            await self.store.update_delivery(row["id"], {
+            await self._save(row, {
                 "status": row["status"], "sent_at": now, "updated_at": now,
                 "reference": result.reference, "reason": None})
             self._pending.pop(row["id"], None)
@@ -314,7 +442,7 @@ class NotifyManager:
             backoff = float(conf.get("retry_backoff", 2.0)) * (2 ** (row["attempts"] - 1))
             row.update(status=STATUS_QUEUED, reason=reason, updated_at=self.clock(),
                        next_attempt_at=self.clock() + backoff)
-            await self.store.update_delivery(row["id"], {
+            await self._save(row, {
                 "status": STATUS_QUEUED, "reason": reason[:500], "updated_at": row["updated_at"],
                 "next_attempt_at": row["next_attempt_at"]})
             self.fire(row)
@@ -324,6 +452,7 @@ class NotifyManager:
         await self.fail(row, reason, failover=True)
 
     def _retry(self, delivery_id: int) -> None:
+        delivery_id = self._alias.get(delivery_id, delivery_id)
         self._retry_handles.pop(delivery_id, None)
         row = self._pending.get(delivery_id)
         if row is not None and self._running:
@@ -333,7 +462,7 @@ class NotifyManager:
         now = self.clock()
         self.last_failure[row["channel"]] = (now, reason)
         row.update(status=STATUS_FAILED, reason=reason, updated_at=now, next_attempt_at=None)
-        await self.store.update_delivery(row["id"], {
+        await self._save(row, {
             "status": STATUS_FAILED, "reason": reason[:500], "updated_at": now,
             "attempts": row["attempts"], "next_attempt_at": None})
         self._pending.pop(row["id"], None)
@@ -349,13 +478,26 @@ class NotifyManager:
             return
         _LOGGER.warning("Notification %s: %s failed (%s); trying %s", row["id"], row["channel"],
                         reason, nxt)
-        await self.async_send(row["recipient"], row["message"], channel=nxt, kind=row["kind"],
-                              alarm_id=row.get("alarm_id"), project=row.get("project"),
-                              user_name=row.get("user_name"), language=row.get("language"),
-                              severity=row.get("severity"), title=row.get("title"),
-                              fallback_of=row["id"])
+        following = await self.async_send(
+            row["recipient"], row["message"], channel=nxt, kind=row["kind"],
+            alarm_id=row.get("alarm_id"), project=row.get("project"),
+            user_name=row.get("user_name"), language=row.get("language"),
+            severity=row.get("severity"), title=row.get("title"), fallback_of=row["id"])
+        following["_tried"] = tried  # the next failover needs no read (a stalled database)
+        ref = row.get("_alarm_ref")
+        if ref is not None and following.get("alarm_id") is None:
+            # the failed record belongs to an alarm announced before it was stored
+            following["_alarm_ref"] = ref
+            waiting = self._alarm_rows.get(ref)
+            if waiting is not None:
+                waiting.append(following)
+            elif row.get("alarm_id") is not None:  # it got its id meanwhile
+                following["alarm_id"] = row["alarm_id"]
+                await self._save(following, {"alarm_id": row["alarm_id"]})
 
     async def _tried_channels(self, row: dict[str, Any]) -> set[str]:
+        if "_tried" in row:
+            return {*row["_tried"], row["channel"]}
         tried = {row["channel"]}
         parent = row.get("fallback_of")
         while parent is not None and len(tried) < 64:
@@ -449,11 +591,59 @@ class NotifyManager:
                                                name=f"notify alarm {data.get('id')}")
 
     async def _alarm_raised(self, alarm: dict[str, Any]) -> None:
+        ref = alarm.get("ref") if alarm.get("id") is None else None
         try:
-            await self.router.async_route(alarm)
+            if ref is None:
+                await self.router.async_route(alarm)
+                await self.escalation.async_begin(alarm)
+                return
+            # Announced before its row was written (a stalled database): send now, give the
+            # records the alarm's id when alarm_updated brings it (then escalation begins).
+            # Records made meanwhile (a failover) join the list (see `fail`).
+            self._alarm_rows[ref] = waiting = []
+            self._routing.add(ref)
+            try:
+                rows = await self.router.async_route(alarm)
+            finally:
+                self._routing.discard(ref)
+            for row in rows:
+                row["_alarm_ref"] = ref
+            waiting.extend(rows)
+            stored = self._alarm_ids.pop(ref, None)
+            if stored is not None:
+                self._alarm_rows.pop(ref, None)
+                self._link(stored, waiting)
+        except Exception:
+            _LOGGER.exception("Notifications for alarm %s failed", alarm.get("id") or ref)
+
+    @callback
+    def _on_alarm_updated(self, event: Event) -> None:
+        ref = event.data.get("ref")
+        if not ref or not self._running or event.data.get("id") is None:
+            return
+        if ref in self._routing:  # linked when routing is done
+            self._alarm_ids[ref] = dict(event.data)
+            return
+        rows = self._alarm_rows.pop(ref, None)
+        if rows is not None:
+            self._link(dict(event.data), rows)
+
+    def _link(self, alarm: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """A provisional alarm got its row: its delivery records get its id (at once in
+        memory, so a failover made from now on carries it; in the database when it can)."""
+        alarm_id = int(alarm["id"])
+        for row in rows:
+            row["alarm_id"] = alarm_id
+        asyncio.get_running_loop().create_task(self._alarm_stored(alarm, rows),
+                                               name=f"notify alarm {alarm_id} stored")
+
+    async def _alarm_stored(self, alarm: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        try:
+            for row in rows:
+                await self._save(row, {"alarm_id": row["alarm_id"]})
             await self.escalation.async_begin(alarm)
         except Exception:
-            _LOGGER.exception("Notifications for alarm %s failed", alarm.get("id"))
+            _LOGGER.exception("Delivery records of alarm %s not linked", alarm.get("id"))
 
     @callback
     def _on_alarm_done(self, event: Event) -> None:
@@ -566,7 +756,9 @@ class NotifyManager:
         return {"notify_sent_total": float(self.sent_total),
                 "notify_failed_total": float(self.failed_total),
                 "notify_delivered_total": float(self.delivered_total),
-                "notify_pending": float(len(self._pending))}
+                "notify_pending": float(len(self._pending)),
+                "notify_deferred_writes_total": float(self.deferred_writes),
+                "notify_write_failures_total": float(self.write_failures)}
 
     def queue_depth(self, name: str) -> int:
         """Records of this channel waiting to go out: queued (also between retries) or

@@ -54,8 +54,23 @@ class DeliveryReports:
         forms = phone_forms(recipient) if recipient else None
         # the lock orders this against the dispatcher marking a record sent and then calling
         # `replay`: a report either finds its record sent or is kept for that replay
+        store = self.manager.store
         async with self.lock:
-            row = await self.manager.store.sent_with_reference(channel, reference, forms)
+            lookup = asyncio.get_running_loop().create_task(
+                store.sent_with_reference(channel, reference, forms))
+            done, _ = await asyncio.wait({lookup}, timeout=self.manager.store_timeout)
+            if lookup in done:
+                row = lookup.result()
+                if row is None:
+                    self._keep_early(channel, reference, recipient, delivered, final, reason)
+                    return None
+                return await self._apply(row, reference, delivered, final, reason)
+        # A stalled database: wait without the lock (the dispatcher must go on sending), and
+        # after the record writes made meanwhile, so the record is found once it answers.
+        await asyncio.gather(lookup, *list(self.manager.writes_in_flight),
+                             return_exceptions=True)
+        async with self.lock:
+            row = await store.sent_with_reference(channel, reference, forms)
             if row is None:
                 self._keep_early(channel, reference, recipient, delivered, final, reason)
                 return None
