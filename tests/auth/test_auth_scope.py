@@ -850,6 +850,27 @@ async def _automation_put(env: Env, role: str, c: Client) -> None:
     assert status == (200 if inside_ok and sees_outside(role) else 403)
 
 
+@probe("PUT", "/api/automations/{automation_id}/yaml")
+async def _automation_put_yaml(env: Env, role: str, c: Client) -> None:
+    """Typed YAML: the existing automation's scope, and the scope the text gives it."""
+    await _automations(env)
+    inside_ok = at_least(role, "project_admin")
+
+    def text(automation_id: str, project: str) -> dict[str, str]:
+        return {"yaml": f"- id: {automation_id}  # typed\n  project: {project}\n"
+                        "  triggers: [{trigger: event, event_type: x}]\n"
+                        "  actions: [{delay: 2s}]\n"}
+
+    for which, project, allowed in (
+            ("auto-in", "school-1-a", inside_ok),
+            ("auto-out", "market-1", inside_ok and sees_outside(role)),
+            ("auto-in", "market-1", inside_ok and sees_outside(role)),  # moved out of scope
+            (f"typed-{role}", "market-1", inside_ok and sees_outside(role))):  # a new one
+        status, answer = await c.call("PUT", f"/api/automations/{which}/yaml",
+                                      json=text(which, project))
+        assert status in ((200, 201) if allowed else (403,)), (which, project, answer)
+
+
 @probe("DELETE", "/api/automations/{automation_id}")
 async def _automation_delete(env: Env, role: str, c: Client) -> None:
     await _automations(env)
