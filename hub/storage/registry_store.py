@@ -9,6 +9,8 @@ devices and about 90,000 entities at once, one task per device; one transaction 
 exhausted the connection pool (callers timed out after 30 s) and took minutes of commits.
 Saves that arrive while a batch is being written wait for the next batch, one executemany
 upsert in one transaction; each caller still returns only after its own row is committed.
+`save_devices` / `save_entities` hand a whole list in at once (one waiter, one batch): what
+the hub's start and a plugin registering the entities of all its devices use.
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ class SqlRegistryStore:
     async def save_device(self, device: dict[str, Any]) -> None:
         await self._devices.save(self._row(device, _DEVICE_COLUMNS, _DEVICE_DEFAULTS))
 
+    async def save_devices(self, many: list[dict[str, Any]]) -> None:
+        """Several devices in one batch (one transaction): what a hub start with 100,000
+        configured devices does instead of 100,000 `save_device` calls."""
+        await self._devices.save_many(
+            [self._row(device, _DEVICE_COLUMNS, _DEVICE_DEFAULTS) for device in many])
+
     async def delete_device(self, device_id: str) -> None:
         self._devices.forget(device_id)
         async with self._db.engine.begin() as conn:
@@ -82,6 +90,11 @@ class SqlRegistryStore:
 
     async def save_entity(self, entity: dict[str, Any]) -> None:
         await self._entities.save(self._row(entity, _ENTITY_COLUMNS, _ENTITY_DEFAULTS))
+
+    async def save_entities(self, many: list[dict[str, Any]]) -> None:
+        """Several entities in one batch (one transaction), as `save_devices`."""
+        await self._entities.save_many(
+            [self._row(entity, _ENTITY_COLUMNS, _ENTITY_DEFAULTS) for entity in many])
 
     async def delete_entity(self, entity_id: str) -> None:
         self._entities.forget(entity_id)  # a queued save must not bring it back
@@ -108,6 +121,20 @@ class _GroupUpsert:
         self._rows[key] = row  # a later save of the same key wins
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(waiter)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name=f"{self._table.name} writer")
+        await waiter
+
+    async def save_many(self, rows: list[dict[str, Any]]) -> None:
+        """`save` for many rows with one waiter: returns once all are committed; the first
+        row that failed (written alone after its batch failed) is raised."""
+        if not rows:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for row in rows:
+            key = row[self._key]
+            self._rows[key] = row
+            self._waiters.setdefault(key, []).append(waiter)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name=f"{self._table.name} writer")
         await waiter
@@ -141,10 +168,13 @@ class _GroupUpsert:
                             await conn.execute(self._store._upsert(self._table, self._key, row))
                     except Exception as err:  # noqa: BLE001 - handed to that row's caller
                         failures[key] = err
-            for key, futures in waiters.items():
+            # Failures first: a waiter shared by many rows (`save_many`) gets its failure
+            # even when another of its rows succeeded.
+            for key, err in failures.items():
+                for future in waiters.get(key, ()):
+                    if not future.done():
+                        future.set_exception(err)
+            for futures in waiters.values():
                 for future in futures:
                     if not future.done():
-                        if key in failures:
-                            future.set_exception(failures[key])
-                        else:
-                            future.set_result(None)
+                        future.set_result(None)
