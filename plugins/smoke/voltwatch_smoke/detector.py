@@ -30,7 +30,7 @@ import voluptuous as vol
 from hub.core.conditions import EVENT_DEVICE_CONDITION, Condition
 from hub.core.config import duration
 from hub.core.context import Context
-from hub.core.events import EVENT_DEVICE_REGISTRY_UPDATED, Event, callback
+from hub.core.events import EVENT_DEVICE_REGISTRY_UPDATED, EVENT_HUB_STARTED, Event, callback
 from hub.core.push import CommandError, PushMessage
 from hub.core.registries import DeviceEntry
 from hub.core.services import ServiceCall, ServiceError, ServiceValidationError
@@ -406,6 +406,7 @@ class SmokeRuntime:
         self.unknown_events = 0
         self.unknown_logged: set[tuple[str, str]] = set()
         self._unsub: Any = None
+        self._unsub_started: Any = None
         self._started = False
 
     async def async_setup(self) -> None:
@@ -421,7 +422,13 @@ class SmokeRuntime:
             [spec for detector in created for spec in detector.entity_specs()])
         for detector in created:
             detector.initial_states()
-            detector.arm()
+        # Silence watchdogs from the moment the hub serves, not from this plugin's set-up:
+        # a long start (other plugins, 100,000 devices) must not count as every detector's
+        # silence. A detector heard before that arms itself (`heard`).
+        if getattr(getattr(self.hub, "state", None), "value", None) == "running":
+            self._arm_all()
+        else:
+            self._unsub_started = self.hub.bus.listen_once(EVENT_HUB_STARTED, self._started_hub)
         self._unsub = self.hub.bus.listen(EVENT_DEVICE_REGISTRY_UPDATED, self._registry_updated)
         self._started = True
 
@@ -441,6 +448,16 @@ class SmokeRuntime:
             detector.last_seen = old.last_seen
         self.detectors[entry.id] = detector
         return detector
+
+    @callback
+    def _started_hub(self, event: Event) -> None:
+        self._unsub_started = None
+        self._arm_all()
+
+    def _arm_all(self) -> None:
+        for detector in self.detectors.values():
+            if detector._timer is None:
+                detector.arm()
 
     @callback
     def _registry_updated(self, event: Event) -> None:
@@ -470,6 +487,9 @@ class SmokeRuntime:
         self.detector(device).handle(message)
 
     async def async_shutdown(self) -> None:
+        if self._unsub_started is not None:
+            self._unsub_started()
+            self._unsub_started = None
         if self._unsub is not None:
             self._unsub()
             self._unsub = None
