@@ -24,6 +24,17 @@ from .states import InvalidEntityId, valid_entity_id
 _LOGGER = logging.getLogger(__name__)
 
 
+def _copy(value: Any) -> Any:
+    """A deep copy of configuration data (dicts, lists, scalars), cheaper than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    if isinstance(value, str | int | float | bool | None):
+        return value
+    return copy.deepcopy(value)
+
+
 @dataclass(slots=True)
 class DeviceEntry:
     id: str
@@ -47,8 +58,8 @@ class DeviceEntry:
     def as_dict(self) -> dict[str, Any]:
         # What dataclasses.asdict gives (nested values copied), without its generic walk.
         row = {name: getattr(self, name) for name in _DEVICE_FIELD_NAMES}
-        row["link"] = copy.deepcopy(self.link)
-        row["options"] = copy.deepcopy(self.options)
+        row["link"] = _copy(self.link)
+        row["options"] = _copy(self.options)
         return row
 
 

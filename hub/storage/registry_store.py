@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import JSON, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
+from .bulk import executemany, values_statement
 from .database import Database
 from .schema import devices, entities
 
@@ -115,6 +117,12 @@ class _GroupUpsert:
         self._rows: dict[str, dict[str, Any]] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._writer: asyncio.Task[None] | None = None
+        # Without JSON columns (entities) a batch goes to the driver as plain tuples through
+        # the dialect's compiled statement (hub/storage/bulk.py): SQLAlchemy's per-row
+        # parameter processing was most of the time of 800,000 entities at start.
+        self._columns = [c.name for c in table.columns]
+        self._tuples = not any(isinstance(c.type, JSON) for c in table.columns)
+        self._sql: dict[str, Any] = {}
 
     async def save(self, row: dict[str, Any]) -> None:
         key = row[self._key]
@@ -142,6 +150,15 @@ class _GroupUpsert:
     def forget(self, key: str) -> None:
         self._rows.pop(key, None)
 
+    def _execute(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if self._tuples:
+            columns = self._columns
+            executemany(conn, self._sql, "upsert",
+                        lambda: values_statement(self._statement(), columns), columns,
+                        [tuple(row[name] for name in columns) for row in rows])
+        else:
+            conn.execute(self._statement(), rows)
+
     def _statement(self) -> Any:
         db = self._store._db
         insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
@@ -160,7 +177,7 @@ class _GroupUpsert:
             failures: dict[str, BaseException] = {}
             try:
                 async with engine.begin() as conn:
-                    await conn.execute(self._statement(), list(rows.values()))
+                    await conn.run_sync(self._execute, list(rows.values()))
             except Exception:  # noqa: BLE001 - one bad row must not fail the others' saves
                 for key, row in rows.items():
                     try:
