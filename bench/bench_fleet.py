@@ -28,13 +28,16 @@ with and without it for the sender's cost (the receiver's is in bench_mirror.py)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -111,8 +114,50 @@ def start_raw(broker: MosquittoBroker, work: Path) -> Consumer:
     return Consumer(proc, lambda: int(out.read_text() or 0))
 
 
+class HubProcess(Consumer):
+    """`voltwatch run` in its own process, with its start-up time and its /metrics."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], work: Path, port: int, token: str,
+                 startup: float) -> None:
+        super().__init__(proc, self.telemetry)
+        self.work = work
+        self.port = port
+        self.token = token
+        self.startup = startup  # seconds from spawning the process to its health answering
+
+    def metrics(self) -> dict[str, float]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/metrics",
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            out = {}
+            for line in answer.read().decode().splitlines():
+                if line and not line.startswith("#"):
+                    name, _, value = line.rpartition(" ")
+                    out[name] = float(value)
+            return out
+
+    def telemetry(self) -> int:
+        value = self.metrics().get("voltwatch_mqtt_messages_telemetry_total")
+        if value is None:
+            raise RuntimeError("no telemetry counter in /metrics: "
+                               f"{(self.work / 'hub.log').read_text()[-2000:]}")
+        return int(value)
+
+    def api(self, method: str, path: str, body: object | None = None) -> object:
+        import json
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}",
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return json.loads(answer.read() or b"null")
+
+
 def start_hub(broker: MosquittoBroker, work: Path, devices_file: Path,
-              database_url: str) -> Consumer:
+              database_url: str, extra_config: str = "",
+              plugins: str = "mqtt,smoke") -> HubProcess:
     config = work / "hub"
     config.mkdir()
     port = free_port()
@@ -124,42 +169,89 @@ def start_hub(broker: MosquittoBroker, work: Path, devices_file: Path,
                mirror_states: {"true" if MIRROR else "false"}}}
         projects: [{{id: fleet, name: Fleet}}]
         devices: !include {devices_file.name}
-    """))
+    """) + textwrap.dedent(extra_config))
     (config / devices_file.name).write_bytes(devices_file.read_bytes())
-    env = {**os.environ, "VOLTWATCH_PLUGINS": "mqtt,smoke"}
+    env = {**os.environ, "VOLTWATCH_PLUGINS": plugins}
+    spawned = time.monotonic()
     proc = subprocess.Popen([PYTHON, "-m", "hub", "run", "--config", str(config)], env=env,
                             stdout=subprocess.DEVNULL, stderr=(work / "hub.log").open("wb"))
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # a start-up bound, not a measurement
-        if proc.poll() is not None:
-            raise RuntimeError(f"the hub exited: {(work / 'hub.log').read_text()[-2000:]}")
+    deadline = time.monotonic() + 1800
+    while True:  # a start-up bound, not a measurement
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the hub did not start: {(work / 'hub.log').read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
                 break
         except OSError:
-            time.sleep(0.5)
+            time.sleep(0.2)
+    startup = time.monotonic() - spawned
     token = subprocess.run([PYTHON, "-m", "hub", "token", "create", "bench", "--config",
                             str(config)], capture_output=True, text=True, env=env,
                            check=True).stdout.split()[-1]
-
-    def handled() -> int:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
-                                         headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            for line in answer.read().decode().splitlines():
-                if line.startswith("voltwatch_mqtt_messages_telemetry_total "):
-                    return int(float(line.split()[1]))
-        raise RuntimeError(f"no telemetry counter in /metrics: {(work / 'hub.log').read_text()[-2000:]}")
-
-    return Consumer(proc, handled)
+    hub = HubProcess(proc, work, port, token, startup)
+    while not hub.metrics().get("voltwatch_mqtt_connected"):  # subscribed before the fleet
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the hub never connected: {(work / 'hub.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+    return hub
 
 
-def start_fleet(broker: MosquittoBroker, devices: int, devices_file: Path) -> subprocess.Popen[bytes]:
+def write_fleet_devices(devices: int, devices_file: Path, interval: float = INTERVAL,
+                        first_id: str = "fleet-smoke-1") -> None:
+    """The configuration entries `voltwatch simulate fleet --devices-out` writes, written
+    here so the hub can start (and be timed) before any device reports."""
+    import argparse
+
+    from voltwatch_mqtt.fleet import devices as fleet_devices
+
+    from hub.fleet import write_devices
+
+    args = argparse.Namespace(devices=devices, mqtt_id=first_id, interval=interval,
+                              project="fleet")
+    write_devices(devices_file, fleet_devices(args))
+
+
+def start_fleet(broker: MosquittoBroker, devices: int, interval: float = INTERVAL,
+                report_every: float = 0) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [PYTHON, "-m", "hub", "simulate", "fleet", "--devices", str(devices),
-         "--interval", str(INTERVAL), "--broker", f"{broker.host}:{broker.port}",
-         "--report-every", "0", "--devices-out", str(devices_file)],
-        stdout=subprocess.DEVNULL)
+         "--interval", str(interval), "--broker", f"{broker.host}:{broker.port}",
+         "--report-every", str(report_every)],
+        stdout=subprocess.PIPE)
+
+
+def stop_fleet(fleet: subprocess.Popen[bytes]) -> dict[str, int]:
+    """SIGINT, then the totals of its last line (`fleet total: mqtt_messages N, ...`)."""
+    fleet.send_signal(signal.SIGINT)
+    try:
+        out, _ = fleet.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        fleet.kill()
+        out, _ = fleet.communicate()
+    totals: dict[str, int] = {}
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith("fleet total:"):
+            for item in line.split(":", 1)[1].split(","):
+                if item.strip():
+                    name, value = item.split()
+                    totals[name] = int(value)
+    return totals
+
+
+def settle(hub: HubProcess, published: int, quiet: float = 5.0, limit: float = 120.0) -> int:
+    """The hub's telemetry count once it has everything published or stopped moving."""
+    last, since, deadline = -1, time.monotonic(), time.monotonic() + limit
+    while time.monotonic() < deadline:
+        count = hub.telemetry()
+        if count >= published:
+            return count
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since > quiet:
+            break
+        time.sleep(0.5)
+    return last
 
 
 def pg_admin(sql: str) -> None:
@@ -175,14 +267,21 @@ def pg_admin(sql: str) -> None:
     asyncio.run(run())
 
 
-def bench_one(devices: int) -> list[Result]:
+@contextlib.contextmanager
+def bench_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one hub (its URL), dropped afterwards."""
     name = f"voltwatch_bench_fleet_{os.getpid()}"
     pg_admin(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
     try:
-        return _bench_one(devices, f"{base}/{name}")
+        yield f"{base}/{name}"
     finally:
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def bench_one(devices: int) -> list[Result]:
+    with bench_database() as database_url:
+        return _bench_one(devices, database_url)
 
 
 def _bench_one(devices: int, database_url: str) -> list[Result]:
@@ -191,29 +290,41 @@ def _bench_one(devices: int, database_url: str) -> list[Result]:
         broker = MosquittoBroker(work / "broker")
         broker.start()
         devices_file = work / "fleet.yaml"
-        fleet = start_fleet(broker, devices, devices_file)
+        write_fleet_devices(devices, devices_file)
         try:
-            deadline = time.monotonic() + 60
-            while not devices_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
             rows = {}
-            for name, start in (("raw", lambda: start_raw(broker, work)),
-                                ("hub", lambda: start_hub(broker, work, devices_file, database_url))):
-                consumer = start()
+            raw = start_raw(broker, work)
+            fleet = start_fleet(broker, devices)
+            try:
+                time.sleep(INTERVAL)  # warm-up: every device has reported once
+                rows["raw"] = raw.measure(WINDOW)
+            finally:
+                stop_fleet(fleet)
+                raw.stop()
+            # The hub starts before the fleet: its start-up is timed alone, and everything
+            # the fleet publishes after that must reach it (messages lost = published - handled).
+            hub = start_hub(broker, work, devices_file, database_url)
+            try:
+                print(f"  {devices} devices: hub started in {hub.startup:.1f} s",
+                      file=sys.stderr, flush=True)
+                fleet = start_fleet(broker, devices)
                 try:
-                    time.sleep(INTERVAL)  # warm-up: every device has reported once
-                    rows[name] = consumer.measure(WINDOW)
+                    time.sleep(INTERVAL)  # warm-up
+                    rows["hub"] = hub.measure(WINDOW)
                 finally:
-                    consumer.stop()
+                    published = stop_fleet(fleet).get("mqtt_messages", 0)
+                handled = settle(hub, published)
+            finally:
+                hub.stop()
+            for name in ("raw", "hub"):
                 print(f"  {devices} devices, {name}: {rows[name][0]:,.0f} msg/s, "
                       f"{rows[name][1]:.1f} % CPU, {rows[name][2]:.0f} MB RSS",
                       file=sys.stderr, flush=True)
         finally:
-            fleet.terminate()
-            fleet.wait(30)
             broker.stop()
     offered = devices / INTERVAL
     (raw_rate, raw_cpu, raw_rss), (hub_rate, hub_cpu, hub_rss) = rows["raw"], rows["hub"]
+    lost = max(0, published - handled)
     label = f"{devices // 1000}k devices @{INTERVAL:g}s ({offered:,.0f} msg/s)" + (
         ", state relay on" if MIRROR else "")
     return [
@@ -222,6 +333,10 @@ def _bench_one(devices: int, database_url: str) -> list[Result]:
         Result(f"fleet {label}: hub CPU % of one core", hub_cpu, "%", raw_cpu,
                "raw aiomqtt CPU %", "< 100 % (keeps up on one core)", hub_cpu < 100),
         Result(f"fleet {label}: hub RSS", hub_rss, "MB", raw_rss, "raw aiomqtt RSS MB", "-"),
+        Result(f"fleet {label}: hub start-up", hub.startup, "s", None, "",
+               "< 120 s", hub.startup < 120),
+        Result(f"fleet {label}: messages lost of {published:,}", lost, "msgs", None, "",
+               "0", lost == 0),
     ]
 
 

@@ -159,4 +159,8 @@ def _main(members: dict[str, FleetMember], args: argparse.Namespace) -> int:
         asyncio.run(run_fleet(members, args, plan))
     except KeyboardInterrupt:
         pass
+    # The totals as the last line (a benchmark stops the fleet with SIGINT and compares what
+    # was published with what the hub handled: messages lost).
+    print("fleet total: " + ", ".join(f"{name} {plan.counters[name]}"
+                                      for name in sorted(plan.counters)), flush=True)
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import logging
 import signal
 from collections.abc import Coroutine
@@ -111,7 +112,22 @@ class Hub:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def async_start(self) -> None:
-        """Staged start; raises ConfigError before anything runs if the config is invalid."""
+        """Staged start; raises ConfigError before anything runs if the config is invalid.
+
+        The cyclic garbage collector is paused while the hub starts: a start with 100,000
+        devices creates millions of long-lived objects (configuration, registry entries,
+        states, watches), and every automatic collection walked all of them again (at
+        20,000 detectors: 40 s to start with it, 24 s without). It runs again once started.
+        """
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            await self._async_start()
+        finally:
+            if paused:
+                gc.enable()
+
+    async def _async_start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.bus.bind_loop(self.loop)
         self.state = HubState.STARTING
@@ -204,10 +220,9 @@ class Hub:
         API-created and discovered devices are left alone: the file owns only what it names.
         """
         configured = self.config.get("devices", [])
-        # Together, so the registry store group-commits them: one by one, 10,000 devices
-        # were 10,000 transactions before the hub could start.
-        await asyncio.gather(*(self.devices.async_upsert(**device, source="config")
-                               for device in configured))
+        # In one batch (one transaction): one by one, 10,000 devices were 10,000
+        # transactions before the hub could start.
+        await self.devices.async_upsert_many(configured, source="config")
         named = {device["id"] for device in configured}
         for entry in self.devices:
             if entry.source == "config" and entry.id not in named:

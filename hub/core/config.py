@@ -399,6 +399,7 @@ class _Validator:
         project_ids = set(_project_ids(projects))
         result = []
         seen: set[str] = set()
+        schemas: dict[Any, vol.Schema] = {}
         for index, device in enumerate(devices):
             path: list[Any] = ["devices", index]
             if not isinstance(device, dict):
@@ -409,10 +410,15 @@ class _Validator:
             if "platform" in device and platform_schema is None:
                 installed = ", ".join(sorted(self.device_schemas)) or "none"
                 self.issue([*path, "platform"], f"unknown device platform {platform!r} (installed: {installed})")
-            schema = vol.Schema(DEVICE_COMMON)
-            if platform_schema is not None:
-                extra = platform_schema.schema if isinstance(platform_schema, vol.Schema) else platform_schema
-                schema = schema.extend(extra)
+            # One compiled schema per platform, not one per device (100,000 devices spent
+            # most of their validation compiling the same schema again).
+            schema = schemas.get(platform if platform_schema is not None else None)
+            if schema is None:
+                schema = vol.Schema(DEVICE_COMMON)
+                if platform_schema is not None:
+                    extra = platform_schema.schema if isinstance(platform_schema, vol.Schema) else platform_schema
+                    schema = schema.extend(extra)
+                schemas[platform if platform_schema is not None else None] = schema
             checked = self.check(schema, device, path)
             if checked is None:
                 continue

@@ -10,9 +10,10 @@ renamed) in place.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +22,17 @@ from .events import EVENT_DEVICE_REGISTRY_UPDATED, EVENT_ENTITY_REGISTRY_UPDATED
 from .states import InvalidEntityId, valid_entity_id
 
 _LOGGER = logging.getLogger(__name__)
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of configuration data (dicts, lists, scalars), cheaper than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    if isinstance(value, str | int | float | bool | None):
+        return value
+    return copy.deepcopy(value)
 
 
 @dataclass(slots=True)
@@ -44,7 +56,11 @@ class DeviceEntry:
         return self.name or self.id
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # What dataclasses.asdict gives (nested values copied), without its generic walk.
+        row = {name: getattr(self, name) for name in _DEVICE_FIELD_NAMES}
+        row["link"] = _copy(self.link)
+        row["options"] = _copy(self.options)
+        return row
 
 
 @dataclass(slots=True)
@@ -59,7 +75,7 @@ class EntityEntry:
     disabled: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in _ENTITY_FIELD_NAMES}  # all scalars
 
 
 class RegistryStore(Protocol):
@@ -77,9 +93,25 @@ class RegistryStore(Protocol):
 
     async def delete_entity(self, entity_id: str) -> None: ...
 
+    # Optional (the registries fall back to one save per row without them):
+    # `async def save_devices(rows)` and `async def save_entities(rows)`, one batch each.
 
-_DEVICE_FIELDS = {f.name for f in dataclasses.fields(DeviceEntry)}
-_ENTITY_FIELDS = {f.name for f in dataclasses.fields(EntityEntry)}
+
+async def _save_many(store: Any, bulk: str, single: str, rows: list[dict[str, Any]]) -> None:
+    """The store's bulk save when it has one (SqlRegistryStore), else its single saves."""
+    save_many = getattr(store, bulk, None)
+    if save_many is not None:
+        await save_many(rows)
+    else:
+        save = getattr(store, single)
+        for row in rows:
+            await save(row)
+
+
+_DEVICE_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(DeviceEntry))
+_ENTITY_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(EntityEntry))
+_DEVICE_FIELDS = set(_DEVICE_FIELD_NAMES)
+_ENTITY_FIELDS = set(_ENTITY_FIELD_NAMES)
 
 
 class DeviceRegistry:
@@ -113,6 +145,47 @@ class DeviceRegistry:
         `context` rides on the `device_registry_updated` event, so a plugin's reaction (a
         poller started, a DTU adopted) is traceable to the admin's request.
         """
+        merged = self._merge(fields, replace_options)
+        if merged is None:
+            return self._devices[fields["id"]]
+        entry, action = merged
+        self._devices[entry.id] = entry
+        if self._store is not None:
+            await self._store.save_device(entry.as_dict())
+        self._bus.async_fire(EVENT_DEVICE_REGISTRY_UPDATED,
+                             {"action": action, "device_id": entry.id}, context=context)
+        return entry
+
+    async def async_upsert_many(self, devices: Iterable[dict[str, Any]], *,
+                                context: Context | None = None,
+                                **common: Any) -> list[DeviceEntry]:
+        """`async_upsert` for many devices at once (a hub starting with 100,000 configured
+        devices): the same entries and one `device_registry_updated` event per created or
+        changed device, but one store batch (one transaction) instead of one save each.
+        `common` fields (e.g. `source="config"`) apply to every device."""
+        result: list[DeviceEntry] = []
+        changed: list[tuple[DeviceEntry, str]] = []
+        for fields in devices:
+            merged = self._merge({**fields, **common}, False)
+            if merged is None:
+                result.append(self._devices[fields["id"]])
+                continue
+            entry, action = merged
+            self._devices[entry.id] = entry
+            changed.append(merged)
+            result.append(entry)
+        if changed and self._store is not None:
+            await _save_many(self._store, "save_devices", "save_device",
+                             [entry.as_dict() for entry, _ in changed])
+        fire = self._bus.async_fire
+        for entry, action in changed:
+            fire(EVENT_DEVICE_REGISTRY_UPDATED, {"action": action, "device_id": entry.id},
+                 context=context)
+        return result
+
+    def _merge(self, fields: dict[str, Any],
+               replace_options: bool) -> tuple[DeviceEntry, str] | None:
+        """The entry `fields` make of the stored one and the action; None: nothing changes."""
         device_id = fields["id"]
         known = {k: v for k, v in fields.items() if k in _DEVICE_FIELDS}
         extra = {k: v for k, v in fields.items() if k not in _DEVICE_FIELDS}
@@ -121,21 +194,14 @@ class DeviceRegistry:
             entry = DeviceEntry(**known)
             # A new dict: never mutate the `options` mapping the caller passed in.
             entry.options = {**entry.options, **extra}
-            action = "create"
-        else:
-            entry = dataclasses.replace(old, **known)
-            # Explicit `options=` and loose extra keys both merge into the stored options.
-            kept = {} if replace_options else old.options
-            entry.options = {**kept, **known.get("options", {}), **extra}
-            action = "update"
-            if entry == old:
-                return old
-        self._devices[device_id] = entry
-        if self._store is not None:
-            await self._store.save_device(entry.as_dict())
-        self._bus.async_fire(EVENT_DEVICE_REGISTRY_UPDATED,
-                             {"action": action, "device_id": device_id}, context=context)
-        return entry
+            return entry, "create"
+        entry = dataclasses.replace(old, **known)
+        # Explicit `options=` and loose extra keys both merge into the stored options.
+        kept = {} if replace_options else old.options
+        entry.options = {**kept, **known.get("options", {}), **extra}
+        if entry == old:
+            return None
+        return entry, "update"
 
     async def async_remove(self, device_id: str, context: Context | None = None) -> bool:
         if self._devices.pop(device_id, None) is None:
@@ -191,19 +257,8 @@ class EntityRegistry:
         device_class: str | None = None,
     ) -> EntityEntry:
         """Register an entity (idempotent); an admin's `disabled` flag is kept on re-register."""
-        if not valid_entity_id(entity_id):
-            raise InvalidEntityId(f"Invalid entity id {entity_id!r}")
-        old = self._entities.get(entity_id)
-        entry = EntityEntry(
-            entity_id=entity_id,
-            device_id=device_id,
-            unique_id=unique_id or entity_id,
-            platform=platform,
-            name=name,
-            unit=unit,
-            device_class=device_class,
-            disabled=old.disabled if old else False,
-        )
+        entry, old = self._entry(entity_id, platform, device_id, unique_id, name, unit,
+                                 device_class)
         if entry == old:
             return old
         self._index(entry)
@@ -214,6 +269,52 @@ class EntityRegistry:
             {"action": "update" if old else "create", "entity_id": entity_id},
         )
         return entry
+
+    async def async_register_many(self, entities: Iterable[dict[str, Any]]) -> list[EntityEntry]:
+        """`async_register` for many entities (each a dict of its keyword arguments): every
+        id is validated before any is registered, then one store batch (one transaction)
+        and one `entity_registry_updated` event per created or changed entity. What a
+        plugin setting up thousands of devices at start calls instead of one
+        `async_register` per entity."""
+        specs = list(entities)
+        for spec in specs:
+            if not valid_entity_id(spec["entity_id"]):
+                raise InvalidEntityId(f"Invalid entity id {spec['entity_id']!r}")
+        result: list[EntityEntry] = []
+        changed: list[tuple[EntityEntry, bool]] = []
+        for spec in specs:
+            entry, old = self._entry(**spec)
+            if entry == old:
+                result.append(old)
+                continue
+            self._index(entry)
+            changed.append((entry, old is not None))
+            result.append(entry)
+        if changed and self._store is not None:
+            await _save_many(self._store, "save_entities", "save_entity",
+                             [entry.as_dict() for entry, _ in changed])
+        fire = self._bus.async_fire
+        for entry, existed in changed:
+            fire(EVENT_ENTITY_REGISTRY_UPDATED,
+                 {"action": "update" if existed else "create", "entity_id": entry.entity_id})
+        return result
+
+    def _entry(self, entity_id: str, platform: str, device_id: str | None = None,
+               unique_id: str | None = None, name: str | None = None, unit: str | None = None,
+               device_class: str | None = None) -> tuple[EntityEntry, EntityEntry | None]:
+        if not valid_entity_id(entity_id):
+            raise InvalidEntityId(f"Invalid entity id {entity_id!r}")
+        old = self._entities.get(entity_id)
+        return EntityEntry(
+            entity_id=entity_id,
+            device_id=device_id,
+            unique_id=unique_id or entity_id,
+            platform=platform,
+            name=name,
+            unit=unit,
+            device_class=device_class,
+            disabled=old.disabled if old else False,
+        ), old
 
     async def async_update(self, entity_id: str, **changes: Any) -> EntityEntry:
         old = self._entities[entity_id]

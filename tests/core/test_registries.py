@@ -195,3 +195,57 @@ async def test_registries_work_without_a_store(bus: EventBus) -> None:
     await entities.async_register("binary_sensor.smoke_1_smoke", "smoke", device_id="smoke-1")
     assert devices.get("smoke-1") is not None
     assert entities.get("binary_sensor.smoke_1_smoke") is not None
+
+
+# -- in bulk (a hub starting with 100,000 devices) -------------------------------------------
+async def test_device_upsert_many_matches_one_by_one(
+    bus: EventBus, store: MemoryRegistryStore
+) -> None:
+    devices = DeviceRegistry(bus, store)
+    await devices.async_upsert(**ARCM_1, poll_interval=1.0)
+    updates = record(bus, EVENT_DEVICE_REGISTRY_UPDATED)
+    entries = await devices.async_upsert_many(
+        [{**ARCM_1, "poll_interval": 1.0},  # unchanged: no write, no event
+         {"id": "arcm-1", "area": "一层"},  # update, options kept
+         {"id": "smoke-1", "platform": "smoke", "reporting_interval": 30.0}],  # create
+        source="config")
+    assert [e.id for e in entries] == ["arcm-1", "arcm-1", "smoke-1"]
+    assert devices.get("arcm-1").area == "一层"
+    assert devices.get("arcm-1").options == {"poll_interval": 1.0}
+    assert devices.get("smoke-1").options == {"reporting_interval": 30.0}
+    assert devices.get("smoke-1").source == "config"
+    assert [(e.data["action"], e.data["device_id"]) for e in updates.events] == [
+        ("update", "arcm-1"), ("create", "smoke-1")]
+    assert store.devices["arcm-1"]["area"] == "一层"
+    assert store.devices["smoke-1"]["options"] == {"reporting_interval": 30.0}
+
+
+async def test_entity_register_many_matches_one_by_one(
+    bus: EventBus, store: MemoryRegistryStore
+) -> None:
+    entities = EntityRegistry(bus, store)
+    await entities.async_register("sensor.arcm_1_power", "arcm", device_id="arcm-1", unit="kW")
+    await entities.async_update("sensor.arcm_1_power", disabled=True)
+    updates = record(bus, EVENT_ENTITY_REGISTRY_UPDATED)
+    writes = len(store.writes)
+    result = await entities.async_register_many([
+        {"entity_id": "sensor.arcm_1_power", "platform": "arcm", "device_id": "arcm-1",
+         "unit": "kW"},  # unchanged (the admin's disabled flag kept): no write, no event
+        {"entity_id": "sensor.smoke_1_battery", "platform": "smoke", "device_id": "smoke-1",
+         "unique_id": "smoke-1:battery", "unit": "%"},
+    ])
+    assert result[0].disabled is True
+    assert result[1].unique_id == "smoke-1:battery" and result[1].unit == "%"
+    assert [(e.data["action"], e.data["entity_id"]) for e in updates.events] == [
+        ("create", "sensor.smoke_1_battery")]
+    assert store.writes[writes:] == [("save_entity", "sensor.smoke_1_battery")]
+    assert [e.entity_id for e in entities.for_device("smoke-1")] == ["sensor.smoke_1_battery"]
+
+
+async def test_entity_register_many_refuses_all_when_one_id_is_invalid(bus: EventBus) -> None:
+    entities = EntityRegistry(bus)
+    with pytest.raises(InvalidEntityId, match="arcm-1"):
+        await entities.async_register_many([
+            {"entity_id": "sensor.fine", "platform": "arcm"},
+            {"entity_id": "sensor.arcm-1_power", "platform": "arcm"}])
+    assert len(entities) == 0

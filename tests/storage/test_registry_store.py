@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hub.core.events import EventBus
 from hub.core.registries import DeviceRegistry, EntityRegistry
 from hub.storage.database import Database
@@ -119,3 +121,27 @@ async def test_many_devices_registering_at_once_all_commit(database: Database) -
     assert "sensor.fine" in rows and "sensor.broken" not in rows
     assert rows["sensor.smoke_7_battery"]["unit"] == "%"
     assert "sensor.smoke_8_battery" not in rows
+
+
+async def test_bulk_saves_are_one_batch_and_a_bad_row_fails_the_call(database: Database) -> None:
+    """save_devices / save_entities (the hub's start, a plugin's set-up): every row lands;
+    a bad row among them fails the call, and the good rows are still written."""
+    store = SqlRegistryStore(database)
+    await store.save_devices([{"id": f"smoke-{n}", "platform": "smoke",
+                               "link": {"transport": "mqtt"}} for n in range(500)])
+    await store.save_entities([{"entity_id": f"sensor.smoke_{n}_battery",
+                                "unique_id": f"smoke-{n}:battery", "device_id": f"smoke-{n}",
+                                "platform": "smoke", "unit": "%"} for n in range(500)])
+    devices = {row["id"]: row for row in await store.load_devices()}
+    assert len(devices) == 500 and devices["smoke-7"]["link"] == {"transport": "mqtt"}
+    assert devices["smoke-7"]["options"] == {} and devices["smoke-7"]["source"] == "config"
+    rows = {row["entity_id"]: row for row in await store.load_entities()}
+    assert len(rows) == 500 and rows["sensor.smoke_7_battery"]["unit"] == "%"
+
+    with pytest.raises(Exception, match="unique_id"):
+        await store.save_entities([
+            {"entity_id": "sensor.fine_1", "unique_id": "fine-1", "platform": "smoke"},
+            {"entity_id": "sensor.broken", "platform": "smoke"},  # no unique_id
+            {"entity_id": "sensor.fine_2", "unique_id": "fine-2", "platform": "smoke"}])
+    names = {row["entity_id"] for row in await store.load_entities()}
+    assert {"sensor.fine_1", "sensor.fine_2"} <= names and "sensor.broken" not in names

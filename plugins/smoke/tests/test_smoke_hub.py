@@ -160,6 +160,32 @@ async def test_silence_longer_than_the_interval_is_communication_lost(
         await hub.async_stop()
 
 
+async def test_silence_watchdogs_start_when_the_hub_serves_not_during_set_up(
+        tmp_path: Path, broker: MosquittoBroker) -> None:
+    # A long start (100,000 devices) must not count as silence: every detector's entities
+    # are registered during set-up, but its watchdog is armed only at hub_started.
+    hub = Hub(tmp_path, config=hub_config(tmp_path, broker, [
+        smoke_device("smoke-1"), smoke_device("smoke-2", name="走廊烟感", location="走廊")]),
+        plugin_manager=plugins())
+    at_started: dict[str, bool] = {}
+
+    def started(event: Any) -> None:  # subscribed before the plugin's own listener
+        at_started.update({device_id: detector._timer is not None
+                           for device_id, detector in runtime_for(hub).detectors.items()})
+
+    hub.bus.listen("hub_started", started)
+    await hub.async_start()
+    try:
+        assert at_started == {"smoke-1": False, "smoke-2": False}
+        detectors = runtime_for(hub).detectors
+        assert all(d._timer is not None for d in detectors.values())
+        assert hub.entities.get("sensor.smoke_2_battery").device_id == "smoke-2"
+        assert hub.states.get("binary_sensor.smoke_2_smoke").state == "unknown"
+        assert hub.states.get("binary_sensor.smoke_2_muted").state == "off"
+    finally:
+        await hub.async_stop()
+
+
 async def test_mute_and_self_test_answer_after_the_ack(hub: Hub, broker: MosquittoBroker) -> None:
     raised = EventWaiter(hub, "alarm_raised")
     detector, task = await start_detector(broker)
