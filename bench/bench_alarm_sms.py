@@ -153,7 +153,9 @@ def _run(work: Path, database_url: str) -> list[Result]:
     side = Side()
     modem = TimedModem()
     port = side.call(_open(modem))
-    broker = MosquittoBroker(work / "broker")
+    # As docs/operations.md configures a production broker: a consumer that lags (a hub
+    # draining its start-up backlog) gets its messages queued, not dropped at 1,000.
+    broker = MosquittoBroker(work / "broker", extra=["max_queued_messages 100000"])
     broker.start()
     per_rate: dict[float, list[float]] = {}
     try:
@@ -174,7 +176,15 @@ def _run(work: Path, database_url: str) -> list[Result]:
                     if fleet is not None:
                         time.sleep(WARMUP)  # the load is steady before the first alarm
                     count0, t0 = hub.telemetry(), time.monotonic()
-                    per_rate[rate] = alarm_latencies(side, modem, broker, ids)
+                    try:
+                        per_rate[rate] = alarm_latencies(side, modem, broker, ids)
+                    except RuntimeError as err:
+                        # The hub fell behind this rate: an alarm's SMS did not come at all.
+                        # That rate (and every higher one) misses the promise; stop here.
+                        print(f"  {rate:,.0f} msg/s offered: {err}", file=sys.stderr,
+                              flush=True)
+                        per_rate[rate] = [float("inf")]
+                        break
                     handled = (hub.telemetry() - count0) / (time.monotonic() - t0)
                 finally:
                     if fleet is not None:
@@ -196,6 +206,8 @@ def _run(work: Path, database_url: str) -> list[Result]:
                       f"<= {PROMISE_MS:.0f} ms", idle_p99 <= PROMISE_MS)]
     best = 0.0
     for rate in RATES:
+        if rate not in per_rate:
+            continue  # not run: a lower rate already lost an alarm's SMS
         p50, p99 = percentile(per_rate[rate], 0.5), percentile(per_rate[rate], 0.99)
         label = f"alarm to SMS @{rate:,.0f} msg/s ({DEVICES // 1000}k devices, {ALARMS} alarms)"
         results.append(Result(f"{label}: p50", p50, "ms", idle_p50, "idle p50", "-"))
