@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -372,5 +373,57 @@ async def test_a_dtu_flapping_across_the_balancer_moves_between_workers_without_
             await asyncio.gather(task, return_exceptions=True)
         if balancer is not None:
             await balancer.close()
+        for hub in hubs.values():
+            await hub.async_stop()
+
+
+async def test_two_workers_account_one_dtu_s_traffic_without_colliding(
+        tmp_path: Path, pg_url: str) -> None:
+    """Both workers carried the DTU this month (it moved): each writes its own kv row (an
+    upsert, no `pk_kv` violation, nobody overwrites the other) and each budgets on the sum."""
+    from voltwatch_gsm.traffic import Usage
+
+    hubs: dict[str, Hub] = {}
+    try:
+        for name in ("a", "b"):
+            hubs[name] = await start_hub(tmp_path / name, worker_config(tmp_path, pg_url, name),
+                                         "gsm", "arcm")
+        servers = {name: voltwatch_gsm.get_server(hub) for name, hub in hubs.items()}
+        day = {}
+        for name, up in (("a", 1000.0), ("b", 300.0)):
+            traffic = servers[name].traffic
+            entry = traffic.entry(IMEI)
+            day[name] = traffic.day_of(traffic.clock())
+            entry.days.setdefault(day[name], Usage()).add(Usage(up=up, down=up / 10))
+            entry.dirty = True
+        # Both insert their first row, then both update it: a second round must not collide.
+        for _round in range(2):
+            for name in ("a", "b"):
+                servers[name].traffic.entry(IMEI).dirty = True
+                assert await servers[name].traffic.flush() == 1
+        for name in ("a", "b"):
+            await servers[name].traffic.flush()  # a saw b's first row only; now b's is there
+            servers[name].traffic.entry(IMEI).dirty = True
+            await servers[name].traffic.flush()
+        for name in ("a", "b"):
+            month = servers[name].traffic.entry(IMEI).month_usage()
+            assert (month.up, month.down) == (1300.0, 130.0), name
+        async with hubs["a"].storage.engine.connect() as conn:
+            from sqlalchemy import select
+
+            from hub.storage.schema import kv
+            keys = sorted(row[0] for row in (await conn.execute(
+                select(kv.c.key).where(kv.c.key.like(f"gsm.traffic.{IMEI}.%")))).all())
+        month_key = f"gsm.traffic.{IMEI}.{servers['a'].traffic.month_of(time.time())}"
+        assert keys == [f"{month_key}@worker-a", f"{month_key}@worker-b"]
+
+        # A restarted worker reads its own row back as its own and the other's as the other's.
+        await hubs.pop("b").async_stop()
+        hubs["b"] = await start_hub(tmp_path / "b", worker_config(tmp_path, pg_url, "b"),
+                                    "gsm", "arcm")
+        entry = voltwatch_gsm.get_server(hubs["b"]).traffic.entry(IMEI)
+        assert sum(u.up for u in entry.days.values()) == 300.0
+        assert entry.others.up == 1000.0
+    finally:
         for hub in hubs.values():
             await hub.async_stop()
