@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,108 @@ def smoke_entities(entries: list[dict[str, Any]]) -> set[str]:
 
 def fleet_entries(found: dict[str, FleetMember], args: argparse.Namespace) -> list[dict[str, Any]]:
     return device_entries(found, args)
+
+
+class FlappingDtu:
+    """The gsm plugin's simulated DTU, dropping its connection after `answers` replies (the
+    carrier drops it mid-session) and redialling ~50 ms later, as a DTU does.
+
+    `allowed` is the DTU's power: cleared, it stays away after the next drop until set again.
+    `periods` are its connected spans (wall clock; the end is 0.0 while connected).
+    """
+
+    def __init__(self, imei: str, units: tuple[int, ...] | list[int], port: int,
+                 answers: int) -> None:
+        from voltwatch_gsm.simulator import SimOptions, SimStats, SimulatedDtu
+
+        self.answers = answers
+        self.flaps = 0
+        self.allowed = asyncio.Event()
+        self.allowed.set()
+        self.periods: list[tuple[float, float]] = []
+        outer = self
+
+        class Dtu(SimulatedDtu):
+            def connection_made(self, transport: Any) -> None:
+                self.replies_here = 0
+                outer.periods.append((time.time(), 0.0))
+                super().connection_made(transport)
+
+            def _send(self, payload: bytes) -> bool:
+                sent = super()._send(payload)
+                self.replies_here += sent
+                if sent and self.replies_here >= outer.answers and self.transport is not None:
+                    outer.flaps += 1
+                    outer.periods[-1] = (outer.periods[-1][0], time.time())
+                    self.transport.close()  # the carrier drops the DTU mid-session
+                return sent
+
+            async def run(self) -> None:
+                loop = asyncio.get_running_loop()
+                while self.running:
+                    await outer.allowed.wait()
+                    try:
+                        await loop.create_connection(lambda: self, self.options.host,
+                                                     self.options.port)
+                    except OSError:
+                        await asyncio.sleep(self.options.reconnect_delay)  # redial
+                        continue
+                    await self._closed.wait()
+                    await asyncio.sleep(self.options.reconnect_delay)
+
+        self.sim = Dtu(imei, list(units), SimOptions("127.0.0.1", port, reconnect_delay=0.05,
+                                                     heartbeat_interval=60.0), SimStats())
+
+
+class RoundRobinBalancer:
+    """A TCP load balancer in front of the workers' DTU ports, as an nginx `stream` block or
+    HAProxy `balance roundrobin` (docs/operations.md): each new connection goes to the next
+    backend and bytes are copied both ways until either side closes. `picks` lists the
+    backend port of every connection, in order."""
+
+    def __init__(self, backends: list[int]) -> None:
+        self.backends = list(backends)
+        self.picks: list[int] = []
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        backend = self.backends[len(self.picks) % len(self.backends)]
+        self.picks.append(backend)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(4096):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

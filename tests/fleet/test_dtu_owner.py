@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,17 @@ from hub.storage.alarm_store import AlarmQuery
 from hub.storage.database import Database
 from hub.storage.lease_store import SqlLeaseStore
 
-from .fleetkit import WAIT, DeviceSeen, EventLog, Raised, hub_config, start_hub
+from .fleetkit import (
+    WAIT,
+    DeviceSeen,
+    EventLog,
+    FlappingDtu,
+    Raised,
+    RoundRobinBalancer,
+    hub_config,
+    start_hub,
+    wait_until,
+)
 
 IMEI = "860000000000077"
 UNITS = (1, 2)
@@ -281,3 +292,138 @@ async def test_a_sigkilled_owner_s_dtu_moves_to_the_other_worker_without_a_fault
         if hub_b is not None:
             await hub_b.async_stop()
         await database.close()
+
+
+async def test_a_dtu_flapping_across_the_balancer_moves_between_workers_without_a_fault(
+        tmp_path: Path, pg_url: str) -> None:
+    """Drill (issue 12): a DTU behind a round-robin TCP balancer drops its connection after
+    every 8 answers and redials, landing on the other worker each time. Ownership follows it
+    (one live lease, the holder's), both workers poll it in turn, nobody holds two sockets for
+    it, and no `communication_lost` is raised by either worker."""
+    hubs: dict[str, Hub] = {}
+    balancer: RoundRobinBalancer | None = None
+    dtu: FlappingDtu | None = None
+    task: asyncio.Task[Any] | None = None
+    try:
+        for name in ("a", "b"):
+            config = worker_config(tmp_path, pg_url, name)
+            for device in config["devices"]:
+                # Debounce (5 x 0.2 s) three times the ownership refresh (1 s lease / 3), the
+                # ratio of the defaults (3 x 10 s status against 30 s / 3): a worker the DTU
+                # left learns the new owner before it would call the line lost.
+                device["failed_polls_for_comm_loss"] = 5
+            hubs[name] = await start_hub(tmp_path / name, config, "gsm", "arcm")
+        servers = {name: voltwatch_gsm.get_server(hub) for name, hub in hubs.items()}
+        by_port = {server.port: name for name, server in servers.items()}
+        balancer = RoundRobinBalancer([servers["a"].port, servers["b"].port])
+        await balancer.start()
+        log = EventLog(list(hubs.values()), "alarm_raised", EVENT_DEVICE_CONDITION)
+        most_open = 0
+
+        def sample() -> None:  # every connection change on either worker
+            nonlocal most_open
+            most_open = max(most_open, sum(
+                1 for server in servers.values() for c in server.connections
+                if c.dtu_id == IMEI and not c.closed))
+
+        for server in servers.values():
+            announce = server.notify
+
+            def notify(announce: Any = announce) -> None:
+                sample()
+                announce()
+
+            server.notify = notify  # type: ignore[method-assign]
+        dtu = FlappingDtu(IMEI, UNITS, balancer.port, answers=8)
+        task = asyncio.get_running_loop().create_task(dtu.sim.run())
+        await wait_until(lambda: dtu is not None and dtu.flaps >= 6, timeout=60)
+        dtu.answers = 10**9  # the line settles on whichever worker it dials next
+        await wait_until(lambda: dtu is not None and len(dtu.periods) == dtu.flaps + 1
+                         and dtu.periods[-1][1] == 0.0, timeout=WAIT)
+        holder = by_port[balancer.picks[len(dtu.periods) - 1]]
+        other = "b" if holder == "a" else "a"
+        await servers[holder].wait_until(lambda: IMEI in servers[holder].ownership.held,
+                                         timeout=WAIT)
+        await servers[other].wait_until(
+            lambda: servers[other].ownership.owner_elsewhere(IMEI) == f"worker-{holder}",
+            timeout=WAIT)
+
+        # It really moved: both workers had it, alternately, and both polled its detectors.
+        assert {by_port[port] for port in balancer.picks[:dtu.flaps]} == {"a", "b"}
+        for name, hub in hubs.items():
+            runtime = voltwatch_arcm.runtime_for(hub)
+            assert runtime is not None
+            assert all(runtime.devices[d].good_polls > 0 for d in DEVICES), name
+        live = await hubs[holder].leases.live("gsm.dtu.")
+        assert live[f"gsm.dtu.{IMEI}"]["owner"] == f"worker-{holder}"
+        assert most_open <= 2  # the old socket closes as the new one registers, never more
+        assert [c for c in servers[other].connections if c.dtu_id == IMEI and not c.closed] == []
+
+        # No fault from the flapping on either worker, in events or in the shared table.
+        for hub in hubs.values():
+            await hub.alarms.async_flush()
+        assert await comm_lost_rows(hubs[holder]) == []
+        assert not [d for d in log.of(EVENT_DEVICE_CONDITION)
+                    if d.get("type") == "communication_lost" and d.get("active")]
+    finally:
+        if dtu is not None:
+            dtu.sim.close()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if balancer is not None:
+            await balancer.close()
+        for hub in hubs.values():
+            await hub.async_stop()
+
+
+async def test_two_workers_account_one_dtu_s_traffic_without_colliding(
+        tmp_path: Path, pg_url: str) -> None:
+    """Both workers carried the DTU this month (it moved): each writes its own kv row (an
+    upsert, no `pk_kv` violation, nobody overwrites the other) and each budgets on the sum."""
+    from voltwatch_gsm.traffic import Usage
+
+    hubs: dict[str, Hub] = {}
+    try:
+        for name in ("a", "b"):
+            hubs[name] = await start_hub(tmp_path / name, worker_config(tmp_path, pg_url, name),
+                                         "gsm", "arcm")
+        servers = {name: voltwatch_gsm.get_server(hub) for name, hub in hubs.items()}
+        day = {}
+        for name, up in (("a", 1000.0), ("b", 300.0)):
+            traffic = servers[name].traffic
+            entry = traffic.entry(IMEI)
+            day[name] = traffic.day_of(traffic.clock())
+            entry.days.setdefault(day[name], Usage()).add(Usage(up=up, down=up / 10))
+            entry.dirty = True
+        # Both insert their first row, then both update it: a second round must not collide.
+        for _round in range(2):
+            for name in ("a", "b"):
+                servers[name].traffic.entry(IMEI).dirty = True
+                assert await servers[name].traffic.flush() == 1
+        for name in ("a", "b"):
+            await servers[name].traffic.flush()  # a saw b's first row only; now b's is there
+            servers[name].traffic.entry(IMEI).dirty = True
+            await servers[name].traffic.flush()
+        for name in ("a", "b"):
+            month = servers[name].traffic.entry(IMEI).month_usage()
+            assert (month.up, month.down) == (1300.0, 130.0), name
+        async with hubs["a"].storage.engine.connect() as conn:
+            from sqlalchemy import select
+
+            from hub.storage.schema import kv
+            keys = sorted(row[0] for row in (await conn.execute(
+                select(kv.c.key).where(kv.c.key.like(f"gsm.traffic.{IMEI}.%")))).all())
+        month_key = f"gsm.traffic.{IMEI}.{servers['a'].traffic.month_of(time.time())}"
+        assert keys == [f"{month_key}@worker-a", f"{month_key}@worker-b"]
+
+        # A restarted worker reads its own row back as its own and the other's as the other's.
+        await hubs.pop("b").async_stop()
+        hubs["b"] = await start_hub(tmp_path / "b", worker_config(tmp_path, pg_url, "b"),
+                                    "gsm", "arcm")
+        entry = voltwatch_gsm.get_server(hubs["b"]).traffic.entry(IMEI)
+        assert sum(u.up for u in entry.days.values()) == 300.0
+        assert entry.others.up == 1000.0
+    finally:
+        for hub in hubs.values():
+            await hub.async_stop()

@@ -10,7 +10,6 @@ failure.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from hub.hub import Hub
 from hub.storage.alarm_store import AlarmQuery
 from hub.testing import EventCollector
 
-from .fleetkit import WAIT, wait_until
+from .fleetkit import WAIT, FlappingDtu, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -303,54 +302,6 @@ UNITS = (1, 2)
 COMM_LOSS_AFTER = 5  # failed polls in a row (arcm `failed_polls_for_comm_loss`)
 
 
-class FlappingDtu:
-    """The plugin's simulated DTU, dropping its connection after `answers` replies.
-
-    `allowed` is the DTU's power: cleared, it stays away after the next drop until set again.
-    """
-
-    def __init__(self, port: int, answers: int) -> None:
-        from voltwatch_gsm.simulator import SimOptions, SimStats, SimulatedDtu
-
-        self.answers = answers
-        self.flaps = 0
-        self.allowed = asyncio.Event()
-        self.allowed.set()
-        self.periods: list[tuple[float, float]] = []  # (connected, dropped), wall clock
-        outer = self
-
-        class Dtu(SimulatedDtu):
-            def connection_made(self, transport: Any) -> None:
-                self.replies_here = 0
-                outer.periods.append((time.time(), 0.0))
-                super().connection_made(transport)
-
-            def _send(self, payload: bytes) -> bool:
-                sent = super()._send(payload)
-                self.replies_here += sent
-                if sent and self.replies_here >= outer.answers and self.transport is not None:
-                    outer.flaps += 1
-                    outer.periods[-1] = (outer.periods[-1][0], time.time())
-                    self.transport.close()  # the carrier drops the DTU mid-session
-                return sent
-
-            async def run(self) -> None:
-                loop = asyncio.get_running_loop()
-                while self.running:
-                    await outer.allowed.wait()
-                    try:
-                        await loop.create_connection(lambda: self, self.options.host,
-                                                     self.options.port)
-                    except OSError:
-                        await asyncio.sleep(self.options.reconnect_delay)  # redial, as a DTU does
-                        continue
-                    await self._closed.wait()
-                    await asyncio.sleep(self.options.reconnect_delay)
-
-        self.sim = Dtu(IMEI, list(UNITS), SimOptions("127.0.0.1", port, reconnect_delay=0.05,
-                                                      heartbeat_interval=60.0), SimStats())
-
-
 async def test_flapping_dtu_keeps_recording_one_socket_one_alarm(tmp_path: Path) -> None:
     import voltwatch_gsm
 
@@ -388,7 +339,7 @@ async def test_flapping_dtu_keeps_recording_one_socket_one_alarm(tmp_path: Path)
             announce()
 
         announce, server.notify = server.notify, sample  # type: ignore[method-assign]
-        dtu_sim = FlappingDtu(server.port, answers=8)
+        dtu_sim = FlappingDtu(IMEI, UNITS, server.port, answers=8)
         task = asyncio.get_running_loop().create_task(dtu_sim.sim.run())
 
         # Short flaps: dropped after 8 answers, back ~50 ms later, fewer failed polls than

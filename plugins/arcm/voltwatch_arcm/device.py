@@ -186,6 +186,11 @@ class ArcmDevice:
         # Tier bookkeeping (tiered polling only).
         self._next_status: float | None = None
         self._last_measure: float | None = None
+        # After a failed cycle, no tier is retried before this (monotonic): a measurement (or
+        # setpoint) read that failed would otherwise fall due again at once, and a line that
+        # refuses instantly ("not connected") would burn the whole comm-loss debounce in one
+        # burst of polls instead of over `failed_polls_for_comm_loss` status intervals.
+        self._retry_floor: float | None = None
         self._next_setpoints: float | None = None
         self._setpoints_due = True
         self._info_due = True
@@ -288,6 +293,8 @@ class ArcmDevice:
             wake = min(wake, self._last_measure + self.effective_measure_interval)
         if self._next_setpoints is not None:
             wake = min(wake, self._next_setpoints)
+        if self._retry_floor is not None:
+            wake = max(wake, self._retry_floor)
         return wake
 
     # -- entities -------------------------------------------------------------------------
@@ -468,9 +475,11 @@ class ArcmDevice:
                                         self.id, err)
                 blocks += status
         except LinkError as err:
+            self._retry_floor = now + self.status_interval
             self._failed(err)
             ok = False
         else:
+            self._retry_floor = None
             if blocks:
                 self._apply(blocks)
             ok = True

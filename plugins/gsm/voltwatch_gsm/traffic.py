@@ -165,11 +165,15 @@ class DtuTraffic:
     exceeded_month: str | None = None
     dirty: bool = False
     session: Usage = field(default_factory=Usage)  # since this process started
+    # The other workers' usage of this DTU this month (their kv rows, read at load and at
+    # every flush): the SIM's bill is the whole fleet's, so the budget counts it too.
+    others: Usage = field(default_factory=Usage)
 
     def month_usage(self) -> Usage:
         total = Usage()
         for usage in self.days.values():
             total.add(usage)
+        total.add(self.others)
         return total
 
 
@@ -277,6 +281,7 @@ class TrafficManager:
                      entry.month_usage().total(self.model.factor) / MB)
         entry.month = month
         entry.days = {}
+        entry.others = Usage()
         entry.dirty = True
 
     # -- projection and budget ------------------------------------------------------------
@@ -529,30 +534,57 @@ class TrafficManager:
         engine = self._engine()
         if engine is None:
             return
+
+
+        month = self.month_of(self.clock())
+        for imei, worker, key, data, days in await self._read_month(engine, month):
+            entry = self.entry(imei)
+            entry.month = month
+            if worker != self._worker():
+                for usage in days.values():
+                    entry.others.add(usage)
+                continue
+            for day, usage in days.items():
+                entry.days.setdefault(day, Usage()).add(usage)
+            entry.exceeded_month = data.get("exceeded_month")
+            self._stored.add(key)
+
+    def _worker(self) -> str | None:
+        """This worker's id when several share the database (one kv row each), else None."""
+        ownership = getattr(self.server, "ownership", None)
+        return ownership.worker_id if ownership is not None and ownership.shared else None
+
+    def _key(self, imei: str, month: str) -> str:
+        worker = self._worker()
+        base = f"{KEY_PREFIX}{imei}.{month}"
+        return base if worker is None else f"{base}@{worker}"
+
+    async def _read_month(self, engine: Any, month: str) -> list[tuple[
+            str, str | None, str, dict[str, Any], dict[str, Usage]]]:
+        """Every worker's rows of `month`: (imei, worker or None, key, data, days)."""
         from sqlalchemy import select
 
         from hub.storage.schema import kv
 
-        month = self.month_of(self.clock())
         suffix = f".{month}"
         async with engine.connect() as conn:
             rows = (await conn.execute(
-                select(kv.c.key, kv.c.value).where(kv.c.key.like(f"{KEY_PREFIX}%{suffix}"))
+                select(kv.c.key, kv.c.value).where(kv.c.key.like(f"{KEY_PREFIX}%{suffix}%"))
             )).all()
+        out = []
         for key, value in rows:
-            imei = key[len(KEY_PREFIX):-len(suffix)]
+            base, _, worker = key.partition("@")
+            if not base.endswith(suffix):
+                continue
+            imei = base[len(KEY_PREFIX):-len(suffix)]
             try:
                 data = json.loads(value or "{}")
                 days = {day: Usage.from_list(u) for day, u in data.get("days", {}).items()}
             except (ValueError, TypeError) as err:
                 _LOGGER.warning("GSM traffic: unreadable row %s: %s", key, err)
                 continue
-            entry = self.entry(imei)
-            entry.month = month
-            for day, usage in days.items():
-                entry.days.setdefault(day, Usage()).add(usage)
-            entry.exceeded_month = data.get("exceeded_month")
-            self._stored.add(key)
+            out.append((imei, worker or None, key, data, days))
+        return out
 
     async def flush(self) -> int:
         """Write the months that changed since the last flush; returns the rows written."""
@@ -567,7 +599,7 @@ class TrafficManager:
         now = time.time()
         updates, inserts = [], []
         for entry in dirty:
-            key = f"{KEY_PREFIX}{entry.imei}.{entry.month}"
+            key = self._key(entry.imei, entry.month)
             value = json.dumps({
                 "days": {day: u.as_list() for day, u in sorted(entry.days.items())},
                 "exceeded_month": entry.exceeded_month,
@@ -579,15 +611,48 @@ class TrafficManager:
                 await conn.execute(
                     update(kv).where(kv.c.key == bindparam("k"))
                     .values(value=bindparam("v"), updated_at=bindparam("t")), updates)
-            if inserts:
+            if inserts and self._worker() is not None:
+                # Several workers: our own row, but a restarted worker may not know it has
+                # one yet; an upsert never collides (no `pk_kv` violation).
+                for row in inserts:
+                    await conn.execute(self._upsert(conn, kv, row))
+            elif inserts:
                 await conn.execute(insert(kv).values(key=bindparam("k"), value=bindparam("v"),
                                                      updated_at=bindparam("t")), inserts)
         for row in inserts:
             self._stored.add(row["k"])
         for entry in dirty:
             entry.dirty = False
+        if self._worker() is not None:
+            await self._read_others(engine, {e.month for e in dirty})
         self.flushes += 1
         return len(dirty)
+
+    @staticmethod
+    def _upsert(conn: Any, kv: Any, row: dict[str, Any]) -> Any:
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = dialect_insert(kv).values(key=row["k"], value=row["v"], updated_at=row["t"])
+        return stmt.on_conflict_do_update(
+            index_elements=[kv.c.key],
+            set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
+
+    async def _read_others(self, engine: Any, months: set[str]) -> None:
+        """Refresh every DTU's `others` (the other workers' rows) for these months."""
+        me = self._worker()
+        for month in months:
+            others: dict[str, Usage] = {}
+            for imei, worker, _key, _data, days in await self._read_month(engine, month):
+                if worker == me:
+                    continue
+                total = others.setdefault(imei, Usage())
+                for usage in days.values():
+                    total.add(usage)
+            for entry in self.dtus.values():
+                if entry.month == month:
+                    entry.others = others.get(entry.imei, Usage())
 
     def _persisted(self, imei: str) -> bool:
         """Known DTUs only: a flood of unknown ids must not fill the database."""
