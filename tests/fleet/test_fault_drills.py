@@ -59,6 +59,17 @@ LOAD_ENTITIES = 20
 LOAD_STEPS = 150  # 3,000 readings: three times the queue, so most of them go to the spool
 
 
+async def duty_officer(hub: Hub) -> None:
+    """The modem is up and a duty officer with PHONE subscribes to every alarm of school-1."""
+    await bounded(hub.notify.notifiers["sms"].modem.connected_event.wait())
+    user = await hub.auth.users.create("duty", "user", None, projects=["school-1"],
+                                       phone=PHONE)
+    await hub.notify.store.insert_subscription({
+        "user_id": user.id, "projects": [], "kinds": [], "min_severity": "info",
+        "channels": [], "quiet_start": None, "quiet_end": None, "language": None,
+        "enabled": True, "created_at": 0.0, "created_by": "test"})
+
+
 def plain_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
@@ -107,13 +118,7 @@ async def test_stalled_database_spools_readings_while_alarms_and_sms_go_out(
     locked = False
     try:
         assert hub.plugins.failures == []
-        await bounded(hub.notify.notifiers["sms"].modem.connected_event.wait())
-        user = await hub.auth.users.create("duty", "user", None, projects=["school-1"],
-                                           phone=PHONE)
-        await hub.notify.store.insert_subscription({
-            "user_id": user.id, "projects": [], "kinds": [], "min_severity": "info",
-            "channels": [], "quiet_start": None, "quiet_end": None, "language": None,
-            "enabled": True, "created_at": 0.0, "created_by": "test"})
+        await duty_officer(hub)
         recorder = hub.recorder
         await bounded(recorder.async_flush())
 
@@ -227,13 +232,7 @@ async def test_stalled_alarm_tables_do_not_hold_the_alarm_or_its_sms(
     locked = False
     try:
         assert hub.plugins.failures == []
-        await bounded(hub.notify.notifiers["sms"].modem.connected_event.wait())
-        user = await hub.auth.users.create("duty", "user", None, projects=["school-1"],
-                                           phone=PHONE)
-        await hub.notify.store.insert_subscription({
-            "user_id": user.id, "projects": [], "kinds": [], "min_severity": "info",
-            "channels": [], "quiet_start": None, "quiet_end": None, "language": None,
-            "enabled": True, "created_at": 0.0, "created_by": "test"})
+        await duty_officer(hub)
         spool = tmp_path / "alarm_spool.jsonl"
         directory = hub.notify.directory
         await bounded(directory.users())  # read once (with the new user) before the stall
