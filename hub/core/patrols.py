@@ -207,7 +207,11 @@ class PatrolManager:
     async def async_stop(self) -> None:
         task, self._task = self._task, None
         if task is not None and not task.done():
-            task.cancel()
+            # A generation in progress holds the lock and may be inside a write transaction: let
+            # it commit first. Cancelled mid-transaction, its connection kept SQLite's write
+            # lock past the hub's stop, and the next start failed with "database is locked".
+            async with self._lock:
+                task.cancel()
             try:
                 await task
             except asyncio.CancelledError:
