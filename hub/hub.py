@@ -259,11 +259,15 @@ class Hub:
         if self.automations is not None:
             await self.automations.async_stop()  # pending timers stay in the database
         await self.links.async_close_all()
-        await self._cancel_tasks()
-        await self.bus.async_drain()
         from .hazards import async_stop_hazards
 
+        # Before the blanket cancel below: the reminder and patrol loops wait for a check in
+        # progress to commit. Cancelled mid-transaction by `_cancel_tasks`, a loop left its
+        # connection holding SQLite's write lock, and the next start failed with "database
+        # is locked" (tests/hazards/test_patrol_rounds.py, about one start in five).
         await async_stop_hazards(self)
+        await self._cancel_tasks()
+        await self.bus.async_drain()
         if self.alarms is not None:
             await self.alarms.async_stop()  # its last writes fire events the recorder keeps
             await self.bus.async_drain()
