@@ -48,6 +48,11 @@ class CommandLink(Protocol):
     "partial_delivery", False)`): this hub then gets only a share of each device's telemetry
     (several workers on an MQTT shared subscription), so silence on it proves nothing and a
     silence watchdog must not raise `communication_lost` from it.
+
+    A link may also say `intake_lag` (seconds, read it with `getattr(link, "intake_lag",
+    0.0)`): how far behind real time this hub is handling the link's readings (its own
+    backlog, measured by the transport). A silence watchdog adds it to its limit: a report
+    still waiting in the hub's queue is not the detector's silence.
     """
 
     key: str

@@ -1,7 +1,8 @@
 """Voltwatch transport plugin `mqtt`: push devices over MQTT (CONTRACTS §6).
 
-One connection per hub (aiomqtt, MQTT 3.1.1, persistent session, QoS 1) receives telemetry,
-events, retained status (the devices' wills) and command acks under `<prefix>/dev/<id>/…`.
+Two connections per hub (aiomqtt, MQTT 3.1.1, persistent sessions, QoS 1; connection.py says
+why two) receive telemetry, events, retained status (the devices' wills) and command acks under
+`<prefix>/dev/<id>/…`.
 Status is this plugin's own business (`binary_sensor.<obj>_online`, `communication_lost`);
 telemetry and events go to the device-type plugin that owns the device's platform through
 `hub.push_handlers` (the `voltwatch_push_handlers` hook), so this plugin knows nothing about
@@ -62,13 +63,14 @@ def stats(hub: Hub) -> dict[str, Any]:
 
 
 _GAUGES = frozenset({"connected", "commands_pending", "devices_online", "devices_offline",
-                     "mirror_pending"})
+                     "mirror_pending", "intake_lag_seconds", "intake_lag_max_seconds"})
 
 
 @hookimpl
 def voltwatch_metrics(hub: Hub) -> dict[str, float]:
     """The counters of `stats()` for /metrics: `voltwatch_mqtt_<name>_total` (counters) and
-    `voltwatch_mqtt_<name>` (connected, commands_pending, devices_online/offline)."""
+    `voltwatch_mqtt_<name>` (connected, commands_pending, devices_online/offline, the intake
+    lag)."""
     return {f"mqtt_{key}" if key in _GAUGES else f"mqtt_{key}_total": value
             for key, value in stats(hub).items()}
 

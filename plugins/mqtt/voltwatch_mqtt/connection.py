@@ -1,4 +1,18 @@
-"""The hub's one MQTT connection: decode, dispatch to device-type plugins, commands with ack.
+"""The hub's MQTT connection: decode, dispatch to device-type plugins, commands with ack.
+
+Two client connections ("lanes") to the broker, because the broker keeps one message queue per
+client session: on one connection an alarm waits behind every reading queued before it, and
+a hub that falls behind its telemetry (more readings than its CPU handles) would get its smoke
+alarm minutes late, or never once the broker's queue limit drops it (measured: issue 12,
+docs/benchmarks.md). So:
+
+* the *bulk* lane (`client_id`) takes telemetry (shared between workers with `shared_group`),
+  the other workers' state relay (mirror.py) and this hub's lag probe (lag.py);
+* the *priority* lane (`client_id` + `PRIORITY_SUFFIX`) takes events, status (the devices'
+  wills), command acks and the broker's log, and sends the commands. Its queue holds only
+  those, so an alarm reaches the hub in milliseconds however far behind the readings are.
+
+Both run in the hub's event loop, one consuming task each; the loop is fair between them.
 
 The message loop is the hot path (a site can push thousands of readings a second), so per
 message it does one topic split, one `json.loads`, one registry lookup and one handler call,
@@ -25,7 +39,7 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
@@ -37,7 +51,8 @@ from hub.core.states import STATE_OFF, STATE_ON, slugify
 from hub.core.tasks import cancel_requested
 
 from .brokerlog import LOG_SUBSCRIPTION, LOG_TOPIC_PREFIX, BrokerLog, BrokerLogTail
-from .mirror import StateMirror
+from .lag import PROBE_INTERVAL, WARN_AFTER, IntakeLag
+from .mirror import StateMirror, topic_level
 from .settings import MqttSettings
 
 if TYPE_CHECKING:
@@ -55,6 +70,9 @@ _LOG_WINDOW = 60.0
 _LOG_PER_WINDOW = 20
 #: Seconds between two 疑似冒充 events of one device (the denials themselves are all counted).
 IMPOSTOR_EVENT_INTERVAL = 60.0
+BULK, PRIORITY = "bulk", "priority"
+#: Appended to `client_id` for the priority lane's client id (its own broker session).
+PRIORITY_SUFFIX = "-events"
 
 
 @dataclass(slots=True)
@@ -80,6 +98,20 @@ class DeviceStatus:
         }
 
 
+@dataclass(slots=True, eq=False)
+class Lane:
+    """One client connection to the broker: its session, its subscriptions, its loop."""
+
+    name: str  # BULK or PRIORITY
+    client_id: str
+    client: aiomqtt.Client | None = None
+    task: asyncio.Task[None] | None = None
+    connected: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    connects: int = 0
+    reconnects: int = 0
+
+
 @dataclass(slots=True)
 class _Pending:
     device_id: str
@@ -100,10 +132,11 @@ class MqttConnection:
         self._max_payload = settings.max_payload
         self.devices: dict[str, DeviceStatus] = {}
         self._pending: dict[str, _Pending] = {}
-        self._client: aiomqtt.Client | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-        self.connected = False
+        self.bulk = Lane(BULK, settings.client_id)
+        self.priority = Lane(PRIORITY, settings.client_id + PRIORITY_SUFFIX)
+        self.lanes = (self.bulk, self.priority)
+        self.lag = IntakeLag()
+        self._probe_topic = f"{prefix}/hub/lag/{topic_level(settings.client_id)}"
         self.started = False
         self.last_error: str | None = None
         self._unknown_logged: set[str] = set()
@@ -128,8 +161,6 @@ class MqttConnection:
         self.unhandled = 0
         self.handler_errors = 0
         self.status_cleared = 0
-        self.connects = 0
-        self.reconnects = 0
         self.commands_sent = 0
         self.commands_acked = 0
         self.commands_failed = 0
@@ -137,8 +168,32 @@ class MqttConnection:
         self.commands_timed_out = 0
         self.acks_unmatched = 0
 
+    # -- the two lanes seen as one connection ---------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """Both lanes connected (a command or an alarm needs the priority one, readings bulk)."""
+        return self.bulk.connected and self.priority.connected
+
+    @property
+    def connects(self) -> int:
+        return max(lane.connects for lane in self.lanes)
+
+    @property
+    def reconnects(self) -> int:
+        """Reconnections of the connection: a broker restart counts once, not once per lane."""
+        return max(lane.reconnects for lane in self.lanes)
+
+    @property
+    def _client(self) -> aiomqtt.Client | None:
+        """The client that sends commands (the priority lane)."""
+        return self.priority.client
+
     # -- topics ---------------------------------------------------------------------------
     def subscriptions(self) -> list[str]:
+        """Every topic this hub subscribes to, the bulk lane's first (`lane_topics`)."""
+        return self.lane_topics(BULK) + self.lane_topics(PRIORITY)
+
+    def lane_topics(self, lane: str) -> list[str]:
         """Only telemetry is shared between hubs; events, status and acks reach every hub.
 
         A shared subscription hands each message to one member, not each device to one
@@ -149,16 +204,18 @@ class MqttConnection:
         subscriptions, and an ack must reach the hub that sent the command.
         """
         prefix = self.settings.topic_prefix
-        telemetry = f"{prefix}/dev/+/telemetry"
-        group = self.settings.shared_group
-        if group:
-            telemetry = f"$share/{group}/{telemetry}"
-        topics = [telemetry, f"{prefix}/dev/+/event", f"{prefix}/dev/+/status",
-                  f"{prefix}/dev/+/ack"]
+        if lane == BULK:
+            telemetry = f"{prefix}/dev/+/telemetry"
+            group = self.settings.shared_group
+            if group:
+                telemetry = f"$share/{group}/{telemetry}"
+            topics = [telemetry, self._probe_topic]
+            if self.mirror is not None:
+                topics.append(self.mirror.subscription)  # the other workers' states, not shared
+            return topics
+        topics = [f"{prefix}/dev/+/event", f"{prefix}/dev/+/status", f"{prefix}/dev/+/ack"]
         if self.settings.broker_log:
             topics.append(LOG_SUBSCRIPTION)  # the broker's refusals (brokerlog.py)
-        if self.mirror is not None:
-            topics.append(self.mirror.subscription)  # the other workers' states, not shared
         return topics
 
     def command_topic(self, device_id: str) -> str:
@@ -171,14 +228,17 @@ class MqttConnection:
         self.started = True
         if self.mirror is not None:
             self.mirror.start()
-        self._task = self.hub.create_task(self._run(), name="mqtt connection")
+        for lane in self.lanes:
+            lane.task = self.hub.create_task(self._run(lane), name=f"mqtt {lane.name} lane")
         if self.broker_log_tail is not None:
             self._tail_task = self.hub.create_task(self.broker_log_tail.run(),
                                                    name="mqtt broker log file")
 
     async def stop(self) -> None:
-        """Disconnect cleanly (the broker keeps our session) and fail waiting commands."""
-        task, self._task = self._task, None
+        """Disconnect cleanly (the broker keeps our sessions) and fail waiting commands."""
+        tasks = [lane.task for lane in self.lanes if lane.task is not None]
+        for lane in self.lanes:
+            lane.task = None
         self.started = False
         tail, self._tail_task = self._tail_task, None
         if tail is not None:
@@ -186,33 +246,39 @@ class MqttConnection:
             await asyncio.gather(tail, return_exceptions=True)
         if self.mirror is not None:
             self.mirror.stop()
-        if task is not None:
+        for task in tasks:
             task.cancel()
+        if tasks:
             # Bounded: a library that swallows the cancellation must not hang the hub's stop.
-            done, _ = await asyncio.wait({task}, timeout=10.0)
-            if not done:
-                _LOGGER.warning("MQTT: the connection task did not stop within 10 s")
-        for pending in list(self._pending.values()):
-            if not pending.future.done():
-                pending.future.set_exception(CommandError("the hub is stopping"))
+            _, pending = await asyncio.wait(tasks, timeout=10.0)
+            if pending:
+                _LOGGER.warning("MQTT: %d connection task(s) did not stop within 10 s",
+                                len(pending))
+        for pending_command in list(self._pending.values()):
+            if not pending_command.future.done():
+                pending_command.future.set_exception(CommandError("the hub is stopping"))
         self._pending.clear()
-        self.connected = False
-        self._ready.clear()
+        for lane in self.lanes:
+            lane.connected = False
+            lane.ready.clear()
+        self.lag.disconnected()
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
-        """Until connected and subscribed (tests, the benchmark, the demo)."""
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        """Until both lanes are connected and subscribed (tests, the benchmark, the demo)."""
+        async with asyncio.timeout(timeout):
+            for lane in self.lanes:
+                await lane.ready.wait()
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        return all(lane.ready.is_set() for lane in self.lanes)
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_client(self, lane: Lane) -> aiomqtt.Client:
         s = self.settings
         return aiomqtt.Client(
             s.host,
             s.port,
-            identifier=s.client_id,
+            identifier=lane.client_id,
             protocol=aiomqtt.ProtocolVersion.V311,
             clean_session=False,
             keepalive=s.keepalive,
@@ -224,23 +290,32 @@ class MqttConnection:
             logger=logging.getLogger(f"{__name__}.paho"),
         )
 
-    async def _run(self) -> None:
+    async def _run(self, lane: Lane) -> None:
         settings = self.settings
         delay = settings.reconnect_min
-        client = self._client = self._new_client()
+        client = lane.client = self._new_client(lane)
         where = f"{settings.host}:{settings.port}"
         me = asyncio.current_task()
+        topics = self.lane_topics(lane.name)
         while True:
+            probe: asyncio.Task[None] | None = None
             try:
                 async with client:
-                    self._on_connected(where)
+                    self._on_connected(lane, where)
                     delay = settings.reconnect_min
+                    if lane is self.bulk:
+                        # A session left by a version with one connection also holds the
+                        # priority topics: drop them there, or every event arrives twice.
+                        await client.unsubscribe(self.lane_topics(PRIORITY))
                     granted = await client.subscribe([(topic, settings.qos)
-                                                      for topic in self.subscriptions()])
-                    self._check_granted(granted)
-                    self._ready.set()
-                    if self.mirror is not None:
-                        self.mirror.resume()
+                                                      for topic in topics])
+                    self._check_granted(topics, granted)
+                    lane.ready.set()
+                    if lane is self.bulk:
+                        probe = asyncio.get_running_loop().create_task(
+                            self._probe(client), name="mqtt lag probe")
+                        if self.mirror is not None:
+                            self.mirror.resume()
                     await self._consume(client)
             except aiomqtt.MqttError as err:
                 # Cancelled inside `async with client`: aiomqtt's disconnect on the way out can
@@ -248,37 +323,62 @@ class MqttConnection:
                 if me is not None and me.cancelling():
                     raise asyncio.CancelledError from err
                 self.last_error = str(err) or type(err).__name__
-                if self.connected:
-                    _LOGGER.warning("MQTT: connection to %s lost (%s); reconnecting", where,
-                                    self.last_error)
-                elif self._throttle.allow("connect_failed"):
+                if lane.connected:
+                    _LOGGER.warning("MQTT: %s connection to %s lost (%s); reconnecting",
+                                    lane.name, where, self.last_error)
+                elif self._throttle.allow(f"connect_failed {lane.name}"):
                     _LOGGER.warning("MQTT: cannot connect to %s (%s); retrying in %.1fs", where,
                                     self.last_error, delay)
             except Exception as err:  # a bug here must not end MQTT for good
                 if me is not None and me.cancelling():
                     raise asyncio.CancelledError from err
                 self.last_error = f"{type(err).__name__}: {err}"
-                _LOGGER.exception("MQTT: unexpected error in the connection loop; reconnecting")
-            self.connected = False
-            self._ready.clear()
+                _LOGGER.exception("MQTT: unexpected error in the %s connection loop; "
+                                  "reconnecting", lane.name)
+            finally:
+                if probe is not None:
+                    probe.cancel()
+            lane.connected = False
+            lane.ready.clear()
+            if lane is self.bulk:
+                self.lag.disconnected()
             # Jitter keeps a fleet of hubs from reconnecting to a restarted broker in lockstep.
             await asyncio.sleep(delay * random.uniform(0.8, 1.0))
             delay = min(delay * 2, settings.reconnect_max)
 
-    def _on_connected(self, where: str) -> None:
-        self.connected = True
-        self.connects += 1
-        if self.connects > 1:
-            self.reconnects += 1
-            _LOGGER.info("MQTT: reconnected to %s as %s", where, self.settings.client_id)
+    def _on_connected(self, lane: Lane, where: str) -> None:
+        lane.connected = True
+        lane.connects += 1
+        if lane.connects > 1:
+            lane.reconnects += 1
+            _LOGGER.info("MQTT: reconnected to %s as %s", where, lane.client_id)
         else:
-            _LOGGER.info("MQTT: connected to %s as %s", where, self.settings.client_id)
+            _LOGGER.info("MQTT: connected to %s as %s", where, lane.client_id)
 
-    def _check_granted(self, granted: Any) -> None:
-        for topic, code in zip(self.subscriptions(), granted, strict=False):
+    def _check_granted(self, topics: list[str], granted: Any) -> None:
+        for topic, code in zip(topics, granted, strict=False):
             value = getattr(code, "value", code)
             if isinstance(value, int) and value >= 0x80:
                 _LOGGER.error("MQTT: the broker refused the subscription %s (code %s)", topic, code)
+
+    async def _probe(self, client: aiomqtt.Client) -> None:
+        """Measure the intake lag (lag.py) while the bulk lane is up; warn while it is large.
+
+        A periodic timer, not synchronisation: the probe's own round trip is the measurement.
+        """
+        lag = self.lag
+        while True:
+            try:
+                await client.publish(self._probe_topic, lag.next_probe(), qos=1, timeout=10.0)
+            except aiomqtt.MqttError:
+                return  # the lane is going down; its loop reconnects and starts a new probe
+            behind = lag.seconds()
+            if behind > WARN_AFTER and self._throttle.allow("intake lag"):
+                _LOGGER.warning(
+                    "MQTT: this hub handles its readings %.0f s behind (more telemetry than it "
+                    "can process; voltwatch_mqtt_intake_lag_seconds). Alarms, status and command "
+                    "acks still arrive at once on the priority connection.", behind)
+            await asyncio.sleep(PROBE_INTERVAL)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         handle = self.handle_message
@@ -305,6 +405,9 @@ class MqttConnection:
             return None
         if self._mirror_prefix is not None and topic.startswith(self._mirror_prefix):
             return self.mirror.handle(topic, payload)  # type: ignore[union-attr]
+        if topic == self._probe_topic:
+            self.lag.returned_probe(payload)
+            return None
         self.messages += 1
         if len(payload) > self._max_payload:
             return self._bad("too_large", topic,
@@ -548,13 +651,13 @@ class MqttConnection:
         """
         if timeout is None:
             timeout = self.command_timeout(device_id)
-        if self._task is not None and asyncio.current_task() is self._task:
+        if asyncio.current_task() in (self.bulk.task, self.priority.task):
             raise CommandError(
                 "a push handler must not wait for a command's ack: the ack arrives through the "
                 "message loop the handler is blocking; start the command with hub.create_task"
             )
-        client = self._client
-        if client is None or not self.connected:
+        client = self.priority.client
+        if client is None or not self.priority.connected:
             self.commands_failed += 1
             raise CommandError(f"{command} to {device_id}: not connected to the MQTT broker"
                                + (f" ({self.last_error})" if self.last_error else ""))
@@ -609,6 +712,8 @@ class MqttConnection:
             "status_cleared": self.status_cleared,
             "connects": self.connects,
             "reconnects": self.reconnects,
+            **{f"{lane.name}_reconnects": lane.reconnects for lane in self.lanes},
+            **self.lag.stats(),
             "commands_sent": self.commands_sent,
             "commands_acked": self.commands_acked,
             "commands_failed": self.commands_failed,
@@ -628,6 +733,9 @@ class MqttConnection:
         return {
             "broker": f"{s.host}:{s.port}",
             "client_id": s.client_id,
+            "lanes": {lane.name: {"client_id": lane.client_id, "connected": lane.connected,
+                                  "subscriptions": self.lane_topics(lane.name)}
+                      for lane in self.lanes},
             "topic_prefix": s.topic_prefix,
             "shared_group": s.shared_group,
             "mirror_states": s.mirror_states,
@@ -656,6 +764,11 @@ class MqttLink:
     def partial_delivery(self) -> bool:
         """True with `shared_group`: this hub sees only its share of each device's telemetry."""
         return bool(self.connection.settings.shared_group)
+
+    @property
+    def intake_lag(self) -> float:
+        """Seconds this hub is behind on its readings (lag.py); 0 when it keeps up."""
+        return self.connection.lag.seconds()
 
     async def command(
         self, device_id: str, command: str, params: dict[str, Any] | None = None,

@@ -191,7 +191,7 @@ class StateMirror:
         if entry is None or not entry.device_id:
             return  # this worker's own entities (automations, …) are not the fleet's
         self._pending[entity_id] = new
-        if self._handle is None and self.connection.connected:
+        if self._handle is None and self.connection.bulk.connected:
             self._arm()
 
     def _arm(self) -> None:
@@ -200,8 +200,8 @@ class StateMirror:
 
     def _flush(self) -> None:
         self._handle = None
-        client = self.connection._client
-        if not self._pending or client is None or not self.connection.connected:
+        client = self.connection.bulk.client  # the relay rides with the readings
+        if not self._pending or client is None or not self.connection.bulk.connected:
             return  # kept (latest per entity) until `resume` after the reconnect
         states = list(self._pending.values())
         self._pending = {}

@@ -160,6 +160,54 @@ async def test_silence_longer_than_the_interval_is_communication_lost(
         await hub.async_stop()
 
 
+async def test_a_hub_behind_on_its_readings_does_not_call_its_detectors_silent(
+        tmp_path: Path, broker: MosquittoBroker) -> None:
+    # Issue 12: a hub that fell behind its telemetry declared thousands of detectors lost
+    # (their reports waited in its own queue), and those false alarms pushed it further
+    # behind. The bulk lane's lag probe tells the watchdog how far behind the hub is.
+    import asyncio
+
+    import voltwatch_mqtt
+
+    hub = Hub(tmp_path, config=hub_config(tmp_path, broker, [
+        smoke_device("smoke-9", reporting_interval="1s")]), plugin_manager=plugins())
+    raised = EventWaiter(hub, "alarm_raised")
+    await hub.async_start()
+    release = asyncio.Event()
+    try:
+        await ready(hub)
+        detector = runtime_for(hub).detectors["smoke-9"]
+        lag = voltwatch_mqtt.get_connection(hub).lag
+        handle = hub.push_handlers["smoke"]
+
+        async def behind(device: Any, message: Any) -> None:  # the hub's CPU, busy elsewhere
+            if message.kind == "telemetry" and message.payload["values"].get("held"):
+                await release.wait()
+            handle(device, message)
+
+        hub.push_handlers["smoke"] = behind
+        async with aiomqtt.Client(broker.host, broker.port, identifier="bridge") as client:
+            await client.publish("voltwatch/dev/smoke-9/telemetry",
+                                 b'{"values": {"smoke_level": 1}}', qos=1)
+            await wait_state(hub, "sensor.smoke_9_smoke_level", lambda s: s.state == "1")
+            await client.publish("voltwatch/dev/smoke-9/telemetry",
+                                 b'{"values": {"smoke_level": 2, "held": 1}}', qos=1)
+            # Well past the 2.5 s silence limit counted from the last handled report.
+            deadline = asyncio.get_running_loop().time() + 20  # a failure bound only
+            while lag.seconds() <= 2 * detector.silence_limit:
+                assert asyncio.get_running_loop().time() < deadline, "no lag measured"
+                await asyncio.sleep(0.05)
+            assert detector.silent is False
+            assert [r for r in raised.seen if r.data["type"] == "communication_lost"] == []
+            release.set()
+            await wait_state(hub, "sensor.smoke_9_smoke_level", lambda s: s.state == "2")
+        assert detector.silent is False
+        assert lag.stats()["intake_lag_max_seconds"] > 2 * detector.silence_limit
+    finally:
+        release.set()
+        await hub.async_stop()
+
+
 async def test_silence_watchdogs_start_when_the_hub_serves_not_during_set_up(
         tmp_path: Path, broker: MosquittoBroker) -> None:
     # A long start (100,000 devices) must not count as silence: every detector's entities

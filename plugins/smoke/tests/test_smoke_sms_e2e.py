@@ -108,7 +108,8 @@ async def _run(tmp_path: Path, broker: MosquittoBroker, sim: ModemSimulator, por
         assert sent["recipient"] == PHONE and sent["user_name"] == "duty"
         assert sent["severity"] == "critical" and sent["message"] == message.text
         row = await hub.notify.store.get_delivery(sent["id"])
-        assert row["status"] == "sent" and row["sent_at"] is not None
+        # (The modem's delivery report may already have moved it on to "delivered".)
+        assert row["status"] in ("sent", "delivered") and row["sent_at"] is not None
 
         # 4. The reply "1" from that phone acknowledges the alarm, in the user's name.
         sim.inject_reply(PHONE, "1")

@@ -110,6 +110,7 @@ class SmokeDetector:
         self.command_timeout: float | None = options.get("command_timeout")
         self.link_config = dict(entry.link or {})
         self._partial: bool | None = None
+        self._link: Any = None  # the transport's link, asked for its intake lag
         self.online_entity = f"binary_sensor.{self.obj}_online"
         self.self_test_entity = f"sensor.{self.obj}_self_test"
         self.messages = 0
@@ -183,11 +184,15 @@ class SmokeDetector:
         """Asked once (`heard` calls `arm` on every message while no timer runs)."""
         if self._partial is None:
             try:
-                link = self.hub.links.acquire(self.link_config)
+                self._link = self.hub.links.acquire(self.link_config)
             except Exception:  # noqa: BLE001 - no link: the watchdog is all there is
-                link = None
-            self._partial = bool(getattr(link, "partial_delivery", False))
+                self._link = None
+            self._partial = bool(getattr(self._link, "partial_delivery", False))
         return self._partial
+
+    def intake_lag(self) -> float:
+        """Seconds the hub itself is behind on this link's readings (hub/core/push.py)."""
+        return float(getattr(self._link, "intake_lag", 0.0) or 0.0)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
@@ -205,15 +210,19 @@ class SmokeDetector:
         # reporting every second costs a float store per message, not a timer reschedule.
         self._timer = None
         loop = asyncio.get_running_loop()
-        due = (self.last_seen or loop.time()) + self.silence_limit
+        # The hub's own backlog is not the detector's silence: a hub behind on its readings
+        # would otherwise declare thousands of detectors lost, and fall further behind.
+        lag = self.intake_lag()
+        due = (self.last_seen or loop.time()) + self.silence_limit + lag
         if loop.time() < due:
             self._schedule(loop, due)
             return
         if not self.silent:
             self.silent = True
-            _LOGGER.warning("smoke detector %s silent for %.0fs (limit %.0fs = %.1f x %.0fs)",
+            _LOGGER.warning("smoke detector %s silent for %.0fs (limit %.0fs = %.1f x %.0fs%s)",
                             self.id, loop.time() - (self.last_seen or 0), self.silence_limit,
-                            self.silence_limit / self.reporting_interval, self.reporting_interval)
+                            self.silence_limit / self.reporting_interval, self.reporting_interval,
+                            f", plus {lag:.0f}s the hub is behind" if lag >= 1 else "")
             now = time.time()
             seconds = f"{self.silence_limit:g}"
             self.fire(Condition.create(
