@@ -119,6 +119,8 @@ def test_intake_lag_is_the_age_of_the_oldest_probe_not_back() -> None:
     lag.returned_probe(waiting)
     assert round(lag.seconds(), 3) == 30.0  # measured, and the next one is 29 s old
     lag.returned_probe(b"not a number")  # someone else's message on our topic: ignored
+    lag.returned_probe(b"0123abcd:" + waiting.split(b":")[1])  # an earlier process's: ignored
+    assert round(lag.seconds(), 3) == 30.0
     now[0] += FRESH_FOR + 1
     lag.returned_probe(lag.next_probe())
     assert lag.seconds() == 0.0

@@ -371,7 +371,10 @@ class MqttConnection:
             try:
                 await client.publish(self._probe_topic, lag.next_probe(), qos=1, timeout=10.0)
             except aiomqtt.MqttError:
-                return  # the lane is going down; its loop reconnects and starts a new probe
+                if not self.bulk.connected:
+                    return  # the lane is down; its loop reconnects and starts a new probe
+                # Not acknowledged in time (a busy broker): that probe stays outstanding and
+                # ages, which is the truth about the queue; the next one goes out as usual.
             behind = lag.seconds()
             if behind > WARN_AFTER and self._throttle.allow("intake lag"):
                 _LOGGER.warning(

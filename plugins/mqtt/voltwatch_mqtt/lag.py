@@ -19,6 +19,7 @@ hub that hears nothing at all is not "behind", and its detectors going silent is
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,6 +41,9 @@ class IntakeLag:
         self._clock = clock
         self._outstanding: OrderedDict[int, float] = OrderedDict()
         self._seq = 0
+        # Probes of an earlier process with the same client id may still be queued for the
+        # session: this process's probes carry its own mark, and only those are measured.
+        self._mark = os.urandom(4).hex()
         self.measured = 0.0  # seconds, the round trip of the last probe that came back
         self._measured_at: float | None = None
         self.sent = 0
@@ -49,24 +53,24 @@ class IntakeLag:
 
     # -- the connection tells ----------------------------------------------------------------
     def next_probe(self) -> bytes:
-        """The payload of the next probe (its sequence number), noted as outstanding."""
+        """The payload of the next probe (`<mark>:<sequence>`), noted as outstanding."""
         self._seq += 1
         self._outstanding[self._seq] = self._clock()
         self.sent += 1
         while len(self._outstanding) > MAX_OUTSTANDING:
             self._outstanding.popitem(last=False)
             self.lost += 1
-        return str(self._seq).encode()
+        return f"{self._mark}:{self._seq}".encode()
 
     def returned_probe(self, payload: bytes | bytearray) -> None:
         """A probe came back: everything sent before it is through the queue too."""
-        try:
-            seq = int(payload)
-        except ValueError:
-            return  # not ours (another process on our topic): ignore, the lag is unchanged
+        mark, _, number = bytes(payload).decode("ascii", "replace").partition(":")
+        if mark != self._mark or not number.isdigit():
+            return  # an earlier process's probe, or not a probe: the lag is unchanged
+        seq = int(number)
         sent_at = self._outstanding.get(seq)
         if sent_at is None:
-            return  # a probe of an earlier process with the same client id, or given up
+            return  # given up already (MAX_OUTSTANDING)
         while self._outstanding:
             first, _ = self._outstanding.popitem(last=False)
             if first == seq:
