@@ -1,6 +1,9 @@
 """Alarm-to-SMS latency under fleet load (issue 12, item 4): p50/p99 from a smoke alarm's
-MQTT publish to the modem receiving AT+CMGS, per offered telemetry rate, and the highest rate
-whose p99 stays within 1 s (our promise, docs/benchmarks.md).
+MQTT publish to the modem receiving AT+CMGS, per offered telemetry rate, and the highest
+*sustained* rate: p99 within 1 s (our promise, docs/benchmarks.md) while the hub keeps up with
+the readings (its intake lag, `voltwatch_mqtt_intake_lag_seconds`, within 10 s at the end of
+the rate). Since alarms have their own MQTT connection they stay fast on a hub far behind its
+readings, so the latency alone no longer says whether a rate is sustainable.
 
 What runs, each its own process except the modem:
 * a private Mosquitto and a fresh PostgreSQL database (as bench_fleet);
@@ -19,7 +22,9 @@ one machine.
 
 `ALARM_SMS_DEVICES` (default 10000), `ALARM_SMS_RATES` (msg/s, comma-separated, default
 333,1000,2000,3333), `ALARM_SMS_ALARMS` (alarms per rate, default 20),
-`ALARM_SMS_WARMUP` (seconds of load before the alarms, default 15).
+`ALARM_SMS_WARMUP` (seconds of load before the alarms, default 15), `ALARM_SMS_WORK` (a
+directory to keep: hub.log, the broker's log). An SMS missing after 60 s stops the sweep: the
+load stops and the bench says whether it came later (LATE) or never (LOST).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ WARMUP = float(os.environ.get("ALARM_SMS_WARMUP", "15"))
 PHONE = "+8613800138000"
 QUIET_INTERVAL = 3600.0  # the fleet's configured reporting interval (see `_run`)
 PROMISE_MS = 1000.0
+KEPT_UP_S = 10.0  # readings this far behind at the end of a rate: the hub did not keep up
 
 
 class TimedModem(ModemSimulator):
@@ -194,6 +200,7 @@ def _run(work: Path, database_url: str) -> list[Result]:
         "log_type information"])
     broker.start()
     per_rate: dict[float, list[float]] = {}
+    behind: dict[float, float] = {}  # rate -> seconds the readings were behind at its end
     try:
         hub = start_hub(broker, work, devices_file, database_url, extra_config=f"""
             notify:
@@ -230,13 +237,13 @@ def _run(work: Path, database_url: str) -> list[Result]:
                         per_rate[rate] = [float("inf")]
                         break
                     handled = (hub.telemetry() - count0) / (time.monotonic() - t0)
-                    lag = hub.metrics().get("voltwatch_mqtt_intake_lag_max_seconds", 0.0)
+                    behind[rate] = hub.metrics().get("voltwatch_mqtt_intake_lag_seconds", 0.0)
                 finally:
                     if fleet is not None:
                         stop_fleet(fleet)
                 lat = per_rate[rate]
-                print(f"  {rate:,.0f} msg/s offered ({handled:,.0f} handled, readings up to "
-                      f"{lag:.1f} s behind): alarm to SMS "
+                print(f"  {rate:,.0f} msg/s offered ({handled:,.0f} handled, readings "
+                      f"{behind[rate]:.1f} s behind at the end): alarm to SMS "
                       f"p50 {percentile(lat, 0.5):.0f} ms, p99 {percentile(lat, 0.99):.0f} ms, "
                       f"max {max(lat):.0f} ms over {len(lat)} alarms",
                       file=sys.stderr, flush=True)
@@ -259,10 +266,16 @@ def _run(work: Path, database_url: str) -> list[Result]:
         results.append(Result(f"{label}: p50", p50, "ms", idle_p50, "idle p50", "-"))
         results.append(Result(f"{label}: p99", p99, "ms", idle_p99, "idle p99",
                               f"<= {PROMISE_MS:.0f} ms", p99 <= PROMISE_MS))
-        if p99 <= PROMISE_MS:
+        lag = behind.get(rate, float("inf"))
+        results.append(Result(f"readings behind @{rate:,.0f} msg/s (intake lag at the end)", lag,
+                              "s", None, "", f"<= {KEPT_UP_S:.0f} s", lag <= KEPT_UP_S))
+        # Sustained: the alarms are on time AND the hub keeps up with the readings (a hub
+        # whose backlog grows without end has its readings dropped by the broker at last).
+        if p99 <= PROMISE_MS and lag <= KEPT_UP_S:
             best = max(best, rate)
-    results.append(Result("alarm to SMS: highest rate with p99 <= 1 s", best, "msg/s", None, "",
-                          ">= 3,333 msg/s (100k devices @30 s)", best >= 3333))
+    results.append(Result("alarm to SMS: highest sustained rate (p99 <= 1 s, readings kept up)",
+                          best, "msg/s", None, "", ">= 3,333 msg/s (100k devices @30 s)",
+                          best >= 3333))
     return results
 
 
