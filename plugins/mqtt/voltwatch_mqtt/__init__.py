@@ -62,7 +62,7 @@ def stats(hub: Hub) -> dict[str, Any]:
 
 
 _GAUGES = frozenset({"connected", "commands_pending", "devices_online", "devices_offline",
-                     "mirror_pending"})
+                     "mirror_pending", "peer_pending"})
 
 
 @hookimpl

@@ -38,6 +38,7 @@ from hub.core.tasks import cancel_requested
 
 from .brokerlog import LOG_SUBSCRIPTION, LOG_TOPIC_PREFIX, BrokerLog, BrokerLogTail
 from .mirror import StateMirror
+from .peers import PeerCalls
 from .settings import MqttSettings
 
 if TYPE_CHECKING:
@@ -120,6 +121,8 @@ class MqttConnection:
         # The state relay between workers (mirror.py); None when `mirror_states` is off.
         self.mirror: StateMirror | None = StateMirror(self) if settings.mirror_states else None
         self._mirror_prefix = self.mirror.topic_prefix if self.mirror is not None else None
+        # Control calls forwarded between workers (peers.py); only with a shared database.
+        self.peer_calls = PeerCalls(self)
         # Counters: plain ints and one dict each, bumped on the hot path.
         self.messages = 0
         self.kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
@@ -159,6 +162,7 @@ class MqttConnection:
             topics.append(LOG_SUBSCRIPTION)  # the broker's refusals (brokerlog.py)
         if self.mirror is not None:
             topics.append(self.mirror.subscription)  # the other workers' states, not shared
+        topics += self.peer_calls.subscriptions()  # calls to this worker and their answers
         return topics
 
     def command_topic(self, device_id: str) -> str:
@@ -171,6 +175,7 @@ class MqttConnection:
         self.started = True
         if self.mirror is not None:
             self.mirror.start()
+        self.peer_calls.start()
         self._task = self.hub.create_task(self._run(), name="mqtt connection")
         if self.broker_log_tail is not None:
             self._tail_task = self.hub.create_task(self.broker_log_tail.run(),
@@ -186,6 +191,7 @@ class MqttConnection:
             await asyncio.gather(tail, return_exceptions=True)
         if self.mirror is not None:
             self.mirror.stop()
+        self.peer_calls.stop()
         if task is not None:
             task.cancel()
             # Bounded: a library that swallows the cancellation must not hang the hub's stop.
@@ -305,6 +311,8 @@ class MqttConnection:
             return None
         if self._mirror_prefix is not None and topic.startswith(self._mirror_prefix):
             return self.mirror.handle(topic, payload)  # type: ignore[union-attr]
+        if topic.startswith(self.peer_calls.prefix) and self.peer_calls.handles(topic):
+            return self.peer_calls.handle(topic, payload)
         self.messages += 1
         if len(payload) > self._max_payload:
             return self._bad("too_large", topic,
@@ -620,6 +628,7 @@ class MqttConnection:
             "devices_offline": offline,
             **self.broker_log.stats(),
             **(self.mirror.stats() if self.mirror is not None else {}),
+            **self.peer_calls.stats(),
         }
         return out
 
