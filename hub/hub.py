@@ -28,8 +28,8 @@ from .core import config as config_mod
 from .core.context import Context
 from .core.events import EVENT_HUB_START, EVENT_HUB_STARTED, EVENT_HUB_STOP, EventBus
 from .core.leases import LeaseManager, worker_id_for
-from .core.peers import Peers
 from .core.links import LinkRegistry
+from .core.peers import Peers
 from .core.plugins import PluginManager
 from .core.registries import DeviceRegistry, EntityRegistry
 from .core.services import ServiceRegistry

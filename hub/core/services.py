@@ -196,8 +196,6 @@ class ServiceRegistry:
             _LOGGER.exception("Service call observer failed for %s.%s", call.domain, call.service)
 
     async def _authorised_call(self, entry: Service, call: ServiceCall) -> Any:
-        domain, service, payload, context = call.domain, call.service, call.data, call.context
-        return_response = call.return_response
         if self.permission_check is not None:
             checked = self.permission_check(call)
             if asyncio.iscoroutine(checked):

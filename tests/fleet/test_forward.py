@@ -25,7 +25,7 @@ from hub.http import tokens
 from hub.hub import Hub
 from hub.storage.alarm_store import AlarmQuery
 
-from .fleetkit import start_hub, wait_until
+from .fleetkit import WAIT, start_hub, wait_until
 from .test_dtu_owner import DEVICES, IMEI, UNITS, worker_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -146,6 +146,33 @@ async def test_a_trip_sent_to_the_other_worker_runs_on_the_owner(fleet: Fleet) -
     events = await hub_a.alarms.store.query(AlarmQuery(devices=[DEVICES[0]]))
     tripped = [row for row in events if row["type"] == "tripped"]
     assert body["context"]["id"] in {row["context_id"] for row in tripped}
+
+
+async def ws_call(fleet: Fleet, worker: str, service: str,
+                  data: dict[str, Any]) -> dict[str, Any]:
+    """One `call_service` on the worker's websocket (bearer header on the upgrade)."""
+    hub = fleet.hubs[worker]
+    async with ClientSession(base_url=hub.http.url, headers=fleet.headers[worker]) as http, \
+            http.ws_connect("/api/websocket") as ws:
+        assert (await ws.receive_json(timeout=WAIT))["type"] == "auth_ok"
+        await ws.send_json({"id": 1, "type": "call_service", "domain": "arcm",
+                            "service": service, "service_data": data})
+        answer: dict[str, Any] = await ws.receive_json(timeout=WAIT)
+        return answer
+
+
+async def test_a_mute_sent_on_the_other_worker_s_websocket_runs_on_the_owner(
+        fleet: Fleet) -> None:
+    assert relay(fleet, 1) & 0b100 == 0
+
+    answer_b = await ws_call(fleet, "b", "mute", {"device_id": DEVICES[0]})
+
+    assert answer_b["success"] is True, answer_b
+    assert relay(fleet, 1) & 0b100 == 0b100  # muted, on the detector behind worker a's DTU
+    assert fleet.hubs["b"].peers.forwarded == 1
+    answer_a = await ws_call(fleet, "a", "mute", {"device_id": DEVICES[0]})
+    assert answer_a["success"] is True
+    assert answer_b["result"]["response"] == answer_a["result"]["response"]
 
 
 async def test_the_owner_s_error_comes_back_as_a_local_call_s(fleet: Fleet) -> None:

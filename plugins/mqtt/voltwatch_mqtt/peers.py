@@ -118,7 +118,7 @@ class PeerCalls:
 
     # -- incoming -------------------------------------------------------------------------
     def handles(self, topic: str) -> bool:
-        return topic.startswith(self._call_prefix) or topic.startswith(self._reply_prefix)
+        return topic.startswith((self._call_prefix, self._reply_prefix))
 
     def handle(self, topic: str, payload: bytes | bytearray) -> None:
         try:
