@@ -42,6 +42,7 @@ from .fleetkit import (
     FlappingDtu,
     Raised,
     RoundRobinBalancer,
+    hang_up,
     hub_config,
     start_hub,
     wait_until,
@@ -99,11 +100,7 @@ async def workers(tmp_path: Path, pg_url: str) -> AsyncIterator[Workers]:
                                           "gsm", "arcm")
         yield found
     finally:
-        if found.dtu is not None:
-            found.dtu.close()
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await hang_up(found.dtu, task)
         for name in list(found.hubs):
             await found.stop(name)
 

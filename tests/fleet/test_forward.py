@@ -25,7 +25,7 @@ from hub.http import tokens
 from hub.hub import Hub
 from hub.storage.alarm_store import AlarmQuery
 
-from .fleetkit import WAIT, start_hub, wait_until
+from .fleetkit import WAIT, hang_up, start_hub, wait_until
 from .test_dtu_owner import DEVICES, IMEI, UNITS, worker_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -83,11 +83,7 @@ async def fleet(tmp_path: Path, pg_url: str, broker: MosquittoBroker,
             found.headers[name] = {"Authorization": f"Bearer {token}"}
         yield found
     finally:
-        if found.dtu is not None:
-            found.dtu.close()
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await hang_up(found.dtu, task)
         for hub in found.hubs.values():
             await hub.async_stop()
 
