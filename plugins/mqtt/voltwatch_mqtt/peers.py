@@ -94,7 +94,7 @@ class PeerCalls:
                       timeout: float) -> dict[str, Any]:
         """`hub.core.peers.PeerTransport.request` over the broker."""
         client = self.connection._client
-        if client is None or not self.connection.connected:
+        if client is None or not self.connection.ready:  # subscribed: the reply can come back
             raise PeerUnavailable(f"Cannot reach worker {worker}: this worker is not connected "
                                   "to the MQTT broker; the call was not sent")
         request_id = uuid.uuid4().hex
