@@ -62,7 +62,7 @@ def owned_by(owner: str, ran: list[tuple[str, ServiceCall]], here: str,
 
 async def test_the_call_runs_once_on_the_owner_as_the_same_user(
         fleet: tuple[Hub, Hub, Wire]) -> None:
-    hub_a, hub_b, wire = fleet
+    hub_a, hub_b, _wire = fleet
     ran: list[tuple[str, ServiceCall]] = []
     for hub, name in ((hub_a, "a"), (hub_b, "b")):
         hub.services.register("arcm", "trip", owned_by("a", ran, name, {"breaker": "tripped"}),
@@ -93,7 +93,7 @@ async def test_a_forwarded_call_is_never_forwarded_again(
 
 async def test_a_call_already_sent_is_not_repeated_on_the_new_owner(
         fleet: tuple[Hub, Hub, Wire]) -> None:
-    hub_a, hub_b, wire = fleet
+    _hub_a, hub_b, wire = fleet
     ran: list[tuple[str, ServiceCall]] = []
     hub_b.services.register("arcm", "trip", owned_by("a", ran, "b", forwardable=False))
     with pytest.raises(CallElsewhere):
@@ -103,7 +103,7 @@ async def test_a_call_already_sent_is_not_repeated_on_the_new_owner(
 
 async def test_the_owner_s_errors_keep_their_kind_status_and_message(
         fleet: tuple[Hub, Hub, Wire]) -> None:
-    hub_a, hub_b, wire = fleet
+    hub_a, hub_b, _wire = fleet
     ran: list[tuple[str, ServiceCall]] = []
 
     async def refuses(call: ServiceCall) -> Any:
