@@ -23,6 +23,7 @@ import inspect
 import json
 import logging
 import random
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -86,6 +87,17 @@ class _Pending:
     device_id: str
     command: str
     future: asyncio.Future[dict[str, Any]]
+
+
+def _no_delay(client: aiomqtt.Client) -> None:
+    """TCP_NODELAY on the connected socket (`mqtt.tcp_nodelay`); aiomqtt has no option for it,
+    so through its paho client. A failure only costs latency."""
+    try:
+        sock = client._client.socket()
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError) as err:
+        _LOGGER.warning("MQTT: cannot set TCP_NODELAY (%s)", err)
 
 
 class MqttConnection:
@@ -240,6 +252,8 @@ class MqttConnection:
             try:
                 async with client:
                     self._on_connected(where)
+                    if settings.tcp_nodelay:
+                        _no_delay(client)
                     delay = settings.reconnect_min
                     granted = await client.subscribe([(topic, settings.qos)
                                                       for topic in self.subscriptions()])
