@@ -130,6 +130,8 @@ class Peers:
         _LOGGER.info("%s (context %s, user %s) forwarded to worker %s, the owner", what,
                      context.id, context.user_id, owner)
         self.forwarded += 1
+        # For the audit: the worker that ran it, or may have (reset below when never sent).
+        call.worker = owner
         try:
             reply = await transport.request(owner, message, self.timeout)
         except TimeoutError:
@@ -140,7 +142,11 @@ class Peers:
                 f"{what} was forwarded to worker {owner}, which holds the device's link, and "
                 f"it did not answer within {self.timeout:g}s: whether the command ran is "
                 "unknown") from None
-        except ServiceError:  # not sent (PeerUnavailable), or sent and lost (PeerTimeout)
+        except PeerUnavailable:  # not sent: it ran nowhere else
+            self.forward_failed += 1
+            call.worker = None
+            raise
+        except ServiceError:  # sent and lost on the way (PeerTimeout): the result is unknown
             self.forward_failed += 1
             raise
         if reply.get("ok") is True:

@@ -160,7 +160,6 @@ class ServiceRegistry:
                 if self.forwarder is None or not err.forwardable:
                     raise
                 # Authorised here; the owner runs it as the same user, in the same context.
-                call.worker = err.owner
                 result = await self.forwarder(call, dict(data or {}), err.owner)
         except (Exception, asyncio.CancelledError) as err:  # a cancelled trip is audited too
             await self._observe(call, err)

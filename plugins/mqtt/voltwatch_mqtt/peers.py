@@ -121,6 +121,8 @@ class PeerCalls:
         return topic.startswith((self._call_prefix, self._reply_prefix))
 
     def handle(self, topic: str, payload: bytes | bytearray) -> None:
+        if len(payload) > self.connection.settings.max_payload:
+            return self._bad(topic, f"{len(payload)} bytes, more than mqtt.max_payload")
         try:
             data = json.loads(payload)
             if type(data) is not dict or type(data.get("id")) is not str:
