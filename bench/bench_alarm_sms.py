@@ -196,8 +196,8 @@ def _run(work: Path, database_url: str) -> list[Result]:
     # draining its start-up backlog) gets its messages queued, not dropped at 1,000.
     # `log_type notice` names it when the broker starts dropping a lagging session's messages.
     broker = MosquittoBroker(work / "broker", extra=[
-        "max_queued_messages 100000", "log_type error", "log_type warning", "log_type notice",
-        "log_type information"])
+        "max_queued_messages 100000", "set_tcp_nodelay true", "log_type error",
+        "log_type warning", "log_type notice", "log_type information"])
     broker.start()
     per_rate: dict[float, list[float]] = {}
     behind: dict[float, float] = {}  # rate -> seconds the readings were behind at its end

@@ -29,6 +29,7 @@ from .core.context import Context
 from .core.events import EVENT_HUB_START, EVENT_HUB_STARTED, EVENT_HUB_STOP, EventBus
 from .core.leases import LeaseManager, worker_id_for
 from .core.links import LinkRegistry
+from .core.peers import Peers
 from .core.plugins import PluginManager
 from .core.registries import DeviceRegistry, EntityRegistry
 from .core.services import ServiceRegistry
@@ -79,6 +80,10 @@ class Hub:
         self.notify: Any = None  # hub.core.notify.NotifyManager once started
         # Which worker owns what (hub.core.leases); real leases once a shared database is open.
         self.leases = LeaseManager("local", None, shared=False)
+        # Control calls for a device another worker owns run there (hub.core.peers); a
+        # plugin sets `peers.transport`.
+        self.peers = Peers(self)
+        self.services.forwarder = self.peers.forward
         self.devices = DeviceRegistry(self.bus)
         self.entities = EntityRegistry(self.bus)
         self.state = HubState.NOT_RUNNING
@@ -159,6 +164,7 @@ class Hub:
         self.leases = LeaseManager(
             worker_id_for(self.config_dir, hub_conf) if shared else
             str(hub_conf.get("worker_id") or "local"), SqlLeaseStore(self.storage), shared=shared)
+        self.peers.timeout = float(hub_conf.get("forward_timeout", self.peers.timeout))
         self.recorder = Recorder(self, self.storage, self.config.get("recorder", {}))
         await self.recorder.async_start()
 

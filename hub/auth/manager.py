@@ -513,6 +513,11 @@ class AuthManager:
             detail["parent_context"] = call.context.parent_id
         if principal is not None:
             detail["via"] = principal.via
+        # Which worker ran it: the owner for a call forwarded there (hub/core/peers.py).
+        leases = getattr(self.hub, "leases", None)
+        worker = call.worker or (leases.worker_id if getattr(leases, "shared", False) else None)
+        if worker:
+            detail["worker"] = worker
         await self.audit.record(
             f"service.{call.domain}.{call.service}",
             result,

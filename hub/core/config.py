@@ -94,6 +94,9 @@ HUB_SCHEMA = vol.Schema(
         # This worker's name among several on one PostgreSQL (hub.core.leases); generated and
         # kept in <config dir>/.worker_id when not set.
         vol.Optional("worker_id"): vol.All(str, vol.Length(min=1, max=128)),
+        # How long a control call forwarded to the worker owning the device may take before
+        # the caller gets a 504 (hub.core.peers): the command's own read-back fits well inside.
+        vol.Optional("forward_timeout", default=15.0): vol.All(duration, vol.Range(min=0.1)),
     }
 )
 

@@ -29,8 +29,8 @@ import voluptuous as vol
 
 from .conditions import EVENT_DEVICE_CONDITION, Condition
 from .events import EVENT_DEVICE_REGISTRY_UPDATED, Event, callback
-from .links import LinkError
-from .services import ServiceError
+from .links import LinkElsewhere, LinkError
+from .services import CallElsewhere, ServiceError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,10 +46,25 @@ class DeviceUnreachable(ServiceError):
     status = 504
 
 
-class DeviceElsewhere(ServiceError):
-    """Another worker holds the link (e.g. the DTU's socket): call the service there."""
+class DeviceElsewhere(CallElsewhere):
+    """Another worker (`owner`) holds the link (e.g. the DTU's socket).
 
-    status = 409
+    The service registry forwards the call there (hub/core/peers.py) unless `forwardable` is
+    False: the command was already sent from here before ownership moved, and running it
+    again on the owner could run it twice. Then the caller gets this 409.
+    """
+
+    @classmethod
+    def for_link(cls, device_id: str, what: str, err: LinkElsewhere, *,
+                 sent: bool = False) -> DeviceElsewhere:
+        """The error a detector's service raises when its link answers `LinkElsewhere`;
+        `sent`: part of the call already went out from this worker."""
+        if sent:
+            return cls(f"{device_id}: {what} not sent: {err}; the device moved to worker "
+                       f"{err.owner} during the call, which was not repeated there: check the "
+                       "device's state before calling again", err.owner, forwardable=False)
+        return cls(f"{device_id}: {what} not sent: {err}; call it on worker {err.owner}",
+                   err.owner)
 
 
 class DeviceRejected(ServiceError):

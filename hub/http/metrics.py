@@ -188,6 +188,11 @@ def render_metrics(hub: Any, server: Any = None) -> str:
             kind = "counter" if name.endswith("_total") else "gauge"
             out.family(name, kind, f"Notifications: {key}", float(value))
 
+    peers = getattr(hub, "peers", None)
+    if peers is not None:  # control calls forwarded to / run for other workers
+        for key, value in sorted(peers.stats().items()):
+            out.family(f"voltwatch_{key}", "counter", f"Calls between workers: {key}", value)
+
     for plugin, numbers in plugins.call_each("voltwatch_metrics", hub=hub):
         for key, value in sorted(numbers.items()):
             if isinstance(value, bool) or not isinstance(value, int | float):

@@ -145,6 +145,15 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> No
         await asyncio.sleep(0.01)
 
 
+async def hang_up(dtu: Any, task: asyncio.Task[Any] | None) -> None:
+    """A simulated DTU stops dialling: its socket closed, its `run` task ended."""
+    if dtu is not None:
+        dtu.close()
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def run_in_background(coro: Any) -> asyncio.Task[Any]:
     return asyncio.get_running_loop().create_task(coro)
 

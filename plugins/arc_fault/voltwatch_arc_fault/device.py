@@ -345,11 +345,11 @@ class ArcFaultDevice:
         if ("communication_lost", SOURCE) in self.active:
             self._set("communication_lost", False, now)
 
-    def _link_failure(self, err: LinkError, what: str) -> ServiceError:
+    def _link_failure(self, err: LinkError, what: str, sent: bool = False) -> ServiceError:
+        """The service error for a link failure; `sent`: part of the call already went out
+        (a command written before its read-back), so another worker must not repeat it."""
         if isinstance(err, LinkElsewhere):
-            return DeviceElsewhere(
-                f"{self.id}: {what} not sent: {err}; call it on worker {err.owner} "
-                "(forwarding between workers is not implemented yet)")
+            return DeviceElsewhere.for_link(self.id, what, err, sent=sent)
         if isinstance(err, LinkExceptionResponse):
             return DeviceRejected(f"{self.id}: device refused {what}: exception code {err.code}")
         if isinstance(err, LinkProtocolError):
@@ -360,7 +360,7 @@ class ArcFaultDevice:
         try:
             words = await self.link.read_holding_registers(self.unit, *STATUS_READ)
         except LinkError as err:
-            raise self._link_failure(err, "the status read-back") from err
+            raise self._link_failure(err, "the status read-back", sent=True) from err
         self._apply(words, time.time(), context)
         return words[16]
 
@@ -409,12 +409,14 @@ class ArcFaultDevice:
                                          f"(got {value!r})")
         _LOGGER.info("arc_fault.set_parameter %s=%d on %s (context %s, user %s)", name,
                      int(number), self.id, context.id, context.user_id)
+        written = False
         try:
             previous = await self.read_threshold()
             await self.link.write_register(self.unit, address, int(number))
+            written = True
             confirmed = await self.read_threshold()
         except LinkError as err:
-            raise self._link_failure(err, f"set_parameter {name}") from err
+            raise self._link_failure(err, f"set_parameter {name}", sent=written) from err
         if confirmed != int(number):
             raise DeviceRejected(f"{self.id}: wrote {name}={int(number)} but the device keeps "
                                  f"{confirmed}")

@@ -763,11 +763,11 @@ class ArcmDevice:
             self._fire(Condition.create(self.id, "communication_lost", False,
                                         entity_id=self.online_entity, timestamp=now))
 
-    def _link_failure(self, err: LinkError, what: str) -> ServiceError:
+    def _link_failure(self, err: LinkError, what: str, sent: bool = False) -> ServiceError:
+        """The service error for a link failure; `sent`: part of the call already went out
+        (a command written before its read-back), so another worker must not repeat it."""
         if isinstance(err, LinkElsewhere):
-            return DeviceElsewhere(
-                f"{self.id}: {what} not sent: {err}; call it on worker {err.owner} "
-                "(forwarding between workers is not implemented yet)")
+            return DeviceElsewhere.for_link(self.id, what, err, sent=sent)
         if isinstance(err, LinkExceptionResponse):
             _zh, en = _EXCEPTION_WORDS.get(err.code, ("异常应答", "exception response"))
             return DeviceRejected(f"{self.id}: device refused {what}: exception code {err.code}"
@@ -783,7 +783,7 @@ class ArcmDevice:
             try:
                 words = await self.link.read_holding_registers(self.unit, bitfield.address, 1)
             except LinkError as err:
-                raise self._link_failure(err, "the relay read-back") from err
+                raise self._link_failure(err, "the relay read-back", sent=True) from err
             self._apply_relay(bitfield, words[0], context, time.time())
         return dict(self.relay)
 
@@ -855,6 +855,7 @@ class ArcmDevice:
         words = self.profile.encode(reg, number)
         _LOGGER.info("arcm.set_parameter %s=%s on %s (context %s, user %s)", name, number,
                      self.id, context.id, context.user_id)
+        written = False
         try:
             before = await self.link.read_holding_registers(self.unit, reg.address, len(words))
             previous = self.profile.decode(reg, before, 0)[1]
@@ -862,9 +863,10 @@ class ArcmDevice:
                 await self.link.write_register(self.unit, reg.address, words[0])
             else:
                 await self.link.write_registers(self.unit, reg.address, words)
+            written = True
             back = await self.link.read_holding_registers(self.unit, reg.address, len(words))
         except LinkError as err:
-            raise self._link_failure(err, f"set_parameter {name}") from err
+            raise self._link_failure(err, f"set_parameter {name}", sent=written) from err
         _raw, confirmed = self.profile.decode(reg, back, 0)
         self.setpoints[name] = confirmed
         # A device may adjust related setpoints itself: tiered polling re-reads the block.

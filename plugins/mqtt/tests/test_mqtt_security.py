@@ -112,6 +112,37 @@ async def test_device_a_cannot_publish_or_read_as_device_b(
                 pass
 
 
+async def test_only_hub_workers_can_send_or_read_calls_between_workers(
+    secured: tuple[Hub, MosquittoBroker, PushRecorder],
+) -> None:
+    """A control call forwarded between workers (`<prefix>/hub/call/<worker>`, peers.py) is
+    run as the user who made it, unchecked by the owner: with the ACL the hub writes, a device
+    can neither forge one nor read one (or its answer)."""
+    hub, broker, _recorder = secured
+    secret = device_secret(hub.config_dir)
+    call_topic = "voltwatch/hub/call/worker-a"
+    async with aiomqtt.Client(broker.host, broker.port, username=HUB_USER,
+                              password=HUB_PASSWORD, identifier="worker-a",
+                              protocol=aiomqtt.ProtocolVersion.V311) as worker_a, \
+            _client(broker, DEVICE_A, device_password(secret, DEVICE_A)) as device_a:
+        await worker_a.subscribe(call_topic, qos=1)
+        await device_a.subscribe("voltwatch/hub/#", qos=1)
+        await device_a.subscribe(f"voltwatch/cmd/{DEVICE_A}", qos=1)
+        # Forged first, the hub's own second, each on one connection in order: had the forgery
+        # passed, worker a would have received it first.
+        await device_a.publish(call_topic, '{"id": "forged", "reply_to": "x"}', qos=1)
+        await worker_a.publish(call_topic, '{"id": "real", "reply_to": "worker-b"}', qos=1)
+        async for message in worker_a.messages:
+            assert json.loads(message.payload)["id"] == "real"
+            break
+        # The device never got "real" (its hub/# subscription reads nothing): the first message
+        # it gets is this marker on its own command topic, sent after "real" on one connection.
+        await worker_a.publish(f"voltwatch/cmd/{DEVICE_A}", '{"id": "marker"}', qos=1)
+        async for message in device_a.messages:
+            assert message.topic.value == f"voltwatch/cmd/{DEVICE_A}"
+            break
+
+
 async def test_a_device_added_later_gets_credentials(
     secured: tuple[Hub, MosquittoBroker, PushRecorder],
 ) -> None:

@@ -63,7 +63,8 @@ def stats(hub: Hub) -> dict[str, Any]:
 
 
 _GAUGES = frozenset({"connected", "commands_pending", "devices_online", "devices_offline",
-                     "mirror_pending", "intake_lag_seconds", "intake_lag_max_seconds"})
+                     "mirror_pending", "intake_lag_seconds", "intake_lag_max_seconds",
+                     "peer_pending"})
 
 
 @hookimpl

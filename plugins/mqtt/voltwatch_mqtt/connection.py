@@ -37,6 +37,7 @@ import inspect
 import json
 import logging
 import random
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from hub.core.tasks import cancel_requested
 from .brokerlog import LOG_SUBSCRIPTION, LOG_TOPIC_PREFIX, BrokerLog, BrokerLogTail
 from .lag import PROBE_INTERVAL, WARN_AFTER, IntakeLag
 from .mirror import StateMirror, topic_level
+from .peers import PeerCalls
 from .settings import MqttSettings
 
 if TYPE_CHECKING:
@@ -119,6 +121,18 @@ class _Pending:
     future: asyncio.Future[dict[str, Any]]
 
 
+def _no_delay(client: aiomqtt.Client) -> None:
+    """TCP_NODELAY on the connected socket (always on the priority lane; on the bulk lane with
+    `mqtt.tcp_nodelay`); aiomqtt has no option for it,
+    so through its paho client. A failure only costs latency."""
+    try:
+        sock = client._client.socket()
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError) as err:
+        _LOGGER.warning("MQTT: cannot set TCP_NODELAY (%s)", err)
+
+
 class MqttConnection:
     """Owns the aiomqtt client, the subscriptions, the per-device status and the counters."""
 
@@ -153,6 +167,8 @@ class MqttConnection:
         # The state relay between workers (mirror.py); None when `mirror_states` is off.
         self.mirror: StateMirror | None = StateMirror(self) if settings.mirror_states else None
         self._mirror_prefix = self.mirror.topic_prefix if self.mirror is not None else None
+        # Control calls forwarded between workers (peers.py); only with a shared database.
+        self.peer_calls = PeerCalls(self)
         # Counters: plain ints and one dict each, bumped on the hot path.
         self.messages = 0
         self.kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
@@ -216,6 +232,7 @@ class MqttConnection:
         topics = [f"{prefix}/dev/+/event", f"{prefix}/dev/+/status", f"{prefix}/dev/+/ack"]
         if self.settings.broker_log:
             topics.append(LOG_SUBSCRIPTION)  # the broker's refusals (brokerlog.py)
+        topics += self.peer_calls.subscriptions()  # calls to this worker and their answers
         return topics
 
     def command_topic(self, device_id: str) -> str:
@@ -228,6 +245,7 @@ class MqttConnection:
         self.started = True
         if self.mirror is not None:
             self.mirror.start()
+        self.peer_calls.start()
         for lane in self.lanes:
             lane.task = self.hub.create_task(self._run(lane), name=f"mqtt {lane.name} lane")
         if self.broker_log_tail is not None:
@@ -246,6 +264,7 @@ class MqttConnection:
             await asyncio.gather(tail, return_exceptions=True)
         if self.mirror is not None:
             self.mirror.stop()
+        self.peer_calls.stop()
         for task in tasks:
             task.cancel()
         if tasks:
@@ -302,6 +321,10 @@ class MqttConnection:
             try:
                 async with client:
                     self._on_connected(lane, where)
+                    # The priority lane's few messages (alarms, commands, forwarded calls)
+                    # must not wait for a delayed ACK; the bulk lane may batch (its setting).
+                    if lane is self.priority or settings.tcp_nodelay:
+                        _no_delay(client)
                     delay = settings.reconnect_min
                     if lane is self.bulk:
                         # A session left by a version with one connection also holds the
@@ -411,6 +434,8 @@ class MqttConnection:
         if topic == self._probe_topic:
             self.lag.returned_probe(payload)
             return None
+        if topic.startswith(self.peer_calls.prefix) and self.peer_calls.handles(topic):
+            return self.peer_calls.handle(topic, payload)
         self.messages += 1
         if len(payload) > self._max_payload:
             return self._bad("too_large", topic,
@@ -728,6 +753,7 @@ class MqttConnection:
             "devices_offline": offline,
             **self.broker_log.stats(),
             **(self.mirror.stats() if self.mirror is not None else {}),
+            **self.peer_calls.stats(),
         }
         return out
 
