@@ -38,7 +38,7 @@ from .test_fault_drills import PHONE, bounded, duty_officer, plain_dsn, wait_row
 pytestmark = pytest.mark.timeout(120)
 
 DEVICES = 21  # odd: the shared subscription alternates each detector between the workers
-ROUNDS = 60  # 1,200 messages, 3 readings each: ~1,800 rows a worker, over its max_queue
+ROUNDS = 60  # 1,260 messages, 3 readings each: ~1,900 rows a worker, over its max_queue
 ALARMED = "drill-smoke-7"
 #: what the duty officer's subscription sees and the work order automation fires on
 PROJECT = "school-1"
