@@ -172,15 +172,12 @@ async def reading_rows(pg_url: str) -> list[tuple[str, str]]:
     """Every recorded reading of the drill's detectors, one tuple per row (doubles kept).
 
     Not the `unknown` each worker records when it registers the entities at start."""
-    conn = await asyncpg.connect(plain_dsn(pg_url))
-    try:
-        rows = await conn.fetch(
-            "SELECT m.entity_id, s.state FROM states s "
-            "JOIN states_meta m ON m.metadata_id = s.metadata_id "
-            "WHERE m.entity_id LIKE 'sensor.drill_smoke_%' AND s.state <> 'unknown'")
-        return [(r["entity_id"], r["state"]) for r in rows]
-    finally:
-        await conn.close()
+    rows = await wait_rows(  # read once: any answer will do
+        pg_url, "SELECT m.entity_id, s.state FROM states s "
+        "JOIN states_meta m ON m.metadata_id = s.metadata_id "
+        "WHERE m.entity_id LIKE 'sensor.drill_smoke_%' AND s.state <> 'unknown'",
+        lambda _rows: True)
+    return [(r["entity_id"], r["state"]) for r in rows]
 
 
 async def drained(worker: Worker) -> None:
