@@ -150,7 +150,9 @@ class Hub:
         from .storage.recorder import Recorder
         from .storage.registry_store import SqlRegistryStore
 
-        self.storage = Database(self.config["database"]["url"], self.config_dir)
+        self.storage = Database(
+            self.config["database"]["url"], self.config_dir,
+            idle_in_transaction_timeout=self.config["database"].get("idle_in_transaction_timeout"))
         await self.storage.open()
         store = SqlRegistryStore(self.storage)
         self.devices = DeviceRegistry(self.bus, store)

@@ -436,6 +436,11 @@ class AuthManager:
             if data.get("alarm_id") is not None and store is not None:
                 for row in await store.get_many([int(data["alarm_id"])]):
                     found.append((f"alarm {row['id']}", row.get("project")))
+            if data.get("alarm_ref"):  # the record as raised (it may have no row yet)
+                engine = getattr(self.hub, "alarms", None)
+                record = engine.by_ref(str(data["alarm_ref"])) if engine is not None else None
+                if record is not None:
+                    found.append((f"alarm {data['alarm_ref']}", record.project))
             order = await self._workorder(call)
             if order is not None:
                 found.append((f"work order {order['id']}", order.get("project")))
@@ -460,7 +465,7 @@ class AuthManager:
             return
         data = call.data
         if call.service == "create" and not principal.scope.unrestricted and not any(
-            data.get(key) for key in ("device_id", "alarm_id", "project")
+            data.get(key) for key in ("device_id", "alarm_id", "alarm_ref", "project")
         ):
             raise Unauthorized(f"A work order opened by {principal.name} must name a device, "
                                "alarm or project inside its scope")

@@ -43,6 +43,9 @@ config dir (`alarm_spool.jsonl`) until its row is written; then `alarm_updated` 
 same `ref` with the row's `id`. A spool left by a hub that died is written at the next start
 (a row already there, same device, type and start time, is not written twice) and its records
 are announced again once the notifiers listen (at-least-once, like the notifiers' own resume).
+Whatever needs the row of a record it saw announced (a work order opened by an automation on
+`alarm_raised`) asks `record_id(ref)`: it answers once the row is written, the same id for a
+record folded into another worker's row.
 """
 
 from __future__ import annotations
@@ -111,6 +114,9 @@ DEFAULT_UPDATE_INTERVAL = 10.0
 DEFAULT_STORE_TIMEOUT = 2.0
 SPOOL_NAME = "alarm_spool.jsonl"
 STOP_TIMEOUT = 10.0
+#: Written records remembered by `ref` for `record_id` (an automation acting on its trigger's
+#: alarm a little after the write); older ones are found only while they are active.
+RECENT_REFS = 1024
 
 #: Words of the event log's first column (the seed's 报警 / 故障 / 事件).
 KIND_WORDS: dict[str, tuple[str, str]] = {
@@ -162,6 +168,11 @@ def _iso(value: float | None) -> str | None:
 
 class DuplicateActiveAlarm(Exception):
     """The store already holds an active record for this (device, type) (another writer won)."""
+
+
+class AlarmNotStored(Exception):
+    """`record_id` gave up: the hub stopped before the record's row was written (it waits in
+    the spool for the next start)."""
 
 
 class AlarmStore(Protocol):
@@ -487,6 +498,10 @@ class AlarmEngine:
                            if config_dir is not None and store is not None else None)
         self._spooled: dict[str, dict[str, Any]] = {}
         self._replayed: list[AlarmRecord] = []
+        #: records raised here whose row is not written yet, and the last ones written, by ref
+        self._unstored: dict[str, AlarmRecord] = {}
+        self._recent: collections.OrderedDict[str, AlarmRecord] = collections.OrderedDict()
+        self._id_waiters: dict[str, list[asyncio.Future[int]]] = {}
         self.default_thresholds: dict[str, Any] = dict(config.get("thresholds", {}))
         self.raised_total = 0
         #: Clears and updates another worker's write had already made moot (multi-worker).
@@ -577,6 +592,12 @@ class AlarmEngine:
             if op[0] == "insert" and op[1].announce_handle is not None:
                 op[1].announce_handle.cancel()
                 op[1].announce_handle = None
+        waiters, self._id_waiters = self._id_waiters, {}
+        for ref, futures in waiters.items():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(AlarmNotStored(
+                        f"alarm {ref}: its row was not written before the hub stopped"))
         if self._writer is not None:
             self._writer.cancel()
             try:
@@ -603,6 +624,44 @@ class AlarmEngine:
 
     def get_active(self, device_id: str, type_: str) -> AlarmRecord | None:
         return self._active.get((device_id, type_))
+
+    def by_ref(self, ref: str) -> AlarmRecord | None:
+        """A record raised by this hub, by its `ref`: waiting for its row, written recently,
+        or still active (None when it is none of these)."""
+        record = self._unstored.get(ref) or self._recent.get(ref)
+        if record is None:
+            record = next((r for r in self._active.values() if r.ref == ref), None)
+        return record
+
+    async def record_id(self, ref: str) -> int:
+        """The row id of the record announced with `ref`, once its row is written.
+
+        An `alarm_raised` fired during a stall has `id` null; an automation that opens a work
+        order for it waits here instead of failing (or losing the order). A record folded
+        into another worker's row answers that row's id, so every worker names the same row.
+        Raises KeyError for a ref this hub does not know, AlarmNotStored at stop.
+        """
+        record = self.by_ref(ref)
+        if record is None:
+            raise KeyError(ref)
+        if record.id is not None:
+            return record.id
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._id_waiters.setdefault(ref, []).append(future)
+        return await future
+
+    def _written(self, record: AlarmRecord) -> None:
+        """A record has its row: remember it by ref and answer who waits for its id."""
+        if record.ref is None or record.id is None:
+            return
+        self._unstored.pop(record.ref, None)
+        self._recent[record.ref] = record
+        self._recent.move_to_end(record.ref)
+        while len(self._recent) > RECENT_REFS:
+            self._recent.popitem(last=False)
+        for future in self._id_waiters.pop(record.ref, ()):
+            if not future.done():
+                future.set_result(record.id)
 
     def active_counts(self) -> dict[str, int]:
         counts = {KIND_ALARM: 0, KIND_FAULT: 0}
@@ -1122,6 +1181,7 @@ class AlarmEngine:
         """Queue a new record's row; announce it anyway if the row takes `store_timeout`."""
         if record.ref is None:
             record.ref = uuid.uuid4().hex
+        self._unstored[record.ref] = record
         self._enqueue(("insert", record, EVENT_ALARM_RAISED))
         if self.store is not None and self._running:
             record.announce_handle = asyncio.get_running_loop().call_later(
@@ -1218,6 +1278,7 @@ class AlarmEngine:
             record = AlarmRecord.from_row(row)
             record.ref = ref
             self._replayed.append(record)
+            self._written(record)
             _LOGGER.warning("Alarm %s %s from the spool written as record %s", record.device_id,
                             record.type, record.id)
         os.unlink(self.spool_path)
@@ -1286,6 +1347,7 @@ class AlarmEngine:
             record, event_type = op[1], op[2]
             if record.id is None:
                 event_type = await self._insert(record, event_type)
+            self._written(record)
             if record.announce_handle is not None:
                 record.announce_handle.cancel()
                 record.announce_handle = None
@@ -1378,6 +1440,7 @@ __all__ = [
     "CONDITION_TYPES",
     "KIND_WORDS",
     "AlarmEngine",
+    "AlarmNotStored",
     "AlarmRecord",
     "AlarmStore",
     "DuplicateActiveAlarm",

@@ -120,7 +120,13 @@ HTTP_SCHEMA = vol.Schema(
 )
 
 DATABASE_SCHEMA = vol.Schema(
-    {vol.Optional("url", default="sqlite+aiosqlite:///voltwatch.db"): vol.All(str, vol.Length(min=1))}
+    {
+        vol.Optional("url", default="sqlite+aiosqlite:///voltwatch.db"): vol.All(str, vol.Length(min=1)),
+        # PostgreSQL: end a session of this hub left idle inside a transaction (its worker's
+        # link hangs mid-commit) so its row locks do not stall the other workers; 0 = never
+        vol.Optional("idle_in_transaction_timeout", default=60.0): vol.All(
+            duration, vol.Range(max=86400)),
+    }
 )
 
 def keep_for(value: Any) -> float | None:

@@ -20,6 +20,11 @@ Why it is built this way:
   because statistics (mean time to repair) aggregate over them.
 * An alarm has at most one open work order (a partial unique index): `workorder.create` from
   an automation that fires on every repeat returns the existing order instead of piling up.
+* An automation on `alarm_raised` names its alarm by `alarm_ref` (`{{ trigger.alarm.ref }}`):
+  during a database stall the alarm is announced before its row exists (`id` null), and the
+  order must still be opened, for the row it gets. The service waits for that row
+  (`AlarmEngine.record_id`); two workers that both announced it name the same row, and the
+  unique index keeps it to one order.
 * Nothing happens automatically when an alarm is handled unless `workorders.on_alarm_handled`
   says `create`; the other way round, repairing an order marks its alarm handled
   (`workorders.handle_alarm_on_repair`, default on), because that is what repairing means.
@@ -329,6 +334,7 @@ class WorkOrderManager:
         title: str | None = None,
         description: str | None = None,
         alarm_id: int | None = None,
+        alarm_ref: str | None = None,
         device_id: str | None = None,
         project: str | None = None,
         assignee: str | None = None,
@@ -343,6 +349,8 @@ class WorkOrderManager:
         """Open a work order; (order, created). An alarm's open order is returned, not doubled."""
         context = context or Context()
         user = context.user_id
+        if alarm_id is None and alarm_ref:
+            alarm_id = await self._alarm_id_of(alarm_ref)
         now = self.clock()
         if alarm_id is not None:
             existing = await self.store.open_for_alarm(alarm_id)
@@ -397,6 +405,17 @@ class WorkOrderManager:
                                 context=context)
         _LOGGER.info("Work order %s opened (%s) by %s", row["id"], source, user or "-")
         return shown, True
+
+    async def _alarm_id_of(self, ref: str) -> int:
+        """The row id of the alarm announced as `ref`, waiting while it is not written yet."""
+        engine = getattr(self.hub, "alarms", None)
+        if engine is None:
+            raise WorkOrderNotFound(f"Alarm {ref} not found")
+        try:
+            return await engine.record_id(ref)
+        except KeyError:
+            raise WorkOrderNotFound(f"Alarm {ref} not found (not raised by this hub, or too "
+                                    "long ago: name it by alarm_id)") from None
 
     async def _alarm(self, alarm_id: int) -> dict[str, Any]:
         engine = getattr(self.hub, "alarms", None)
@@ -600,7 +619,8 @@ class WorkOrderManager:
             data = call.data
             shown, created = await self.async_create(
                 title=data.get("title"), description=data.get("description"),
-                alarm_id=data.get("alarm_id"), device_id=data.get("device_id"),
+                alarm_id=data.get("alarm_id"), alarm_ref=data.get("alarm_ref"),
+                device_id=data.get("device_id"),
                 project=data.get("project"), assignee=data.get("assignee"),
                 priority=data.get("priority", "normal"), due_at=data.get("due_at"),
                 due_in=data.get("due"), source=data.get("source", "automation"),
@@ -643,10 +663,11 @@ def photo_dict(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _one_target(data: dict[str, Any]) -> dict[str, Any]:
-    if "alarm_id" in data and "device_id" in data:
-        raise vol.Invalid("give alarm_id or device_id, not both")
-    if "alarm_id" not in data and "device_id" not in data and not data.get("title"):
-        raise vol.Invalid("give alarm_id, device_id or at least a title")
+    named = [key for key in ("alarm_id", "alarm_ref", "device_id") if key in data]
+    if len(named) > 1:
+        raise vol.Invalid(f"give one of alarm_id, alarm_ref or device_id, not {' and '.join(named)}")
+    if not named and not data.get("title"):
+        raise vol.Invalid("give alarm_id, alarm_ref, device_id or at least a title")
     return data
 
 
@@ -665,6 +686,9 @@ CREATE_FIELDS: dict[Any, Any] = {
 }
 CREATE_SERVICE_SCHEMA = vol.All(
     vol.Schema({**CREATE_FIELDS,
+                # an automation's `{{ trigger.alarm.ref }}`: its alarm, also one announced
+                # during a database stall before it had an id (waits for the row)
+                vol.Optional("alarm_ref"): vol.All(str, vol.Length(min=1, max=64)),
                 vol.Optional("source", default="automation"): vol.In(SOURCES)}),
     _one_target,
 )

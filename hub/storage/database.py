@@ -96,11 +96,18 @@ def mask(url: URL | str) -> str:
 class Database:
     """One engine for the whole hub, migrated to head by `open()`."""
 
-    def __init__(self, url: str, config_dir: Path | str, busy_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, config_dir: Path | str, busy_timeout: float = 10.0,
+                 idle_in_transaction_timeout: float | None = None) -> None:
         self.config_dir = Path(config_dir)
         self.url: URL = resolve_url(url, self.config_dir)
         self.dialect: str = self.url.get_backend_name()
         self.busy_timeout = busy_timeout
+        #: PostgreSQL ends a session of ours idle inside a transaction this long (None/0: never).
+        #: Why: several workers share the rows they upsert (rollups of the same detectors),
+        #: and a worker whose link to the database hangs mid-transaction (a dead network path,
+        #: a frozen process) would otherwise keep those row locks, and every other worker's
+        #: history waiting, until the server's TCP keepalive gives up (hours by default).
+        self.idle_in_transaction_timeout = idle_in_transaction_timeout
         self._engine: AsyncEngine | None = None
 
     @property
@@ -125,6 +132,10 @@ class Database:
             Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         if self.dialect == "postgresql":
             kwargs["pool_pre_ping"] = True
+            if self.idle_in_transaction_timeout:
+                ms = max(1, int(self.idle_in_transaction_timeout * 1000))
+                kwargs["connect_args"] = {"server_settings": {
+                    "idle_in_transaction_session_timeout": str(ms)}}
         engine = create_async_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             busy_ms = int(self.busy_timeout * 1000)
@@ -161,6 +172,9 @@ class Database:
 
     @staticmethod
     def _upgrade(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            # a migration may think between statements longer than the hub's transactions do
+            connection.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
         cfg = _alembic_config()
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "heads")

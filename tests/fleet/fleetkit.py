@@ -227,15 +227,28 @@ class FlappingDtu:
                                                      heartbeat_interval=60.0), SimStats())
 
 
-class RoundRobinBalancer:
-    """A TCP load balancer in front of the workers' DTU ports, as an nginx `stream` block or
-    HAProxy `balance roundrobin` (docs/operations.md): each new connection goes to the next
-    backend and bytes are copied both ways until either side closes. `picks` lists the
-    backend port of every connection, in order."""
+async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+               hold: Callable[[bytes], Any] | None = None) -> None:
+    """Copy bytes one way until either side closes; `hold(chunk)`, if given, is awaited
+    before each chunk is passed on (a proxy that stalls the link)."""
+    try:
+        while data := await src.read(4096):
+            if hold is not None:
+                await hold(data)
+            dst.write(data)
+            await dst.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        dst.close()
 
-    def __init__(self, backends: list[int]) -> None:
-        self.backends = list(backends)
-        self.picks: list[int] = []
+
+class TcpProxy:
+    """A TCP proxy on a free loopback port: each connection is copied both ways to the
+    backend `_backend()` picks, through the hooks `_to_server` / `_to_client` (which may hold
+    a chunk), until either side closes."""
+
+    def __init__(self) -> None:
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -245,30 +258,28 @@ class RoundRobinBalancer:
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
+    def _backend(self) -> int:
+        raise NotImplementedError
+
+    async def _to_server(self, chunk: bytes) -> None:
+        """Awaited before a chunk goes to the backend (a subclass may hold it)."""
+
+    async def _to_client(self, chunk: bytes) -> None:
+        """Awaited before a chunk goes back to the client."""
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        backend = self.backends[len(self.picks) % len(self.backends)]
-        self.picks.append(backend)
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend)
-        except OSError:
-            writer.close()
-            return
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(4096):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
         try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1",
+                                                                     self._backend())
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(copy(reader, up_writer, self._to_server),
+                                 copy(up_reader, writer, self._to_client))
         finally:
             if task is not None:
                 self._tasks.discard(task)
@@ -279,3 +290,60 @@ class RoundRobinBalancer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class StallingProxy(TcpProxy):
+    """One worker's way to PostgreSQL, a TCP proxy that can get stuck, as a half-dead network
+    path or a frozen NAT entry does: `hold_at_commit()` lets traffic flow until the worker
+    sends its next COMMIT, then passes nothing either way (`held` is set) until `resume()`.
+    The transaction stays open on the server, its row locks held, the session idle in
+    transaction; the other workers' connections do not go through here."""
+
+    def __init__(self, backend_port: int) -> None:
+        super().__init__()
+        self.backend_port = backend_port
+        self.held = asyncio.Event()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._armed = False
+
+    def _backend(self) -> int:
+        return self.backend_port
+
+    def hold_at_commit(self) -> None:
+        self._armed = True
+
+    def resume(self) -> None:
+        self._armed = False
+        self._flowing.set()
+
+    async def _to_server(self, chunk: bytes) -> None:
+        if self._armed and b"COMMIT" in chunk.upper():
+            self._armed = False
+            self._flowing.clear()
+            self.held.set()
+        await self._flowing.wait()
+
+    async def _to_client(self, chunk: bytes) -> None:
+        await self._flowing.wait()
+
+    async def close(self) -> None:
+        self.resume()
+        await super().close()
+
+
+class RoundRobinBalancer(TcpProxy):
+    """A TCP load balancer in front of the workers' DTU ports, as an nginx `stream` block or
+    HAProxy `balance roundrobin` (docs/operations.md): each new connection goes to the next
+    backend and bytes are copied both ways until either side closes. `picks` lists the
+    backend port of every connection, in order."""
+
+    def __init__(self, backends: list[int]) -> None:
+        super().__init__()
+        self.backends = list(backends)
+        self.picks: list[int] = []
+
+    def _backend(self) -> int:
+        backend = self.backends[len(self.picks) % len(self.backends)]
+        self.picks.append(backend)
+        return backend

@@ -85,3 +85,43 @@ async def test_connect_error_names_url_and_masks_password(tmp_path: Path) -> Non
     assert "voltwatch_no_such_db" in message
     assert "***" in message
     assert "s3cret" not in message
+
+
+async def test_postgres_ends_a_session_left_idle_in_a_transaction(
+        tmp_path: Path, pg_url: str) -> None:
+    """`database.idle_in_transaction_timeout`: a hub session stuck inside a transaction (its
+    link to the server hung mid-commit) is ended by the server, so the row locks it holds do
+    not stall the other workers (tests/fleet/test_stall_drills.py drills it); migrations are
+    exempt, and 0 turns it off."""
+    import asyncio
+
+    import asyncpg
+
+    from hub.core.config import DATABASE_SCHEMA
+
+    assert DATABASE_SCHEMA({})["idle_in_transaction_timeout"] == 60.0
+    assert DATABASE_SCHEMA({"idle_in_transaction_timeout": "0"})["idle_in_transaction_timeout"] == 0
+    db = Database(pg_url, tmp_path, idle_in_transaction_timeout=0.2)
+    await db.open()
+    off = Database(pg_url, tmp_path, idle_in_transaction_timeout=0)
+    await off.open()
+    watcher = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        async with off.engine.connect() as conn:
+            assert (await conn.execute(text("SHOW idle_in_transaction_session_timeout"))
+                    ).scalar_one() == "0"
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("SHOW idle_in_transaction_session_timeout"))
+                    ).scalar_one() == "200ms"
+            # (SQLAlchemy began a transaction with the first statement) ... and it hangs here
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            async with asyncio.timeout(10):  # a failure bound: the server ends it at 0.2 s
+                while await watcher.fetchval("SELECT count(*) FROM pg_stat_activity "
+                                             "WHERE pid = $1", pid):
+                    await asyncio.sleep(0.05)
+            with pytest.raises(Exception):  # noqa: B017 - the driver's words vary; writers retry
+                await conn.commit()
+    finally:
+        await watcher.close()
+        await db.close()
+        await off.close()
