@@ -135,7 +135,8 @@ class Database:
             Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         if self.dialect == "postgresql":
             kwargs["pool_pre_ping"] = True
-        engine: AsyncEngine = CancelSafeEngine(create_async_engine(self.url, **kwargs).sync_engine)
+        engine = create_async_engine(self.url, **kwargs)
+        engine = CancelSafeEngine(engine.sync_engine)  # see cancel_safe.py
         self._track_checkouts(engine)
         if self.dialect == "sqlite":
             busy_ms = int(self.busy_timeout * 1000)
