@@ -231,26 +231,10 @@ class StateMachine:
                 last_changed = now if force_update else old.last_changed
             else:
                 last_changed = now
-            state = State._successor(
-                old, text,
-                old_attributes if same_attributes else MappingProxyType(dict(attributes or {})),
-                last_changed, now, context)
-            old._machine = None
-            self._domain_index[old.domain][entity_id] = state
         else:
-            if not valid_entity_id(entity_id):
-                raise InvalidEntityId(
-                    f"Invalid entity id {entity_id!r}: expected domain.object_id in lower-case "
-                    "letters, digits and single underscores"
-                )
-            state = State(entity_id, text, attributes, last_changed=now, last_updated=now,
-                          last_reported=now, context=context, validate_entity_id=False)
-            domain_states = self._domain_index.get(state.domain)
-            if domain_states is None:
-                domain_states = self._domain_index[state.domain] = {}
-            domain_states[entity_id] = state
-        state._machine = self
-        self._states[entity_id] = state
+            same_attributes, last_changed = False, now
+        state = self._install(entity_id, old, text, attributes, same_attributes, last_changed,
+                              now, context)
         self._bus.async_fire(
             EVENT_STATE_CHANGED,
             {"entity_id": entity_id, "old_state": old, "new_state": state},
@@ -283,32 +267,14 @@ class StateMachine:
         if old is not None:
             if last_updated <= old.last_updated:
                 return MIRROR_STALE
-            old_attributes = old.attributes
-            same_attributes = attributes is None or old_attributes == attributes
+            same_attributes = attributes is None or old.attributes == attributes
             if old.state == new_state and same_attributes:
                 old.last_reported = max(old.last_reported, last_updated)
                 return MIRROR_REPORTED
-            state = State._successor(
-                old, new_state,
-                old_attributes if same_attributes else MappingProxyType(dict(attributes or {})),
-                last_changed, last_updated, context)
-            old._machine = None
-            self._domain_index[old.domain][entity_id] = state
         else:
-            if not valid_entity_id(entity_id):
-                raise InvalidEntityId(
-                    f"Invalid entity id {entity_id!r}: expected domain.object_id in lower-case "
-                    "letters, digits and single underscores"
-                )
-            state = State(entity_id, new_state, attributes, last_changed=last_changed,
-                          last_updated=last_updated, last_reported=last_updated,
-                          context=context, validate_entity_id=False)
-            domain_states = self._domain_index.get(state.domain)
-            if domain_states is None:
-                domain_states = self._domain_index[state.domain] = {}
-            domain_states[entity_id] = state
-        state._machine = self
-        self._states[entity_id] = state
+            same_attributes = False
+        state = self._install(entity_id, old, new_state, attributes, same_attributes,
+                              last_changed, last_updated, context)
         self._bus.async_fire(
             EVENT_STATE_CHANGED,
             {"entity_id": entity_id, "old_state": old, "new_state": state},
@@ -317,6 +283,40 @@ class StateMachine:
             time_fired=last_updated,
         )
         return MIRROR_CHANGED
+
+    def _install(self, entity_id: str, old: State | None, text: str,
+                 attributes: Mapping[str, Any] | None, same_attributes: bool,
+                 last_changed: float, now: float, context: Context | None) -> State:
+        """Make a new State the entity's current one (shared by `async_set` and `async_mirror`).
+
+        With `old`, its successor (no id validation, and `old`'s read-only attributes kept
+        when `same_attributes`); without, a new State once its id is valid (InvalidEntityId
+        otherwise). `last_updated` and `last_reported` are both `now`. The caller fires the
+        event: the two differ in origin and time.
+        """
+        if old is not None:
+            state = State._successor(
+                old, text,
+                old.attributes if same_attributes else MappingProxyType(dict(attributes or {})),
+                last_changed, now, context)
+            old._machine = None
+            self._domain_index[old.domain][entity_id] = state
+        else:
+            if not valid_entity_id(entity_id):
+                raise InvalidEntityId(
+                    f"Invalid entity id {entity_id!r}: expected domain.object_id in lower-case "
+                    "letters, digits and single underscores"
+                )
+            state = State(entity_id, text, attributes, last_changed=last_changed,
+                          last_updated=now, last_reported=now, context=context,
+                          validate_entity_id=False)
+            domain_states = self._domain_index.get(state.domain)
+            if domain_states is None:
+                domain_states = self._domain_index[state.domain] = {}
+            domain_states[entity_id] = state
+        state._machine = self
+        self._states[entity_id] = state
+        return state
 
     def async_report(self, states: Iterable[State], timestamp: float | None = None,
                      context: Context | None = None) -> list[State]:

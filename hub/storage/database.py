@@ -7,6 +7,10 @@ upgraded hub never meets an old schema, and a fresh database needs no manual ste
 SQLite is tuned on every new connection (WAL, synchronous=NORMAL, a busy timeout, foreign
 keys): WAL lets the web UI read history while the recorder writes, and NORMAL keeps a commit
 to a WAL append instead of an fsync per transaction, while still never corrupting the file.
+
+The engine is a `CancelSafeEngine` (cancel_safe.py): a task cancelled inside a transaction
+rolls it back and returns its connection before the cancel propagates. `close()` also closes
+connections still checked out by tasks nobody stopped, so no lock outlives the Database.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util.concurrency import greenlet_spawn
+
+from .cancel_safe import CancelSafeEngine, run_to_completion
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -109,6 +117,8 @@ class Database:
         #: history waiting, until the server's TCP keepalive gives up (hours by default).
         self.idle_in_transaction_timeout = idle_in_transaction_timeout
         self._engine: AsyncEngine | None = None
+        #: Pool entries handed out and not yet returned, so close() can end them.
+        self._checked_out: dict[int, ConnectionPoolEntry] = {}
 
     @property
     def engine(self) -> AsyncEngine:
@@ -137,6 +147,8 @@ class Database:
                 kwargs["connect_args"] = {"server_settings": {
                     "idle_in_transaction_session_timeout": str(ms)}}
         engine = create_async_engine(self.url, **kwargs)
+        engine = CancelSafeEngine(engine.sync_engine)  # see cancel_safe.py
+        self._track_checkouts(engine)
         if self.dialect == "sqlite":
             busy_ms = int(self.busy_timeout * 1000)
 
@@ -189,7 +201,47 @@ class Database:
         async with self.engine.connect() as conn:
             return await conn.run_sync(read)
 
+    def _track_checkouts(self, engine: AsyncEngine) -> None:
+        checked_out = self._checked_out
+
+        def on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+            checked_out[id(record)] = record
+
+        def on_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            checked_out.pop(id(record), None)
+
+        event.listen(engine.sync_engine, "checkout", on_checkout)
+        event.listen(engine.sync_engine, "checkin", on_checkin)
+
+    @property
+    def checked_out(self) -> int:
+        """Connections handed out and not yet returned (diagnostics and tests)."""
+        return len(self._checked_out)
+
     async def close(self) -> None:
+        """Close every connection, including ones a still-running task holds; safe to cancel.
+
+        `engine.dispose()` only closes the connections resting in the pool. One still checked
+        out belongs to a task nobody stopped (or one whose cleanup is still running); left
+        open it would keep SQLite's write lock, or a PostgreSQL backend idle in transaction,
+        until the process ends, and the next open would wait for it ("database is locked").
+        Closing it makes that task fail at its next statement, which is right: the database
+        it used is closed.
+        """
         if self._engine is not None:
             engine, self._engine = self._engine, None
-            await engine.dispose()
+            await run_to_completion(self._dispose(engine))
+
+    async def _dispose(self, engine: AsyncEngine) -> None:
+        leftover = list(self._checked_out.values())
+        self._checked_out.clear()
+        if leftover:
+            _LOGGER.warning("Database %s closing with %d connection(s) still in use; "
+                            "closing them (their transactions roll back)",
+                            self.masked_url, len(leftover))
+        for record in leftover:
+            try:
+                await greenlet_spawn(record.invalidate)
+            except Exception:  # the others must still be closed
+                _LOGGER.exception("Closing a connection still in use failed")
+        await engine.dispose()

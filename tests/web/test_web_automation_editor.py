@@ -10,7 +10,7 @@ import aiohttp
 
 from hub.http.tokens import create_token
 
-from .conftest import WAIT, Site, login
+from .conftest import WAIT, Site, at, login
 
 LEAK = {
     "id": "leak_sms", "alias": "漏电短信", "project": "school-1",
@@ -202,7 +202,7 @@ async def test_language_follows_the_user_to_a_fresh_browser(site: Site, browser:
     assert await page.locator("#nav a[aria-current=page]").inner_text() == "Hazards"
     # And back to Chinese, kept the same way.
     await page.click("#lang-switch")
-    await page.wait_for_url(f"{site.url}/hazards?lang=zh-CN")
+    await page.wait_for_url(at(f"{site.url}/hazards?lang=zh-CN"))  # then #events is added
     await page.goto(f"{site.url}/monitor")
     assert await page.locator("html").get_attribute("lang") == "zh-CN"
     await second.close()
