@@ -140,7 +140,11 @@ async def test_unknown_kinds_stay_and_a_validation_error_sits_next_to_its_field(
     await page.click("#tab-yaml")
     typed = (await editor.input_value()).replace("above: 650", "above: 700  # 夜间提高阈值")
     await editor.fill(typed)
-    await page.click("#editor-save")
+    # "已保存" still shows from the save above: wait for this save's answer, not for the text.
+    async with page.expect_response(lambda r: r.request.method == "PUT"
+                                    and "/api/automations/leak_sms" in r.url) as answer:
+        await page.click("#editor-save")
+    assert (await answer.value).ok
     await page.locator("#editor-status", has_text="已保存").wait_for()
     assert site.hub.automations.automations["leak_sms"].conf["triggers"][0]["above"] == 700
     written = (site.hub.config_dir / "automations.yaml").read_text(encoding="utf-8")
