@@ -12,8 +12,10 @@ audit log record. The id (a ULID) is what URLs and tokens refer to.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -25,6 +27,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from hub.core.context import ulid_now
 
 from .permissions import RANK, SUPER_ADMIN
+
+_LOGGER = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[\w.@-]{1,64}$")  # \w includes CJK: 张三 is a valid name
 PHONE_RE = re.compile(r"^\+?[0-9 -]{3,32}$")
@@ -149,6 +153,9 @@ class UserStore:
         #: moves on every create/update, so caches of users (notification routing) know
         #: when to read again
         self.version = 0
+        #: called with each user this process wrote, right after the write (the notification
+        #: directory patches its lists, so routing during a database stall knows them)
+        self.written: list[Callable[[User], None]] = []
 
     async def get(self, user_id: str) -> User | None:
         return await self._one(_table().c.id == user_id)
@@ -209,7 +216,9 @@ class UserStore:
         except sa.exc.IntegrityError as err:  # two creators racing for one name
             raise UserError(f"A user named {name!r} already exists") from err
         self.version += 1
-        return User.from_row(values)
+        user = User.from_row(values)
+        self._tell(user)
+        return user
 
     async def update(self, user_id: str, **changes: Any) -> User | None:
         if "projects" in changes:
@@ -218,7 +227,17 @@ class UserStore:
         async with self.db.engine.begin() as conn:
             await conn.execute(table.update().where(table.c.id == user_id).values(**changes))
         self.version += 1
-        return await self.get(user_id)
+        user = await self.get(user_id)
+        if user is not None:
+            self._tell(user)
+        return user
+
+    def _tell(self, user: User) -> None:
+        for listener in list(self.written):
+            try:
+                listener(user)
+            except Exception:  # a cache must not fail the write that succeeded
+                _LOGGER.exception("A user-write listener failed")
 
     async def record_failure(self, user_id: str, locked_until: float | None) -> None:
         """Count a failed login in SQL (`failed_logins + 1`), so parallel attempts all count."""

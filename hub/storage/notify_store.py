@@ -8,13 +8,16 @@ at-least-once, a duplicate beats a lost alarm).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, desc, func, insert, or_, select, update
 
 from .database import Database
 from .schema import notify_deliveries, notify_escalations, notify_subscriptions
+
+_LOGGER = logging.getLogger(__name__)
 
 OPEN_STATUSES = ("queued", "sending")
 
@@ -24,6 +27,9 @@ class SqlNotifyStore:
         self._db = database
         #: moves on every subscription write (hub/core/notify/directory.py caches them)
         self.subscriptions_version = 0
+        #: called after each subscription write of this process: ("insert", row with its id)
+        #: or ("delete", id); the notification directory patches its lists with it
+        self.subscription_written: list[Callable[[str, Any], None]] = []
 
     async def _rows(self, stmt: Any) -> list[dict[str, Any]]:
         async with self._db.engine.connect() as conn:
@@ -147,13 +153,23 @@ class SqlNotifyStore:
         async with self._db.engine.begin() as conn:
             result = await conn.execute(insert(notify_subscriptions).values(**row))
         self.subscriptions_version += 1
-        return int(result.inserted_primary_key[0])
+        sub_id = int(result.inserted_primary_key[0])
+        self._tell("insert", {**row, "id": sub_id})
+        return sub_id
 
     async def delete_subscription(self, sub_id: int) -> None:
         async with self._db.engine.begin() as conn:
             await conn.execute(delete(notify_subscriptions)
                                .where(notify_subscriptions.c.id == sub_id))
         self.subscriptions_version += 1
+        self._tell("delete", sub_id)
+
+    def _tell(self, action: str, what: Any) -> None:
+        for listener in list(self.subscription_written):
+            try:
+                listener(action, what)
+            except Exception:  # a cache must not fail the write that succeeded
+                _LOGGER.exception("A subscription-write listener failed")
 
     # -- escalations ------------------------------------------------------------------------
     async def escalations(self) -> list[dict[str, Any]]:

@@ -295,6 +295,55 @@ async def test_stalled_alarm_tables_do_not_hold_the_alarm_or_its_sms(
         sim.close()
 
 
+async def test_a_subscription_made_just_before_a_stall_still_gets_the_sms(
+        tmp_path: Path, pg_url: str) -> None:
+    """Found by bench_alarm_sms at 100,000 detectors: the start kept the database busy, the
+    re-read of who to tell took over 2 s, and the alarm was routed with the lists read before
+    the duty officer subscribed: no SMS. Writes made through this hub now reach the lists at
+    once, so the fallback to the lists read last still knows them."""
+    sim = ModemSimulator()
+    port = sim.open()
+    config = {
+        "hub": {"name": "subscribe then stall", "language": "zh-CN"},
+        "http": {"enabled": False}, "database": {"url": pg_url},
+        "projects": [{"id": "school-1", "name": "第一中学"}],
+        "devices": [{"id": "arcm-1", "name": "配电箱1", "platform": "meter",
+                     "project": "school-1", "location": "配电室"}],
+        "alarms": {"store_timeout": 0.3},
+        "notify": [{"platform": "sms", "name": "sms", "modem": {"port": port},
+                    "retries": 1, "retry_backoff": 0.01, "command_timeout": 1.0,
+                    "send_timeout": 1.0, "health_interval": 30.0}],
+        "notifications": {"store_timeout": 0.3},
+    }
+    hub = Hub(tmp_path, config=config, plugin_manager=meter_plugins())
+    raised = EventCollector(hub, "alarm_raised", WAIT)
+    await hub.async_start()
+    holder = await asyncpg.connect(plain_dsn(pg_url))
+    lock = holder.transaction()
+    locked = False
+    try:
+        directory = hub.notify.directory
+        assert await bounded(directory.users()) == []  # read while nobody is subscribed
+        await duty_officer(hub)  # then the duty officer subscribes, through this hub
+
+        await lock.start()
+        await holder.execute("LOCK TABLE alarms, notify_deliveries, users, notify_subscriptions "
+                             "IN ACCESS EXCLUSIVE MODE")
+        locked = True
+        hub.bus.async_fire(EVENT_DEVICE_CONDITION, Condition.create(
+            "arcm-1", "residual_current_high", True, value=550, unit="mA").as_dict())
+        await raised.wait(lambda r: r["type"] == "residual_current_high")
+        (message,) = await sim.wait_sent(1, timeout=WAIT)
+        assert message.number == PHONE and "剩余电流" in message.text
+        assert directory.stale_reads >= 1  # it was the fallback that routed it
+    finally:
+        if locked:
+            await lock.rollback()
+        await holder.close()
+        await hub.async_stop()
+        sim.close()
+
+
 # -- 3. flapping DTU ---------------------------------------------------------------------------
 IMEI = "860000000000001"
 UNITS = (1, 2)
