@@ -2,7 +2,7 @@
 MQTT publish to the modem receiving AT+CMGS, per offered telemetry rate, and the highest
 *sustained* rate: p99 within 1 s (our promise, docs/benchmarks.md) while the hub keeps up with
 the readings (its intake lag, `voltwatch_mqtt_intake_lag_seconds`, within 10 s at the end of
-the rate). Since alarms have their own MQTT connection they stay fast on a hub far behind its
+the rate, and at least 95 % of the published readings handled over the rate). Since alarms have their own MQTT connection they stay fast on a hub far behind its
 readings, so the latency alone no longer says whether a rate is sustainable.
 
 What runs, each its own process except the modem:
@@ -63,6 +63,7 @@ PHONE = "+8613800138000"
 QUIET_INTERVAL = 3600.0  # the fleet's configured reporting interval (see `_run`)
 PROMISE_MS = 1000.0
 KEPT_UP_S = 10.0  # readings this far behind at the end of a rate: the hub did not keep up
+KEPT_UP_SHARE = 0.95  # nor did it if it handled less than this share of what was published
 
 
 class TimedModem(ModemSimulator):
@@ -201,6 +202,7 @@ def _run(work: Path, database_url: str) -> list[Result]:
     broker.start()
     per_rate: dict[float, list[float]] = {}
     behind: dict[float, float] = {}  # rate -> seconds the readings were behind at its end
+    kept: dict[float, float] = {}  # rate -> handled / published over the rate
     try:
         hub = start_hub(broker, work, devices_file, database_url, extra_config=f"""
             notify:
@@ -245,6 +247,7 @@ def _run(work: Path, database_url: str) -> list[Result]:
                     if fleet is not None:
                         published = stop_fleet(fleet).get("mqtt_messages", 0)
                 offered = published / (time.monotonic() - t0)
+                kept[rate] = handled / offered if offered else 1.0
                 lat = per_rate[rate]
                 print(f"  {rate:,.0f} msg/s asked ({offered:,.0f} published, {handled:,.0f} "
                       f"handled, readings {behind[rate]:.1f} s behind at the end): alarm to SMS "
@@ -273,9 +276,13 @@ def _run(work: Path, database_url: str) -> list[Result]:
         lag = behind.get(rate, float("inf"))
         results.append(Result(f"readings behind @{rate:,.0f} msg/s (intake lag at the end)", lag,
                               "s", None, "", f"<= {KEPT_UP_S:.0f} s", lag <= KEPT_UP_S))
+        share = kept.get(rate, 0.0)
+        results.append(Result(f"readings handled / published @{rate:,.0f} msg/s", 100 * share,
+                              "%", None, "", f">= {100 * KEPT_UP_SHARE:.0f} %",
+                              share >= KEPT_UP_SHARE))
         # Sustained: the alarms are on time AND the hub keeps up with the readings (a hub
         # whose backlog grows without end has its readings dropped by the broker at last).
-        if p99 <= PROMISE_MS and lag <= KEPT_UP_S:
+        if p99 <= PROMISE_MS and lag <= KEPT_UP_S and share >= KEPT_UP_SHARE:
             best = max(best, rate)
     results.append(Result("alarm to SMS: highest sustained rate (p99 <= 1 s, readings kept up)",
                           best, "msg/s", None, "", ">= 3,333 msg/s (100k devices @30 s)",

@@ -22,6 +22,21 @@ _LOGGER = logging.getLogger(__name__)
 OPEN_STATUSES = ("queued", "sending")
 
 
+def _subscription_defaults() -> dict[str, Any]:
+    """A subscription row's columns with their defaults, as a read of the row would show the
+    ones an insert left out (a listener gets the whole row, not what the caller passed)."""
+    out: dict[str, Any] = {}
+    for column in notify_subscriptions.columns:
+        default = column.default
+        if default is None:
+            out[column.name] = None
+        elif getattr(default, "is_callable", False):
+            out[column.name] = default.arg(None)  # type: ignore[attr-defined]
+        else:
+            out[column.name] = getattr(default, "arg", None)
+    return out
+
+
 class SqlNotifyStore:
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -154,7 +169,7 @@ class SqlNotifyStore:
             result = await conn.execute(insert(notify_subscriptions).values(**row))
         self.subscriptions_version += 1
         sub_id = int(result.inserted_primary_key[0])
-        self._tell("insert", {**row, "id": sub_id})
+        self._tell("insert", {**_subscription_defaults(), **row, "id": sub_id})
         return sub_id
 
     async def delete_subscription(self, sub_id: int) -> None:

@@ -60,7 +60,9 @@ async def test_cached_between_changes_and_fresh_after_each(tmp_path: Path, db_ur
             async with http.patch(f"/api/users/{duty.id}", json={"disabled": True}) as resp:
                 assert resp.status == 200
             assert await _alarm_to(hub, pager, "temperature_high_1") == []
-        assert directory.loads == loads + 4  # one read per change, none in between
+        # Every change went through this hub, so it was put into the lists as it was written:
+        # routing followed each one without reading the tables again.
+        assert directory.loads == loads
     finally:
         await hub.async_stop()
 
@@ -71,6 +73,7 @@ async def test_a_write_from_elsewhere_is_seen_after_max_age(tmp_path: Path, db_u
     directory = hub.notify.directory
     now = [0.0]
     directory.clock = lambda: now[0]
+    directory.invalidate()  # the next read is timed by the test's clock
     try:
         await user(hub, "duty", "user", ["school-1-a"], "+8613800000001")
         assert await _alarm_to(hub, pager, "over_voltage") == ["+8613800000001"]
