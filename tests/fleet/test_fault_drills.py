@@ -203,15 +203,16 @@ async def wait_rows(pg_url: str, sql: str, done: Any) -> list[Any]:
         await conn.close()
 
 
-async def test_stalled_alarm_tables_do_not_hold_the_alarm_or_its_sms(
-        tmp_path: Path, pg_url: str) -> None:
-    """`alarms` and `notify_deliveries` locked: two alarms are still announced and sent
-    (provisional, no id); once released each has exactly one row, its delivery record (with
-    the alarm's id, so "reply 1" works) and the spool is gone."""
-    sim = ModemSimulator()
-    port = sim.open()
-    config = {
-        "hub": {"name": "alarm stall drill", "language": "zh-CN", "time_zone": "Asia/Shanghai"},
+#: The alarm's row, its delivery records, and who is to be told.
+LOCK_ALARM_PATH = ("LOCK TABLE alarms, notify_deliveries, users, notify_subscriptions "
+                   "IN ACCESS EXCLUSIVE MODE")
+
+
+def alarm_stall_config(name: str, pg_url: str, port: str) -> dict[str, Any]:
+    """A meter hub on PostgreSQL with the modem simulator on `port`; short store timeouts, so
+    a stalled database shows at once (escalation on: it must begin once stored)."""
+    return {
+        "hub": {"name": name, "language": "zh-CN", "time_zone": "Asia/Shanghai"},
         "http": {"enabled": False}, "database": {"url": pg_url},
         "projects": [{"id": "school-1", "name": "第一中学"}],
         "devices": [{"id": "arcm-1", "name": "配电箱1", "platform": "meter",
@@ -220,9 +221,19 @@ async def test_stalled_alarm_tables_do_not_hold_the_alarm_or_its_sms(
         "notify": [{"platform": "sms", "name": "sms", "modem": {"port": port},
                     "retries": 1, "retry_backoff": 0.01, "command_timeout": 1.0,
                     "send_timeout": 1.0, "health_interval": 30.0}],
-        "notifications": {"store_timeout": 0.3},  # escalation on: it must begin once stored
+        "notifications": {"store_timeout": 0.3},
     }
-    hub = Hub(tmp_path, config=config, plugin_manager=meter_plugins())
+
+
+async def test_stalled_alarm_tables_do_not_hold_the_alarm_or_its_sms(
+        tmp_path: Path, pg_url: str) -> None:
+    """`alarms` and `notify_deliveries` locked: two alarms are still announced and sent
+    (provisional, no id); once released each has exactly one row, its delivery record (with
+    the alarm's id, so "reply 1" works) and the spool is gone."""
+    sim = ModemSimulator()
+    port = sim.open()
+    hub = Hub(tmp_path, config=alarm_stall_config("alarm stall drill", pg_url, port),
+              plugin_manager=meter_plugins())
     raised = EventCollector(hub, "alarm_raised", WAIT)
     updated = EventCollector(hub, "alarm_updated", WAIT)
     deliveries = EventCollector(hub, "notification_delivery", WAIT)
@@ -239,9 +250,7 @@ async def test_stalled_alarm_tables_do_not_hold_the_alarm_or_its_sms(
         directory.max_age = 0.0  # every alarm reads them again: the stall must not hold that
 
         await lock.start()
-        # the alarm's row, its delivery records, and who is to be told
-        await holder.execute("LOCK TABLE alarms, notify_deliveries, users, notify_subscriptions "
-                             "IN ACCESS EXCLUSIVE MODE")
+        await holder.execute(LOCK_ALARM_PATH)
         locked = True
         for type_, value, unit in (("residual_current_high", 550, "mA"),
                                    ("over_voltage", 270, "V")):
@@ -303,19 +312,8 @@ async def test_a_subscription_made_just_before_a_stall_still_gets_the_sms(
     once, so routing knows them without reading the stalled tables."""
     sim = ModemSimulator()
     port = sim.open()
-    config = {
-        "hub": {"name": "subscribe then stall", "language": "zh-CN"},
-        "http": {"enabled": False}, "database": {"url": pg_url},
-        "projects": [{"id": "school-1", "name": "第一中学"}],
-        "devices": [{"id": "arcm-1", "name": "配电箱1", "platform": "meter",
-                     "project": "school-1", "location": "配电室"}],
-        "alarms": {"store_timeout": 0.3},
-        "notify": [{"platform": "sms", "name": "sms", "modem": {"port": port},
-                    "retries": 1, "retry_backoff": 0.01, "command_timeout": 1.0,
-                    "send_timeout": 1.0, "health_interval": 30.0}],
-        "notifications": {"store_timeout": 0.3},
-    }
-    hub = Hub(tmp_path, config=config, plugin_manager=meter_plugins())
+    hub = Hub(tmp_path, config=alarm_stall_config("subscribe then stall", pg_url, port),
+              plugin_manager=meter_plugins())
     raised = EventCollector(hub, "alarm_raised", WAIT)
     await hub.async_start()
     holder = await asyncpg.connect(plain_dsn(pg_url))
@@ -328,8 +326,7 @@ async def test_a_subscription_made_just_before_a_stall_still_gets_the_sms(
         await duty_officer(hub)  # then the duty officer subscribes, through this hub
 
         await lock.start()
-        await holder.execute("LOCK TABLE alarms, notify_deliveries, users, notify_subscriptions "
-                             "IN ACCESS EXCLUSIVE MODE")
+        await holder.execute(LOCK_ALARM_PATH)
         locked = True
         hub.bus.async_fire(EVENT_DEVICE_CONDITION, Condition.create(
             "arcm-1", "residual_current_high", True, value=550, unit="mA").as_dict())
